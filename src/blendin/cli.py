@@ -1,0 +1,118 @@
+"""The ``blendin`` command: thin wrappers over ``BlendConfig``, ``load_pair`` and ``generate``.
+
+    blendin generate "What is 12 * 7?"                 # BlendIn on the embedded pair
+    blendin generate --method nudging --json - < q.txt
+    blendin demo                                       # a worked example on the embedded pair
+    blendin prepare                                    # convert and cache the embedded pair
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, parse_alpha
+from .errors import BlendinError, ConfigError
+
+DEMO_QUESTION = (
+    "A baker makes 24 muffins in the morning and 18 in the afternoon. "
+    "She sells 30 of them. How many muffins are left?"
+)
+
+
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+    d = BlendConfig()
+    p.add_argument("--base", default=DEFAULT_BASE, help=f"base model: embedded name, GGUF file, folder or hub id (default {DEFAULT_BASE})")
+    p.add_argument("--guide", default=DEFAULT_GUIDE, help=f"guide model, as --base (default {DEFAULT_GUIDE})")
+    p.add_argument("--method", default=d.method, help=f"{' | '.join(METHODS)} (default {d.method})")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="the base decides alone when its top-1 probability is >= gamma (default 0.4)")
+    p.add_argument("--alpha", default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 is greedy (default)")
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    p.add_argument("--stop", action="append", default=[], help="stop before this text (repeatable)")
+    f = PromptFormat()
+    p.add_argument("--system", default=f.system, help="system line for both models")
+    p.add_argument("--question-prefix", default=f.question_prefix, help="put before the question in the base's prompt")
+    p.add_argument("--answer-cue", default=f.answer_cue, help="ends the base's prompt")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every step")
+
+
+def config_from_args(a: argparse.Namespace) -> BlendConfig:
+    return BlendConfig(
+        base=a.base, guide=a.guide, method=a.method, gamma=a.gamma, alpha=parse_alpha(a.alpha),
+        max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+        stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blendin", description="Guided decoding by probabilistic model blending (BlendIn).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="answer one prompt")
+    gen.add_argument("prompt", help="the question, or '-' to read it from stdin")
+    _add_decoding_options(gen)
+    demo = sub.add_parser("demo", help="answer a worked example on the embedded pair")
+    _add_decoding_options(demo)
+    demo.set_defaults(max_new_tokens=128)
+    prep = sub.add_parser("prepare", help="install-time step: convert and cache the models")
+    prep.add_argument("--base", default=DEFAULT_BASE)
+    prep.add_argument("--guide", default=DEFAULT_GUIDE)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare}[args.command](args)
+    except BlendinError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(config: BlendConfig, prompt: str, as_json: bool) -> None:
+    from .decoding import generate
+    from .pair import load_pair
+
+    pair = load_pair(config)
+    result = generate(pair, prompt, config)
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(result.text.strip())
+        print(f"[{result.summary()}]", file=sys.stderr)
+
+
+def cmd_generate(a) -> int:
+    config = config_from_args(a)  # validates before any model loads
+    prompt = sys.stdin.read() if a.prompt == "-" else a.prompt
+    if not prompt.strip():
+        raise ConfigError("the prompt is empty: pass the question as text, or '-' and text on stdin")
+    _run(config, prompt.strip(), a.json)
+    return 0
+
+
+def cmd_demo(a) -> int:
+    config = config_from_args(a)
+    if not a.json:
+        print(f"Base {config.base}, guided by {config.guide}; method {config.method}, gamma {config.gamma}, alpha {config.alpha_label}")
+        print(f"Question: {DEMO_QUESTION}\nAnswer:", flush=True)
+    _run(config, DEMO_QUESTION, a.json)
+    return 0
+
+
+def cmd_prepare(a) -> int:
+    from .models import prepare
+
+    for spec in (a.base, a.guide):
+        print(f"{spec}: ready at {prepare(spec)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""One configuration object, shared by the CLI, the server and the evaluation harness.
+
+    >>> BlendConfig(method="blendin", gamma=0.4).alpha_label
+    'auto'
+
+Validation happens here, at construction, so a bad value fails before any model loads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field, replace
+
+from .errors import ConfigError
+
+METHODS = ("base", "guide", "switch", "nudging", "blendin")
+DEFAULT_BASE = "gemma-3-270m"
+DEFAULT_GUIDE = "smollm2-135m-instruct"
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'blendin'?)' for a near miss, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a user's text becomes each model's prompt.
+
+    The base sees plain text: ``{system}\\n{question_prefix}{user}\\n{answer_cue}``.
+    The guide sees ``[system, user]`` through its own tokenizer's chat template.
+
+    subtle: the cue ends with a newline. A chat template leaves the guide at the start of a line,
+    so its first token has no leading space ('To'); after a bare "Answer:" that token would glue
+    onto the cue ("Answer:To"). Starting both models' answers at a line start keeps them aligned.
+    """
+
+    system: str = "Answer the question by walking through the reasoning step by step."
+    question_prefix: str = "Question: "
+    answer_cue: str = "Answer:\n"
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """What to decode and how. ``alpha=None`` means BlendIn's adaptive alpha.
+
+    method: base | guide | switch | nudging | blendin.
+    gamma: the base decides alone when its top-1 probability is >= gamma.
+    temperature 0 is greedy; top_p and seed apply when sampling.
+    nudge_chunk: how many tokens the guide drafts at once under nudging (the paper uses 16).
+    """
+
+    base: str = DEFAULT_BASE
+    guide: str = DEFAULT_GUIDE
+    method: str = "blendin"
+    gamma: float = 0.4
+    alpha: float | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    nudge_chunk: int = 16
+    prompt: PromptFormat = field(default_factory=PromptFormat)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"unknown method '{self.method}'{did_you_mean(self.method, METHODS)}; "
+                f"choose one of: {', '.join(METHODS)}"
+            )
+        _check_range("gamma", self.gamma, 0.0, 1.0)
+        if self.alpha is not None:
+            _check_range("alpha", self.alpha, 0.0, 1.0, hint="or leave it unset (auto) for BlendIn's adaptive alpha")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+        if not _finite(self.temperature) or self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {self.temperature!r}")
+        if not _finite(self.top_p) or not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.nudge_chunk, int) or self.nudge_chunk < 1:
+            raise ConfigError(f"nudge_chunk must be a whole number >= 1, got {self.nudge_chunk!r}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if any(not isinstance(s, str) or s == "" for s in self.stop):
+            raise ConfigError("stop strings must be non-empty text")
+
+    @property
+    def alpha_label(self) -> str | float:
+        return "auto" if self.alpha is None else self.alpha
+
+    @property
+    def uses_base(self) -> bool:
+        return self.method != "guide"
+
+    @property
+    def uses_guide(self) -> bool:
+        return self.method != "base"
+
+    def with_(self, **changes) -> "BlendConfig":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+def parse_alpha(text: str) -> float | None:
+    """'auto' -> None; '0.3' -> 0.3; anything else -> ConfigError naming the fix."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"alpha must be 'auto' or a number in [0, 1], got '{text}'") from None
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_range(name, value, lo, hi, hint=""):
+    if not _finite(value) or not lo <= value <= hi:
+        extra = f" {hint}" if hint else ""
+        raise ConfigError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}{extra}")

@@ -1,0 +1,317 @@
+"""The one decoding loop: base, guide, switch, nudging and BlendIn.
+
+    result = generate(pair, "What is 2+3?", BlendConfig(method="blendin"))
+    for step in stream(pair, prompt, config): print(step.token, end="")
+
+Each step, the base gives its next-token distribution p_b (top-1 m_b). The policy decides:
+    the base is sure (m_b >= gamma)  -> the token comes from p_b
+    else blendin/switch              -> the guide catches up with the text, p_g is carried into the base
+                                        vocabulary, and the token comes from alpha*p_g + (1-alpha)*p_b
+    else nudging                     -> the guide writes whole words until the base is confident again
+    guide method                     -> the guide writes every token in its own vocabulary
+Both models see exactly the text generated so far: the model that wrote a token keeps its own token
+ids; the other re-encodes the text when it is next consulted, keeping its cache for the common prefix.
+
+Not handled here: batching several prompts (one prompt at a time), remote models.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import torch
+
+from .blend import mix, top1
+from .config import BlendConfig
+from .errors import ConfigError
+from .pair import Pair
+from .policies import policy_for
+from .prompts import prompt_ids
+from .sampling import Sampler
+from .types import GenerationResult, Step
+
+
+class Track:
+    """One model's view of the generation: a session, the prompt ids, and ids for the generated text."""
+
+    def __init__(self, model, prompt: list[int]):
+        self.tok = model.tokenizer
+        self.session = model.session()
+        self.prompt = prompt
+        self.gen_ids: list[int] = []  # the generated text, in this model's vocabulary
+        self.text = ""  # the text gen_ids stand for
+        self.session.sync(prompt)
+
+    def follow(self, text: str) -> "Track":
+        """Catch up with ``text`` (written by the other model) by re-encoding it; cheap if unchanged."""
+        if text != self.text:
+            self.gen_ids = self.tok.encode(text)
+            self.text = text
+            self.session.sync(self.prompt + self.gen_ids)
+        return self
+
+    def probs(self) -> torch.Tensor:
+        """Next-token probabilities [V_model] after prompt + generated text."""
+        return torch.exp(self.session.logprobs())
+
+    def push(self, token_id: int) -> None:
+        self.gen_ids.append(token_id)
+        self.session.append(token_id)
+
+    def rewind(self, n: int, text: str) -> None:
+        """Keep the first ``n`` generated ids (they stand for ``text``); drop drafted ones after them."""
+        self.gen_ids = self.gen_ids[:n]
+        self.text = text
+        self.session.sync(self.prompt + self.gen_ids)
+
+
+class Transcript:
+    """The generated text, built from runs of tokens, each run written by one model.
+
+    A token that ends inside a multi-byte character adds no text until the character is complete.
+    """
+
+    def __init__(self):
+        self._done = ""  # text of finished runs
+        self._tok = None  # tokenizer of the current run
+        self._ids: list[int] = []
+        self._stable = ""  # decoded text of the current run, up to the last complete character
+
+    @property
+    def text(self) -> str:
+        return self._done + self._stable
+
+    def push(self, tok, token_id: int) -> str:
+        """Add one token; return the new text it completes."""
+        if tok is not self._tok:
+            self.flush()
+            self._tok = tok
+        self._ids.append(token_id)
+        full = tok.decode(self._ids)
+        if full.endswith("\ufffd"):
+            return ""
+        delta, self._stable = full[len(self._stable) :], full
+        return delta
+
+    def flush(self) -> None:
+        """End the current run (an unfinished character is kept as U+FFFD)."""
+        if self._tok is not None:
+            self._done += self._tok.decode(self._ids)
+        self._tok, self._ids, self._stable = None, [], ""
+
+    def cut(self, length: int) -> None:
+        self.flush()
+        self._done = self._done[:length]
+
+
+class Generation:
+    """One prompt's decoding. Iterate it for ``Step``s; then ``result()``."""
+
+    def __init__(self, pair: Pair, prompt: str, config: BlendConfig):
+        if not prompt or not prompt.strip():
+            raise ConfigError("the prompt is empty: pass the question as text (or '-' to read it from stdin)")
+        self.config, self.pair = config, pair
+        self.policy = policy_for(config)
+        if config.uses_base and pair.base is None:
+            raise ConfigError(f"method '{config.method}' needs a base model; load the pair with it")
+        if config.uses_guide and pair.guide is None:
+            raise ConfigError(f"method '{config.method}' needs a guide model; load the pair with it")
+        fmt = config.prompt
+        self.base = Track(pair.base, prompt_ids(pair.base.tokenizer, fmt, prompt, chat=False)) if config.uses_base else None
+        self.guide = Track(pair.guide, prompt_ids(pair.guide.tokenizer, fmt, prompt, chat=True)) if config.uses_guide else None
+        self.sampler = Sampler(config.temperature, config.top_p, config.seed)
+        self.transcript = Transcript()
+        self.steps: list[Step] = []
+        self.stop_reason: str | None = None
+        self.seconds = 0.0
+        self._base_turn = False  # set after a nudge: the base writes the next token whatever m_b is
+
+    def __iter__(self) -> Iterator[Step]:
+        start = time.perf_counter()
+        try:
+            while self.stop_reason is None:
+                yield from self._next()
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _next(self) -> Iterator[Step]:
+        """One decision of the policy: one token, or (nudging) a few words of the guide's."""
+        if self.policy.writes == "all":
+            yield self._guide_token()
+            return
+        base_probs = self.base.follow(self.transcript.text).probs()
+        m_b, _ = top1(base_probs)
+        base_turn, self._base_turn = self._base_turn, False
+        if base_turn or not self.policy.consult_guide(m_b):
+            token = self.sampler.choose(base_probs)
+            yield self._emit(self.base, token, Step("", "base", m_b, None, None, None, float(base_probs[token]), None, token))
+        elif self.policy.writes == "words":
+            yield from self._nudge(base_probs, m_b)
+        else:
+            yield self._blend_token(base_probs, m_b)
+
+    def _blend_token(self, base_probs: torch.Tensor, m_b: float) -> Step:
+        """BlendIn and switch: decode one base-vocabulary token from alpha * p_g + (1 - alpha) * p_b."""
+        bridge = self.pair.bridge
+        guide_probs = self.guide.follow(self.transcript.text).probs()
+        m_g, guide_top = top1(guide_probs)
+        agreement = _prob_of(base_probs, bridge.base_id(guide_top))
+        alpha = self.policy.guide_weight(m_b, m_g, agreement)
+        mixed = mix(base_probs, bridge.to_base(guide_probs), alpha)
+        token = self.sampler.choose(mixed)
+        source = "guide" if self.config.method == "switch" else "blend"
+        step = Step("", source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token)
+        return self._emit(self.base, token, step)
+
+    def _guide_token(self) -> Step:
+        """The guide method: the guide writes one token in its own vocabulary."""
+        guide_probs = self.guide.probs()
+        m_g, _ = top1(guide_probs)
+        token = self.sampler.choose(guide_probs)
+        return self._emit(self.guide, token, Step("", "guide", None, m_g, 1.0, None, float(guide_probs[token]), None, token))
+
+    def _nudge(self, base_probs: torch.Tensor, m_b: float) -> Iterator[Step]:
+        """Nudging (Fei et al. 2024): the guide drafts a chunk and its words are accepted one by one.
+
+        The first word is always accepted; each next word only while the base, reading the accepted
+        words, stays unsure (m_b < gamma) and its top token does not start that word.
+        """
+        guide, text = self.guide.follow(self.transcript.text), self.transcript.text
+        kept = len(guide.gen_ids)
+        draft: list[tuple[int, float, float, int]] = []  # (token, m_g, chosen prob, guide top token)
+        for _ in range(min(self.config.nudge_chunk, self.config.max_new_tokens - len(self.steps))):
+            guide_probs = guide.probs()
+            m_g, guide_top = top1(guide_probs)
+            token = self.sampler.choose(guide_probs)
+            draft.append((token, m_g, float(guide_probs[token]), guide_top))
+            if token in guide.tok.eos_ids:
+                break
+            guide.push(token)
+        words = split_words(guide.tok, [d[0] for d in draft])
+        checks = [(m_b, base_probs)]  # the base's view at the start of each accepted word
+        accepted = words[:1]
+        for word in words[1:]:
+            sofar = text + "".join(guide.tok.decode(w) for w in accepted)
+            probs = self.base.follow(sofar).probs()
+            m_b2, base_top = top1(probs)
+            base_word = self.base.tok.decode([base_top]).strip()
+            if m_b2 >= self.config.gamma or (base_word and guide.tok.decode(word).strip().startswith(base_word)):
+                break
+            accepted.append(word)
+            checks.append((m_b2, probs))
+        i = 0
+        for word, (m_b_word, probs) in zip(accepted, checks):
+            for j, token in enumerate(word):
+                _, m_g, chosen, guide_top = draft[i]
+                i += 1
+                first = j == 0
+                agreement = _prob_of(probs, self.pair.bridge.base_id(guide_top)) if first else None
+                step = Step("", "guide", m_b_word if first else None, m_g, 1.0, agreement, chosen, None, token)
+                yield self._emit(guide, token, step, drafted=True)
+                if self.stop_reason is not None:
+                    break
+            if self.stop_reason is not None:
+                break
+        guide.rewind(kept + i, self.transcript.text)
+        # Nudging stopped because the base is confident again or its top token starts the guide's
+        # next word: either way the base writes on from here (else the guide would redraft that word)
+        self._base_turn = True
+
+    def _emit(self, track: Track, token: int, step: Step, drafted: bool = False) -> Step:
+        """Record a chosen token: end on EOS, else add its text; then apply stop strings and the length cap."""
+        if token in track.tok.eos_ids:
+            self.stop_reason = "eos"
+        else:
+            delta = self.transcript.push(track.tok, token)
+            if not drafted:
+                track.push(token)
+            track.text = self.transcript.text
+            step = _with_token(step, delta)
+            self._apply_stop_strings(len(delta))
+        self.steps.append(step)
+        if self.stop_reason is None and len(self.steps) >= self.config.max_new_tokens:
+            self.stop_reason = "length"
+        return step
+
+    def _apply_stop_strings(self, new_chars: int) -> None:
+        text = self.transcript.text
+        longest = max((len(s) for s in self.config.stop), default=0)
+        window = max(0, len(text) - new_chars - longest)
+        hits = [i for i in (text.find(s, window) for s in self.config.stop) if i >= 0]
+        if hits:
+            self.transcript.cut(min(hits))
+            self.stop_reason = "stop"
+
+    def result(self) -> GenerationResult:
+        self.transcript.flush()
+        steps = tuple(self.steps)
+        interventions = sum(s.intervened for s in steps)
+        alphas = [s.alpha for s in steps if s.alpha is not None]
+        masses = [s.guide_mass_exact for s in steps if s.guide_mass_exact is not None]
+        bridge = self.pair.bridge if self.config.method in ("switch", "nudging", "blendin") else None
+        coverage = None
+        if bridge is not None:
+            coverage = {**bridge.describe(), "mean_guide_mass_exact": _mean(masses)}
+        n = len(steps)
+        return GenerationResult(
+            text=self.transcript.text,
+            method=self.config.method,
+            gamma=self.config.gamma,
+            alpha=self.config.alpha_label,
+            base=self.config.base,
+            guide=self.config.guide,
+            tokens=n,
+            interventions=interventions,
+            intervention_rate=interventions / n if n else 0.0,
+            mean_alpha=_mean(alphas),
+            stop_reason=self.stop_reason or "length",
+            seconds=self.seconds,
+            tokens_per_second=n / self.seconds if self.seconds > 0 else 0.0,
+            vocab_coverage=coverage,
+            steps=steps,
+        )
+
+
+def stream(pair: Pair, prompt: str, config: BlendConfig) -> Iterator[Step]:
+    """Yield each ``Step`` as it is decoded."""
+    yield from Generation(pair, prompt, config)
+
+
+def generate(pair: Pair, prompt: str, config: BlendConfig) -> GenerationResult:
+    """Decode ``prompt`` with ``config.method``; the result carries the text and every step."""
+    gen = Generation(pair, prompt, config)
+    for _ in gen:
+        pass
+    return gen.result()
+
+
+def split_words(tok, ids: list[int]) -> list[list[int]]:
+    """Group token ids into words: a token whose text starts with whitespace begins a new word
+    (unless the word so far is only whitespace). End-of-sequence tokens stand alone.
+
+    For GPT-2 style pieces: ['ĠThe', 'Ġcat', 's', '.', 'Ċ'] -> [[The], [ cat, s, .], [\\n]]
+    """
+    words: list[list[int]] = []
+    for token in ids:
+        text = tok.decode([token])
+        starts = token in tok.eos_ids or (text[:1].isspace() and words and tok.decode(words[-1]).strip())
+        if not words or starts or (words[-1] and words[-1][-1] in tok.eos_ids):
+            words.append([token])
+        else:
+            words[-1].append(token)
+    return words
+
+
+def _with_token(step: Step, text: str) -> Step:
+    from dataclasses import replace
+
+    return replace(step, token=text)
+
+
+def _prob_of(probs: torch.Tensor, token: int | None) -> float:
+    return 0.0 if token is None else float(probs[token])
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None

@@ -1,0 +1,103 @@
+"""The per-step rule of each method: whether to consult the guide, and with what weight.
+
+Every policy answers two questions, from numbers only (no tensors, no state):
+
+    consult_guide(base_top_prob) -> bool        is the base unsure enough to ask the guide?
+    guide_weight(m_b, m_g, agreement) -> float  alpha, the guide's weight in the mixture
+
+and says who writes once the guide is consulted (``writes``):
+    "token"  one token from the mixture alpha * p_g + (1 - alpha) * p_b   (blendin, switch)
+    "words"  the guide writes whole words until the base is confident again (nudging)
+    "all"    the guide writes everything; the base is never run            (guide)
+
+    >>> p = policy_for(BlendConfig(method="blendin", gamma=0.4))
+    >>> p.consult_guide(0.5), p.consult_guide(0.3)
+    (False, True)
+    >>> p.guide_weight(0.25, 0.75, 0.5)
+    0.8
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .blend import auto_alpha
+from .config import BlendConfig
+
+
+@dataclass(frozen=True)
+class BaseOnly:
+    writes: str = "token"
+
+    def consult_guide(self, base_top_prob: float) -> bool:
+        return False
+
+    def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class GuideOnly:
+    writes: str = "all"
+
+    def consult_guide(self, base_top_prob: float) -> bool:
+        return True
+
+    def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class TokenSwitch:
+    """At an uncertain step, decode from the guide's distribution alone (greedy: its top token)."""
+
+    gamma: float
+    writes: str = "token"
+
+    def consult_guide(self, base_top_prob: float) -> bool:
+        return base_top_prob < self.gamma
+
+    def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class Nudging:
+    """At an uncertain step the guide writes words (Fei et al. 2024); see decoding.nudge."""
+
+    gamma: float
+    writes: str = "words"
+
+    def consult_guide(self, base_top_prob: float) -> bool:
+        return base_top_prob < self.gamma
+
+    def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class BlendIn:
+    """BlendIn: intervene below gamma with alpha = clip(m_g/(m_b+m_g) + 0.1 p_b[t_g], 0, 1), or a fixed alpha."""
+
+    gamma: float
+    alpha: float | None = None
+    writes: str = "token"
+
+    def consult_guide(self, base_top_prob: float) -> bool:
+        return base_top_prob < self.gamma
+
+    def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return auto_alpha(base_top_prob, guide_top_prob, agreement)
+
+
+def policy_for(config: BlendConfig):
+    """The policy object for ``config.method``."""
+    return {
+        "base": lambda: BaseOnly(),
+        "guide": lambda: GuideOnly(),
+        "switch": lambda: TokenSwitch(config.gamma),
+        "nudging": lambda: Nudging(config.gamma),
+        "blendin": lambda: BlendIn(config.gamma, config.alpha),
+    }[config.method]()

@@ -1,0 +1,84 @@
+"""Frozen records of a generation: one ``Step`` per generated token, one ``GenerationResult`` per prompt.
+
+Probabilities here are plain floats in [0, 1]. "Guide fields" (``guide_top_prob``, ``alpha``,
+``agreement``, ``guide_mass_exact``) are ``None`` on steps where the guide was not consulted;
+``base_top_prob`` is ``None`` where the base was not run (the ``guide`` method, and tokens inside a
+nudging word after its first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Source = Literal["base", "blend", "guide"]
+StopReason = Literal["eos", "length", "stop"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One decoded token.
+
+    token: its text (may be "" for an end-of-sequence token, or while a multi-byte character is
+        still incomplete; the text arrives with the token that completes it).
+    source: "base" (the base decided alone), "blend" (a mixture of both) or "guide" (the guide's
+        distribution alone: the guide method, switch, and the words nudging writes).
+    base_top_prob: m_b, the base's top-1 probability at this step.
+    guide_top_prob: m_g, the guide's top-1 probability (in its own vocabulary).
+    alpha: the guide's weight in the distribution this token was decoded from.
+    agreement: p_b[t_g], the base's probability of the guide's top token (in base vocabulary).
+    chosen_prob: the chosen token's probability in the distribution it was decoded from
+        (before temperature and top-p).
+    guide_mass_exact: share of the guide's probability mass on tokens with an exact base counterpart.
+    token_id: the token's id in the vocabulary of the model that wrote it (the base's for
+        base/blend steps and for switch, the guide's for guide and nudging steps).
+    """
+
+    token: str
+    source: Source
+    base_top_prob: float | None
+    guide_top_prob: float | None
+    alpha: float | None
+    agreement: float | None
+    chosen_prob: float
+    guide_mass_exact: float | None = None
+    token_id: int | None = None
+
+    @property
+    def intervened(self) -> bool:
+        return self.source != "base"
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Everything ``blendin generate --json`` prints, for one prompt."""
+
+    text: str
+    method: str
+    gamma: float
+    alpha: float | str
+    base: str
+    guide: str
+    tokens: int
+    interventions: int
+    intervention_rate: float
+    mean_alpha: float | None
+    stop_reason: StopReason
+    seconds: float
+    tokens_per_second: float
+    vocab_coverage: dict | None
+    steps: tuple[Step, ...]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["steps"] = [asdict(s) for s in self.steps]
+        return d
+
+    def summary(self) -> str:
+        """One line: tokens, interventions, mean alpha, speed, why it stopped."""
+        alpha = "-" if self.mean_alpha is None else f"{self.mean_alpha:.2f}"
+        return (
+            f"{self.method}: {self.tokens} tokens, {self.interventions} interventions "
+            f"({100 * self.intervention_rate:.1f}%), mean alpha {alpha}, "
+            f"{self.tokens_per_second:.1f} tokens/s, stop: {self.stop_reason}"
+        )
