@@ -150,6 +150,17 @@ def test_nudging_stops_where_the_base_top_token_starts_the_next_word():
     assert [(s.token, s.source) for s in r.steps] == [(" yes", "guide"), (" no", "base"), ("", "base")]
 
 
+def test_nudging_goes_on_when_the_whole_draft_is_taken_and_the_base_is_still_unsure():
+    base = {
+        "": {"▁yes": 0.35, "▁no": 0.3, "▁maybe": 0.35},
+        " yes": {"▁maybe": 0.36, "▁no": 0.34, "▁yes": 0.30},
+        " yes no": {"▁The": 0.3, "▁cat": 0.3, "<eos>": 0.4 - 1e-9, "▁no": 1e-9},  # still unsure
+    }
+    r = generate(scripted_pair(base, NUDGE_GUIDE), "Q", config(method="nudging", nudge_chunk=2))
+    assert [(s.token, s.source) for s in r.steps] == [(" yes", "guide"), (" no", "guide"), ("", "guide")]
+    assert r.steps[2].base_top_prob == pytest.approx(0.4 - 1e-9)
+
+
 def test_stop_strings_and_length():
     pair = scripted_pair({"": {"▁maybe": 1.0}, " maybe": {"▁yes": 1.0}}, {})
     r = generate(pair, "Q", config(method="base", stop=("ay",)))

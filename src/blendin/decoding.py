@@ -160,8 +160,7 @@ class Generation:
         alpha = self.policy.guide_weight(m_b, m_g, agreement)
         mixed = mix(base_probs, bridge.to_base(guide_probs), alpha)
         token = self.sampler.choose(mixed)
-        source = "guide" if self.config.method == "switch" else "blend"
-        step = Step("", source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token)
+        step = Step("", self.policy.source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token)
         return self._emit(self.base, token, step)
 
     def _guide_token(self) -> Step:
@@ -190,13 +189,14 @@ class Generation:
             guide.push(token)
         words = split_words(guide.tok, [d[0] for d in draft])
         checks = [(m_b, base_probs)]  # the base's view at the start of each accepted word
-        accepted = words[:1]
+        accepted, base_took_over = words[:1], False
         for word in words[1:]:
             sofar = text + "".join(guide.tok.decode(w) for w in accepted)
             probs = self.base.follow(sofar).probs()
             m_b2, base_top = top1(probs)
             base_word = self.base.tok.decode([base_top]).strip()
             if m_b2 >= self.config.gamma or (base_word and guide.tok.decode(word).strip().startswith(base_word)):
+                base_took_over = True
                 break
             accepted.append(word)
             checks.append((m_b2, probs))
@@ -214,9 +214,10 @@ class Generation:
             if self.stop_reason is not None:
                 break
         guide.rewind(kept + i, self.transcript.text)
-        # Nudging stopped because the base is confident again or its top token starts the guide's
-        # next word: either way the base writes on from here (else the guide would redraft that word)
-        self._base_turn = True
+        # The base is confident again, or its top token starts the guide's next word: either way the
+        # base writes on from here (else the guide would redraft that word). If the whole draft was
+        # taken, the next step asks the base afresh and the guide may go on.
+        self._base_turn = base_took_over
 
     def _emit(self, track: Track, token: int, step: Step, drafted: bool = False) -> Step:
         """Record a chosen token: end on EOS, else add its text; then apply stop strings and the length cap."""
@@ -249,10 +250,9 @@ class Generation:
         interventions = sum(s.intervened for s in steps)
         alphas = [s.alpha for s in steps if s.alpha is not None]
         masses = [s.guide_mass_exact for s in steps if s.guide_mass_exact is not None]
-        bridge = self.pair.bridge if self.config.method in ("switch", "nudging", "blendin") else None
         coverage = None
-        if bridge is not None:
-            coverage = {**bridge.describe(), "mean_guide_mass_exact": _mean(masses)}
+        if self.config.uses_base and self.config.uses_guide:
+            coverage = {**self.pair.bridge.describe(), "mean_guide_mass_exact": _mean(masses)}
         n = len(steps)
         return GenerationResult(
             text=self.transcript.text,

@@ -5,7 +5,8 @@ Every policy answers two questions, from numbers only (no tensors, no state):
     consult_guide(base_top_prob) -> bool        is the base unsure enough to ask the guide?
     guide_weight(m_b, m_g, agreement) -> float  alpha, the guide's weight in the mixture
 
-and says who writes once the guide is consulted (``writes``):
+and says who writes once the guide is consulted (``writes``), and how such a step is labelled
+(``source``: "blend" for a mixture, "guide" where the guide's distribution decides alone):
     "token"  one token from the mixture alpha * p_g + (1 - alpha) * p_b   (blendin, switch)
     "words"  the guide writes whole words until the base is confident again (nudging)
     "all"    the guide writes everything; the base is never run            (guide)
@@ -28,6 +29,7 @@ from .config import BlendConfig
 @dataclass(frozen=True)
 class BaseOnly:
     writes: str = "token"
+    source: str = "base"
 
     def consult_guide(self, base_top_prob: float) -> bool:
         return False
@@ -39,6 +41,7 @@ class BaseOnly:
 @dataclass(frozen=True)
 class GuideOnly:
     writes: str = "all"
+    source: str = "guide"
 
     def consult_guide(self, base_top_prob: float) -> bool:
         return True
@@ -53,6 +56,7 @@ class TokenSwitch:
 
     gamma: float
     writes: str = "token"
+    source: str = "guide"
 
     def consult_guide(self, base_top_prob: float) -> bool:
         return base_top_prob < self.gamma
@@ -67,6 +71,7 @@ class Nudging:
 
     gamma: float
     writes: str = "words"
+    source: str = "guide"
 
     def consult_guide(self, base_top_prob: float) -> bool:
         return base_top_prob < self.gamma
@@ -82,6 +87,7 @@ class BlendIn:
     gamma: float
     alpha: float | None = None
     writes: str = "token"
+    source: str = "blend"
 
     def consult_guide(self, base_top_prob: float) -> bool:
         return base_top_prob < self.gamma
