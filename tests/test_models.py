@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from blendin.errors import ModelLoadError
 from blendin.models import cache_dir, load_model, resolve
@@ -74,3 +75,7 @@ def test_a_gguf_file_is_converted_once_then_loaded_from_the_cache(monkeypatch, t
     s1, s2 = first.session(), again.session()
     s1.sync(ids); s2.sync(ids)
     assert (s1.logprobs() - s2.logprobs()).abs().max() < 1e-5
+    # the converted folder is a plain transformers folder: it loads as a local model too
+    as_folder = load_model(str(folder))
+    s3 = as_folder.session(); s3.sync(ids)
+    assert as_folder.name == str(folder) and torch.equal(s3.logprobs(), s1.logprobs())
