@@ -200,3 +200,36 @@ def test_prefix_session_keeps_the_common_prefix():
     assert s.truncated == [2, 1] and s.forward_tokens == 6
     s.sync([1, 2]); s.logprobs()
     assert s.forward_calls == 3  # unchanged context: cached logprobs
+
+
+def test_many_prompts_in_a_batch_match_each_prompt_alone():
+    from blendin.decoding import generate_many
+
+    nudge_base = {
+        "": {"▁yes": 0.35, "▁no": 0.3, "▁maybe": 0.35},
+        " yes": {"▁maybe": 0.36, "▁no": 0.34, "▁yes": 0.30},
+        " yes no": {"▁The": 0.3, "▁cat": 0.3, "<eos>": 0.4},
+    }
+    cases = [
+        ("base", BASE, {}), ("switch", BASE, {" maybe": {"Ġno": 0.6, "Ġyes": 0.4}}),
+        ("blendin", BASE, {" maybe": {"Ġno": 0.6, "Ġyes": 0.4}}), ("nudging", nudge_base, NUDGE_GUIDE),
+    ]
+    prompts = ["Q", "Q", "Q"]
+    for method, base, guide in cases:
+        pair = scripted_pair(base, guide)
+        cfg = config(method=method)
+        alone = [generate(pair, p, cfg) for p in prompts]
+        together = dict(generate_many(pair, prompts, cfg, batch_size=2))
+        assert sorted(together) == [0, 1, 2]
+        for i, r in enumerate(alone):
+            assert together[i].text == r.text and together[i].steps == r.steps
+
+
+def test_generate_many_checks_every_prompt_first():
+    from blendin.decoding import generate_many
+
+    pair = scripted_pair(BASE, {})
+    with pytest.raises(ConfigError, match="prompt 1 is empty"):
+        list(generate_many(pair, ["Q", " "], config()))
+    with pytest.raises(ConfigError, match="batch_size"):
+        list(generate_many(pair, ["Q"], config(), batch_size=0))

@@ -12,13 +12,16 @@ Each step, the base gives its next-token distribution p_b (top-1 m_b). The polic
 Both models see exactly the text generated so far: the model that wrote a token keeps its own token
 ids; the other re-encodes the text when it is next consulted, keeping its cache for the common prefix.
 
-Not handled here: batching several prompts (one prompt at a time), remote models.
+A row's decoding is a coroutine: where it needs a distribution it yields ``Need(track)`` and is sent
+the probabilities back. ``run_rows`` drives many rows at once, so each model runs once per round for
+all the rows that need it (``generate_many``); one prompt is the same loop with a single row.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from dataclasses import dataclass, replace
+from typing import Iterable, Iterator
 
 import torch
 
@@ -36,6 +39,7 @@ class Track:
     """One model's view of the generation: a session, the prompt ids, and ids for the generated text."""
 
     def __init__(self, model, prompt: list[int]):
+        self.model = model
         self.tok = model.tokenizer
         self.session = model.session()
         self.prompt = prompt
@@ -52,7 +56,7 @@ class Track:
         return self
 
     def probs(self) -> torch.Tensor:
-        """Next-token probabilities [V_model] after prompt + generated text."""
+        """Next-token probabilities [V_model] after prompt + generated text (runs the model if needed)."""
         return torch.exp(self.session.logprobs())
 
     def push(self, token_id: int) -> None:
@@ -64,6 +68,13 @@ class Track:
         self.gen_ids = self.gen_ids[:n]
         self.text = text
         self.session.sync(self.prompt + self.gen_ids)
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a row yields when it needs ``track``'s next-token probabilities; the driver sends them back."""
+
+    track: Track
 
 
 class Transcript:
@@ -128,19 +139,32 @@ class Generation:
         self._base_turn = False  # set after a nudge: the base writes the next token whatever m_b is
 
     def __iter__(self) -> Iterator[Step]:
+        for _, step in run_rows([self]):
+            if step is not None:
+                yield step
+
+    def decode(self):
+        """The row's coroutine: yields ``Step``s and ``Need``s until it stops."""
         start = time.perf_counter()
         try:
             while self.stop_reason is None:
                 yield from self._next()
         finally:
             self.seconds += time.perf_counter() - start
+            self.close()
 
-    def _next(self) -> Iterator[Step]:
+    def close(self) -> None:
+        """Release the models' sessions (their cache slots)."""
+        for track in (self.base, self.guide):
+            if track is not None:
+                getattr(track.session, "close", lambda: None)()
+
+    def _next(self):
         """One decision of the policy: one token, or (nudging) a few words of the guide's."""
         if self.policy.writes == "all":
-            yield self._guide_token()
+            yield from self._guide_token()
             return
-        base_probs = self.base.follow(self.transcript.text).probs()
+        base_probs = yield Need(self.base.follow(self.transcript.text))
         m_b, _ = top1(base_probs)
         base_turn, self._base_turn = self._base_turn, False
         if base_turn or not self.policy.consult_guide(m_b):
@@ -149,28 +173,28 @@ class Generation:
         elif self.policy.writes == "words":
             yield from self._nudge(base_probs, m_b)
         else:
-            yield self._blend_token(base_probs, m_b)
+            yield from self._blend_token(base_probs, m_b)
 
-    def _blend_token(self, base_probs: torch.Tensor, m_b: float) -> Step:
+    def _blend_token(self, base_probs: torch.Tensor, m_b: float):
         """BlendIn and switch: decode one base-vocabulary token from alpha * p_g + (1 - alpha) * p_b."""
         bridge = self.pair.bridge
-        guide_probs = self.guide.follow(self.transcript.text).probs()
+        guide_probs = yield Need(self.guide.follow(self.transcript.text))
         m_g, guide_top = top1(guide_probs)
         agreement = _prob_of(base_probs, bridge.base_id(guide_top))
         alpha = self.policy.guide_weight(m_b, m_g, agreement)
         mixed = mix(base_probs, bridge.to_base(guide_probs), alpha)
         token = self.sampler.choose(mixed)
         step = Step("", self.policy.source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token)
-        return self._emit(self.base, token, step)
+        yield self._emit(self.base, token, step)
 
-    def _guide_token(self) -> Step:
+    def _guide_token(self):
         """The guide method: the guide writes one token in its own vocabulary."""
-        guide_probs = self.guide.probs()
+        guide_probs = yield Need(self.guide)
         m_g, _ = top1(guide_probs)
         token = self.sampler.choose(guide_probs)
-        return self._emit(self.guide, token, Step("", "guide", None, m_g, 1.0, None, float(guide_probs[token]), None, token))
+        yield self._emit(self.guide, token, Step("", "guide", None, m_g, 1.0, None, float(guide_probs[token]), None, token))
 
-    def _nudge(self, base_probs: torch.Tensor, m_b: float) -> Iterator[Step]:
+    def _nudge(self, base_probs: torch.Tensor, m_b: float):
         """Nudging (Fei et al. 2024): the guide drafts a chunk and its words are accepted one by one.
 
         The first word is always accepted; each next word only while the base, reading the accepted
@@ -180,7 +204,7 @@ class Generation:
         kept = len(guide.gen_ids)
         draft: list[tuple[int, float, float, int]] = []  # (token, m_g, chosen prob, guide top token)
         for _ in range(min(self.config.nudge_chunk, self.config.max_new_tokens - len(self.steps))):
-            guide_probs = guide.probs()
+            guide_probs = yield Need(guide)
             m_g, guide_top = top1(guide_probs)
             token = self.sampler.choose(guide_probs)
             draft.append((token, m_g, float(guide_probs[token]), guide_top))
@@ -192,7 +216,7 @@ class Generation:
         accepted, base_took_over = words[:1], False
         for word in words[1:]:
             sofar = text + "".join(guide.tok.decode(w) for w in accepted)
-            probs = self.base.follow(sofar).probs()
+            probs = yield Need(self.base.follow(sofar))
             m_b2, base_top = top1(probs)
             base_word = self.base.tok.decode([base_top]).strip()
             if m_b2 >= self.config.gamma or (base_word and guide.tok.decode(word).strip().startswith(base_word)):
@@ -273,6 +297,74 @@ class Generation:
         )
 
 
+def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[tuple[Generation, Step | None]]:
+    """Drive rows together, yielding (row, step) as steps are decoded and (row, None) as a row ends.
+
+    At most ``width`` rows are open at once; a row that ends leaves at once and the next row takes its
+    place. Each round, every open row runs until it needs a distribution; then each model computes
+    the distributions of all the rows waiting on it in one pass (``forward_sessions``).
+    """
+    from .backends.base import forward_sessions
+
+    queue = iter(rows)
+    open_rows: dict[Generation, Iterator] = {}
+    replies: dict[Generation, torch.Tensor] = {}
+
+    def refill():
+        while width is None or len(open_rows) < width:
+            row = next(queue, None)
+            if row is None:
+                return
+            open_rows[row] = row.decode()
+
+    refill()
+    while open_rows:
+        waiting: list[tuple[Generation, Need]] = []
+        for row, co in list(open_rows.items()):
+            try:
+                message = co.send(replies.pop(row, None))
+                while isinstance(message, Step):
+                    yield row, message
+                    message = co.send(None)
+                waiting.append((row, message))
+            except StopIteration:
+                del open_rows[row]
+                yield row, None
+        refill()
+        by_model: dict[int, list[Need]] = {}
+        for _, need in waiting:
+            by_model.setdefault(id(need.track.model), []).append(need)
+        for needs in by_model.values():
+            forward_sessions(needs[0].track.model, [n.track.session for n in needs])
+        for row, need in waiting:
+            replies[row] = need.track.probs()
+
+
+def generate_many(pair: Pair, prompts: Iterable[str], config: BlendConfig, batch_size: int = 8) -> Iterator[tuple[int, GenerationResult]]:
+    """Decode many prompts, up to ``batch_size`` at once; yield (index, result) as each one finishes.
+
+    Greedy results are the same as ``generate`` on each prompt alone. Every prompt is checked before
+    decoding starts, so a bad one fails fast instead of after hours of work.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    prompts = list(prompts)
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(f"prompt {i} is empty: every prompt needs text")
+    index: dict[Generation, int] = {}
+
+    def rows():
+        for i, prompt in enumerate(prompts):
+            row = Generation(pair, prompt, config)
+            index[row] = i
+            yield row
+
+    for row, step in run_rows(rows(), width=batch_size):
+        if step is None:
+            yield index.pop(row), row.result()
+
+
 def stream(pair: Pair, prompt: str, config: BlendConfig) -> Iterator[Step]:
     """Yield each ``Step`` as it is decoded."""
     yield from Generation(pair, prompt, config)
@@ -304,8 +396,6 @@ def split_words(tok, ids: list[int]) -> list[list[int]]:
 
 
 def _with_token(step: Step, text: str) -> Step:
-    from dataclasses import replace
-
     return replace(step, token=text)
 
 

@@ -67,16 +67,28 @@ class PrefixSession:
         self.ids.append(int(token_id))
         self._logprobs = None
 
+    @property
+    def stale(self) -> bool:
+        """True when ``logprobs`` would run the model."""
+        return self._logprobs is None
+
+    def pending(self) -> tuple[int, list[int]]:
+        """(tokens already in the cache, the tokens the next forward pass must read)."""
+        return self._cached, self.ids[self._cached :]
+
+    def store(self, logprobs: torch.Tensor) -> None:
+        """Accept logprobs computed for the whole context (by a batched pass)."""
+        self.forward_tokens += len(self.ids) - self._cached
+        self.forward_calls += 1
+        self._cached = len(self.ids)
+        self._logprobs = logprobs
+
     def logprobs(self) -> torch.Tensor:
         """Next-token log-probabilities after ``self.ids``: float tensor [V_model]. Do not modify it."""
         if not self.ids:
             raise ValueError("the session has an empty context: sync it to a prompt first")
         if self._logprobs is None:
-            new = self.ids[self._cached :]
-            self._logprobs = self._forward(new)
-            self._cached = len(self.ids)
-            self.forward_tokens += len(new)
-            self.forward_calls += 1
+            self.store(self._forward(self.ids[self._cached :]))
         return self._logprobs
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
@@ -86,6 +98,17 @@ class PrefixSession:
     def _truncate(self, keep: int) -> None:
         """Drop everything after the first ``keep`` tokens from the cache."""
         raise NotImplementedError
+
+
+def forward_sessions(model, sessions: list) -> None:
+    """Bring every session's logprobs up to date: in one batched pass where the model can
+    (capability ``batched``), else one session at a time."""
+    pending = [s for s in sessions if s.stale]
+    if len(pending) > 1 and getattr(model, "batched", False):
+        model.forward_batch(pending)
+    else:
+        for s in pending:
+            s.logprobs()
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
