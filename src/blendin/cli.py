@@ -2,6 +2,7 @@
 
     blendin generate "What is 12 * 7?"                 # BlendIn on the embedded pair
     blendin generate --method nudging --json - < q.txt
+    blendin generate --input prompts.jsonl --output results.jsonl --batch-size 8
     blendin demo                                       # a worked example on the embedded pair
     blendin prepare                                    # convert and cache the embedded pair
 """
@@ -51,8 +52,11 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blendin", description="Guided decoding by probabilistic model blending (BlendIn).")
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="answer one prompt")
-    gen.add_argument("prompt", help="the question, or '-' to read it from stdin")
+    gen = sub.add_parser("generate", help="answer one prompt, or a JSONL file of prompts")
+    gen.add_argument("prompt", nargs="?", help="the question, or '-' to read it from stdin")
+    gen.add_argument("--input", help="JSONL file, one {\"prompt\", \"id\"?, \"system\"?} per line (instead of PROMPT)")
+    gen.add_argument("--output", help="JSONL results file for --input; a re-run skips ids already in it")
+    gen.add_argument("--batch-size", type=int, default=8, help="prompts decoded together with --input (default 8)")
     _add_decoding_options(gen)
     demo = sub.add_parser("demo", help="answer a worked example on the embedded pair")
     _add_decoding_options(demo)
@@ -90,10 +94,46 @@ def _run(config: BlendConfig, prompt: str, as_json: bool) -> None:
 
 def cmd_generate(a) -> int:
     config = config_from_args(a)  # validates before any model loads
+    if a.input or a.output:
+        return _generate_file(config, a)
+    if a.prompt is None:
+        raise ConfigError("give a PROMPT (or '-' for stdin), or --input FILE.jsonl --output RESULTS.jsonl")
     prompt = sys.stdin.read() if a.prompt == "-" else a.prompt
     if not prompt.strip():
         raise ConfigError("the prompt is empty: pass the question as text, or '-' and text on stdin")
     _run(config, prompt.strip(), a.json)
+    return 0
+
+
+def _generate_file(config: BlendConfig, a) -> int:
+    from .jsonl import ResultWriter, finished_ids, read_prompts
+
+    if not (a.input and a.output) or a.prompt is not None:
+        raise ConfigError("--input and --output go together, without PROMPT: blendin generate --input q.jsonl --output r.jsonl")
+    if a.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
+    items = read_prompts(a.input)
+    done = finished_ids(a.output)
+    todo = [item for item in items if item["id"] not in done]
+    if done:
+        print(f"blendin: {len(items) - len(todo)} of {len(items)} prompts already in {a.output}; doing the other {len(todo)}", file=sys.stderr)
+    if not todo:
+        return 0
+    from .decoding import generate_many
+    from .pair import load_pair
+
+    pair = load_pair(config)
+    writer = ResultWriter(a.output)
+    tokens = interventions = 0
+    try:
+        for n, (i, result) in enumerate(generate_many(pair, todo, config, batch_size=a.batch_size), 1):
+            writer.write({"id": todo[i]["id"], **result.to_dict()})
+            tokens, interventions = tokens + result.tokens, interventions + result.interventions
+            print(f"[{n}/{len(todo)}] id={todo[i]['id']}: {result.summary()}", file=sys.stderr)
+    finally:
+        writer.close()
+    rate = interventions / tokens if tokens else 0.0
+    print(f"blendin: {len(todo)} prompts, {tokens} tokens, intervention rate {100 * rate:.1f}% -> {a.output}", file=sys.stderr)
     return 0
 
 

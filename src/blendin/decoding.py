@@ -340,23 +340,30 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
             replies[row] = need.track.probs()
 
 
-def generate_many(pair: Pair, prompts: Iterable[str], config: BlendConfig, batch_size: int = 8) -> Iterator[tuple[int, GenerationResult]]:
+def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig, batch_size: int = 8) -> Iterator[tuple[int, GenerationResult]]:
     """Decode many prompts, up to ``batch_size`` at once; yield (index, result) as each one finishes.
 
+    A prompt is text, or a dict with "prompt" and optionally "system" (this prompt's system line).
     Greedy results are the same as ``generate`` on each prompt alone. Every prompt is checked before
     decoding starts, so a bad one fails fast instead of after hours of work.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    prompts = list(prompts)
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
+    jobs = []
+    for i, item in enumerate(prompts):
+        text, cfg = item, config
+        if isinstance(item, dict):
+            text = item.get("prompt")
+            if item.get("system") is not None:
+                cfg = config.with_(prompt=replace(config.prompt, system=str(item["system"])))
+        if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"prompt {i} is empty: every prompt needs text")
+        jobs.append((text, cfg))
     index: dict[Generation, int] = {}
 
     def rows():
-        for i, prompt in enumerate(prompts):
-            row = Generation(pair, prompt, config)
+        for i, (text, cfg) in enumerate(jobs):
+            row = Generation(pair, text, cfg)
             index[row] = i
             yield row
 

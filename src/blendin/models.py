@@ -168,7 +168,7 @@ def _load_folder(folder, spec: str):
     where = f"the folder {folder}" if Path(str(folder)).exists() else f"the Hugging Face hub id '{folder}'"
     try:
         tok = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa")
     except Exception as exc:
         raise ModelLoadError(
             f"could not load model '{spec}' from {where}: {_first_line(exc)}\n"

@@ -65,7 +65,12 @@ class HFTokenizer:
 
 
 class HFModel:
-    """A causal LM and its tokenizer. ``vocab_size`` is the logit size (may exceed the tokenizer's)."""
+    """A causal LM and its tokenizer. ``vocab_size`` is the logit size (may exceed the tokenizer's).
+
+    Capabilities: ``full_distribution``; ``batched`` when its attention layers are plain or
+    sliding-window (then all sessions share one ``SlotCache`` and ``forward_batch`` runs many
+    sessions in one pass); other architectures get one DynamicCache per session.
+    """
 
     full_distribution = True
 
@@ -76,9 +81,16 @@ class HFModel:
         self.tokenizer = HFTokenizer(tokenizer, extra_eos=[i for i in extra if i is not None])
         self.name = name
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        layer_types = set(getattr(model.config, "layer_types", None) or [])
+        self.batched = layer_types <= {"full_attention", "sliding_attention"} and model.config._attn_implementation == "sdpa"
+        self.runner = SlotRunner(model) if self.batched else None
 
-    def session(self) -> "HFSession":
-        return HFSession(self.model)
+    def session(self):
+        return SlotSession(self.runner) if self.batched else HFSession(self.model)
+
+    def forward_batch(self, sessions: list) -> None:
+        """Compute next-token logprobs for many sessions of this model in one padded pass."""
+        self.runner.forward(sessions)
 
 
 class HFSession(PrefixSession):
@@ -115,3 +127,175 @@ class HFSession(PrefixSession):
             self.cache = self._new_cache()
         elif drop > 0:
             self.cache.crop(-drop)
+
+
+class SlotCache:
+    """Keys and values of many sessions of one model, one row ("slot") per session.
+
+    Per layer: keys/values [slots, kv_heads, capacity, head_dim]. A session's first ``n`` positions
+    are valid, where ``n`` is what its ``PrefixSession`` says is cached; anything after is garbage
+    that the masks hide and later writes overwrite. During a pass the model calls ``update``, which
+    writes the new keys/values where ``begin`` said and returns the rows' keys/values up to ``kv_len``.
+    Position ``capacity - 1`` is a scratch cell for the padding of shorter tails.
+    """
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.slots = 0  # rows allocated
+        self.capacity = 0
+        self.used = 0  # rows ever handed out
+        self.free: list[int] = []
+
+    def open(self) -> int:
+        return self.free.pop() if self.free else self._next_slot()
+
+    def _next_slot(self) -> int:
+        self.used += 1
+        return self.used - 1
+
+    def close(self, slot: int) -> None:
+        self.free.append(slot)
+
+    def reserve(self, capacity: int) -> None:
+        """Grow (rarely: in steps) so that every handed-out row fits ``capacity`` positions."""
+        slots = max(self.slots, self.used)
+        if capacity > self.capacity:
+            capacity = max(capacity, int(self.capacity * 1.5), 256)
+        else:
+            capacity = self.capacity
+        if slots > self.slots:
+            slots = max(slots, 2 * self.slots)
+        if (slots, capacity) == (self.slots, self.capacity):
+            return
+        for store in (self.keys, self.values):
+            for i, old in enumerate(store):
+                new = old.new_zeros((slots, old.shape[1], capacity, old.shape[3]))
+                new[: old.shape[0], :, : old.shape[2]] = old
+                store[i] = new
+        self.slots, self.capacity = slots, capacity
+
+    def begin(self, rows: torch.Tensor, write: torch.Tensor, kv_len: int) -> None:
+        """Set up a pass: batch row r is slot rows[r]; its query i writes at position write[r, i]."""
+        self.rows, self.write, self.kv_len = rows, write, kv_len
+        first = int(rows[0])
+        self._span = slice(first, first + len(rows)) if torch.equal(rows, torch.arange(first, first + len(rows))) else None
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """key/value_states [S, kv_heads, T, head_dim] -> the rows' keys/values [S, kv_heads, kv_len, head_dim]."""
+        if layer_idx == len(self.keys):  # first pass: allocate this layer
+            _, heads, _, dim = key_states.shape
+            self.keys.append(key_states.new_zeros((self.slots, heads, self.capacity, dim)))
+            self.values.append(value_states.new_zeros((self.slots, heads, self.capacity, dim)))
+        out = []
+        for store, new in ((self.keys, key_states), (self.values, value_states)):
+            full = store[layer_idx]
+            full[self.rows[:, None], :, self.write, :] = new.transpose(1, 2)
+            part = full[:, :, : self.kv_len]
+            out.append(part[self._span] if self._span is not None else part.index_select(0, self.rows))
+        return out[0], out[1]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0  # positions are always passed explicitly
+
+
+class SlotRunner:
+    """Runs one padded forward pass for many sessions that share a ``SlotCache``.
+
+    Tails (the tokens each session has not read yet) are left-padded to the longest, so every row's
+    last real token is the last position and ``logits_to_keep=1`` gives each row's next-token logits.
+    Masks are built here: causal per row over its own valid positions, and windowed for
+    sliding-window layers.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.cache = SlotCache()
+        config = model.config
+        self.layer_types = sorted(set(getattr(config, "layer_types", None) or []))
+        self.window = getattr(config, "sliding_window", None)
+
+    def forward(self, sessions: list) -> None:
+        sessions = sorted(sessions, key=lambda s: s.slot)
+        # subtle: one long prefill would pad every one-token decode row to its length; run them apart
+        short = [s for s in sessions if len(s.pending()[1]) == 1]
+        long = [s for s in sessions if len(s.pending()[1]) > 1]
+        for group in (short, long):
+            if group:
+                self._pass(group)
+
+    def _pass(self, sessions: list) -> None:
+        starts, tails = zip(*(s.pending() for s in sessions))
+        S, T = len(sessions), max(len(t) for t in tails)
+        kv_len = max(st + len(t) for st, t in zip(starts, tails))
+        cache = self.cache
+        cache.reserve(kv_len + 1)
+        scratch = cache.capacity - 1
+        ids = torch.zeros((S, T), dtype=torch.long)
+        pos = torch.zeros((S, T), dtype=torch.long)
+        write = torch.full((S, T), scratch, dtype=torch.long)
+        for r, (st, tail) in enumerate(zip(starts, tails)):
+            n = len(tail)
+            ids[r, T - n :] = torch.tensor(tail)
+            pos[r, T - n :] = torch.arange(st, st + n)
+            write[r, T - n :] = pos[r, T - n :]
+        keys = torch.arange(kv_len)
+        real = write != scratch  # [S, T]
+        causal = keys[None, None, :] <= pos[:, :, None]  # [S, T, kv_len]
+        pad_view = keys[None, None, :] == 0  # padding queries look at one cell; their output is dropped
+        full = torch.where(real[:, :, None], causal, pad_view)[:, None]
+        if self.layer_types:
+            masks = {}
+            for kind in self.layer_types:
+                if kind == "sliding_attention" and self.window:
+                    inside = keys[None, None, :] > pos[:, :, None] - self.window
+                    masks[kind] = torch.where(real[:, :, None], causal & inside, pad_view)[:, None]
+                else:
+                    masks[kind] = full
+        else:
+            masks = full
+        rows = torch.tensor([s.slot for s in sessions])
+        cache.begin(rows, write, kv_len)
+        device = self.model.device
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(device),
+                position_ids=pos.to(device),
+                attention_mask=masks,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
+        for r, s in enumerate(sessions):
+            s.store(logprobs[r])
+
+
+class SlotSession(PrefixSession):
+    """A session whose cache is one row of its model's ``SlotCache``; close it to free the row."""
+
+    def __init__(self, runner: SlotRunner):
+        super().__init__()
+        self.runner = runner
+        self.slot = runner.cache.open()
+
+    def logprobs(self) -> torch.Tensor:
+        if not self.ids:
+            raise ValueError("the session has an empty context: sync it to a prompt first")
+        if self._logprobs is None:
+            self.runner.forward([self])
+        return self._logprobs
+
+    def _truncate(self, keep: int) -> None:
+        pass  # positions after `keep` are simply overwritten by the next pass
+
+    def close(self) -> None:
+        if self.slot is not None:
+            self.runner.cache.close(self.slot)
+            self.slot = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
