@@ -69,3 +69,24 @@ def test_generate_prints_answer_and_summary():
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip()
     assert "interventions" in p.stderr and "nudging:" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"prompt": "ok"}', "not json"], "in.jsonl:2: not valid JSON"),
+        (['{"id": 1}'], 'needs a non-empty "prompt"'),
+        (['{"id": "a", "prompt": "x"}', '{"id": "a", "prompt": "y"}'], "appears twice"),
+    ],
+)
+def test_bad_input_file_is_named_with_its_line(capsys, tmp_path, lines, message):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    code, _, err = run_main(capsys, "generate", "--input", str(inp), "--output", str(tmp_path / "o.jsonl"))
+    assert code == 2 and message in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_input_needs_output(capsys, tmp_path):
+    code, _, err = run_main(capsys, "generate", "--input", str(tmp_path / "x.jsonl"))
+    assert code == 2 and "--input and --output go together" in err

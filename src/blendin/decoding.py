@@ -318,25 +318,33 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
             open_rows[row] = row.decode()
 
     refill()
+    waiting: dict[Generation, Need] = {}
     while open_rows:
-        waiting: list[tuple[Generation, Need]] = []
         for row, co in list(open_rows.items()):
+            if row in waiting:
+                continue
             try:
                 message = co.send(replies.pop(row, None))
                 while isinstance(message, Step):
                     yield row, message
                     message = co.send(None)
-                waiting.append((row, message))
+                waiting[row] = message
             except StopIteration:
                 del open_rows[row]
                 yield row, None
         refill()
-        by_model: dict[int, list[Need]] = {}
-        for _, need in waiting:
-            by_model.setdefault(id(need.track.model), []).append(need)
-        for needs in by_model.values():
-            forward_sessions(needs[0].track.model, [n.track.session for n in needs])
-        for row, need in waiting:
+        if not waiting:
+            continue
+        # Serve rows waiting on a guide first and let them move on: they come back to the base, so
+        # all rows gather on the base and it runs once per token for all of them (serving whichever
+        # rows happen to wait on the base would split the batch across rounds).
+        by_model: dict[int, list[Generation]] = {}
+        for row, need in waiting.items():
+            by_model.setdefault(id(need.track.model), []).append(row)
+        group = min(by_model.values(), key=lambda rows: waiting[rows[0]].track is rows[0].base)
+        needs = [waiting.pop(row) for row in group]
+        forward_sessions(needs[0].track.model, [n.track.session for n in needs])
+        for row, need in zip(group, needs):
             replies[row] = need.track.probs()
 
 

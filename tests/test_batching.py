@@ -1,0 +1,50 @@
+"""Batched decoding on the embedded pair: the same greedy tokens as each prompt alone."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from blendin import BlendConfig
+from blendin.decoding import generate, generate_many
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "What is 7 times 8?",
+    "A farmer has 12 cows and buys 7 more. Then 5 cows are sold. How many cows are left?",
+    "Name a fruit.",
+    "Maria reads 15 pages a day for two weeks, then 10 pages a day for one week. How many pages?",
+]
+
+
+@pytest.mark.parametrize("method", ["base", "guide", "switch", "nudging", "blendin"])
+def test_batch_matches_alone(embedded_pair, method):
+    config = BlendConfig(method=method, max_new_tokens=12)
+    alone = [generate(embedded_pair, p, config) for p in PROMPTS]
+    together = dict(generate_many(embedded_pair, PROMPTS, config, batch_size=3))  # refill: 4 prompts, 3 rows
+    for i, r in enumerate(alone):
+        assert [s.token_id for s in together[i].steps] == [s.token_id for s in r.steps], (method, i)
+        assert together[i].text == r.text
+
+
+def test_rows_that_finish_leave_the_batch(embedded_pair):
+    config = BlendConfig(method="blendin", max_new_tokens=12, stop=("\n",))
+    results = dict(generate_many(embedded_pair, PROMPTS, config, batch_size=4))
+    assert sorted(results) == [0, 1, 2, 3]
+    cache = embedded_pair.base.runner.cache
+    assert len(cache.free) == cache.used  # every row's cache slot was given back
+
+
+def test_cli_input_output_resume(tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("\n".join(json.dumps({"id": f"q{i}", "prompt": p}) for i, p in enumerate(PROMPTS[:3])) + "\n")
+    out.write_text(json.dumps({"id": "q1", "text": "done before"}) + "\n")  # as if a killed run did q1
+    cmd = [sys.executable, "-m", "blendin", "generate", "--input", str(inp), "--output", str(out), "--max-new-tokens", "4", "--batch-size", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["id"] for x in lines) == ["q0", "q1", "q2"]
+    assert all(x["tokens"] <= 4 and "steps" in x for x in lines if x["id"] != "q1")
+    assert "1 of 3 prompts already in" in p.stderr
