@@ -59,17 +59,23 @@ def main() -> int:
     repeats = a.repeats or (1 if a.quick else 2)
     b1_prompts = PROMPTS[:2] if a.quick else PROMPTS[:4]
     pair = load_pair(BlendConfig())
-    guide_runner = getattr(pair.guide, "runner", None)
+    runners = {"base": getattr(pair.base, "runner", None), "guide": getattr(pair.guide, "runner", None)}
+    guide_runner = runners["guide"]
     totals = {}  # (method, batch) -> [tokens, seconds]
+    profile = {}  # (method, batch) -> {model: [passes, seconds, tokens read, padding]}
     interventions = blend_tokens = guide_read = 0
     for _ in range(repeats):
         for method, batch in [("base", 1), ("blendin", 1), ("base", 16), ("blendin", 16)]:
             prompts = b1_prompts if batch == 1 else PROMPTS
             config = BlendConfig(method=method, max_new_tokens=tokens)
             read_before = guide_runner.tokens_read if guide_runner else 0
+            before = {m: _counters(r) for m, r in runners.items()}
             start = time.perf_counter()
             results = [r for _, r in generate_many(pair, prompts, config, batch_size=batch)]
             seconds = time.perf_counter() - start
+            prof = profile.setdefault((method, batch), {m: [0, 0.0, 0, 0] for m in runners})
+            for m, r in runners.items():
+                prof[m] = [x + (y - z) for x, y, z in zip(prof[m], _counters(r), before[m])]
             n = sum(r.tokens for r in results)
             t = totals.setdefault((method, batch), [0, 0.0])
             t[0], t[1] = t[0] + n, t[1] + seconds
@@ -99,10 +105,23 @@ def main() -> int:
     for k, v in out.items():
         target = f">= {targets[k]}" if k in targets else ("<= 3000" if k == "peak_rss_mb" else "")
         print(f"| {k} | {v:.3f} | {target} |" if k != "peak_rss_mb" else f"| {k} | {v:.0f} | {target} |")
+    print()
+    print("where the time goes (all rounds): passes / seconds inside each model / tokens read (+ padding)")
+    print("| config | total s | base passes | base s | guide passes | guide s | guide tokens (+pad) |")
+    print("|---|---|---|---|---|---|---|")
+    for (method, batch), prof in profile.items():
+        b, g = prof["base"], prof["guide"]
+        print(f"| {method} b{batch} | {totals[(method, batch)][1]:.1f} | {b[0]} | {b[1]:.1f} | {g[0]} | {g[1]:.1f} | {g[2]} (+{g[3]}) |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)
     return 0
+
+
+def _counters(runner) -> list:
+    if runner is None:
+        return [0, 0.0, 0, 0]
+    return [runner.passes, runner.seconds, runner.tokens_read, runner.tokens_padded]
 
 
 if __name__ == "__main__":

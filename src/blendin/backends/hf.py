@@ -10,6 +10,7 @@ Everything runs in float32 on the CPU unless the model was placed elsewhere.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import torch
@@ -111,6 +112,7 @@ class HFSession(PrefixSession):
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
         device = self.model.device
+        start = time.perf_counter()
         with torch.inference_mode():
             out = self.model(
                 input_ids=torch.tensor([new_ids], device=device),
@@ -214,6 +216,7 @@ class SlotRunner:
         self.passes = 0  # counters, for benchmarks
         self.tokens_read = 0  # real tokens run through the model
         self.tokens_padded = 0  # padding run alongside them
+        self.seconds = 0.0  # wall time inside the model
         config = model.config
         self.layer_types = sorted(set(getattr(config, "layer_types", None) or []))
         self.window = getattr(config, "sliding_window", None)
@@ -262,6 +265,7 @@ class SlotRunner:
         rows = torch.tensor([s.slot for s in sessions])
         cache.begin(rows, write, kv_len)
         device = self.model.device
+        start = time.perf_counter()
         with torch.inference_mode():
             out = self.model(
                 input_ids=ids.to(device),
@@ -272,6 +276,7 @@ class SlotRunner:
                 logits_to_keep=1,
             )
         logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
+        self.seconds += time.perf_counter() - start
         for r, s in enumerate(sessions):
             s.store(logprobs[r])
 
