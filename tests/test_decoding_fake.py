@@ -233,3 +233,16 @@ def test_generate_many_checks_every_prompt_first():
         list(generate_many(pair, ["Q", " "], config()))
     with pytest.raises(ConfigError, match="batch_size"):
         list(generate_many(pair, ["Q"], config(), batch_size=0))
+
+
+def test_blender_facade_on_a_scripted_pair():
+    from blendin import Blender
+
+    pair = scripted_pair(BASE, {" maybe": {"Ġno": 0.6, "Ġyes": 0.4}})
+    blender = Blender(config(method="blendin"), pair=pair)
+    one = blender("Q")
+    many = blender(["Q", "Q"], batch_size=2)
+    assert one.text == " maybe no" and [r.text for r in many] == [" maybe no", " maybe no"]
+    switched = blender.with_(method="base")
+    assert switched.pair is pair and switched("Q").text == " maybe yes"
+    assert "".join(s.token for s in blender.stream("Q")) == " maybe no"

@@ -1,0 +1,49 @@
+"""The notebook API: load a pair once, then call it.
+
+    from blendin import Blender
+    blender = Blender()                                   # embedded pair, BlendIn, gamma 0.4
+    result = blender("What is 12 * 7?")                   # -> GenerationResult
+    results = blender(["What is 2+2?", "Name a color."])  # -> list, in order, decoded together
+    nudged = blender.with_(method="nudging")              # same loaded models, other settings
+    for step in blender.stream("Why is the sky blue?"): print(step.token, end="")
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from .config import BlendConfig
+from .types import GenerationResult, Step
+
+
+class Blender:
+    """A loaded base + guide pair and a ``BlendConfig``; options are BlendConfig's fields."""
+
+    def __init__(self, config: BlendConfig | None = None, pair=None, **options):
+        config = config or BlendConfig()
+        self.config = config.with_(**options) if options else config
+        if pair is None:
+            from .pair import load_pair
+
+            pair = load_pair(self.config, methods=("base", "guide"))  # both models: any method later
+        self.pair = pair
+
+    def with_(self, **options) -> "Blender":
+        """The same models with other settings (a new base or guide loads that model)."""
+        config = self.config.with_(**options)
+        if (config.base, config.guide) != (self.config.base, self.config.guide):
+            return Blender(config)
+        return Blender(config, pair=self.pair)
+
+    def __call__(self, prompt: str | list[str], batch_size: int = 8) -> GenerationResult | list[GenerationResult]:
+        from .decoding import generate, generate_many
+
+        if isinstance(prompt, str):
+            return generate(self.pair, prompt, self.config)
+        results = dict(generate_many(self.pair, prompt, self.config, batch_size=batch_size))
+        return [results[i] for i in range(len(results))]
+
+    def stream(self, prompt: str) -> Iterator[Step]:
+        from .decoding import stream
+
+        return stream(self.pair, prompt, self.config)
