@@ -101,3 +101,21 @@ def test_guide_prompt_uses_its_chat_template(embedded_pair):
     assert text.endswith("assistant\n")
     base_text = embedded_pair.base.tokenizer.tok.decode(prompt_ids(embedded_pair.base.tokenizer, BlendConfig().prompt, "Hi", chat=False))
     assert base_text.startswith("<bos>") and base_text.endswith("Question: Hi\nAnswer:\n")
+
+
+@pytest.mark.parametrize("which", ["base", "guide"])
+def test_slot_sessions_match_the_dynamic_cache_fallback(embedded_pair, which):
+    """The shared slot cache (used for these models) and the per-session DynamicCache (the fallback
+    for other architectures) give the same distributions, through a divergence and a crop."""
+    from blendin.backends.hf import HFSession
+
+    model = getattr(embedded_pair, which)
+    assert model.batched
+    enc = model.tokenizer.encode
+    slot, plain = model.session(), HFSession(model.model)
+    try:
+        for text in ["The cat sat on the mat and looked", "The cat sat on the sofa", "The cat"]:
+            slot.sync(enc(text)); plain.sync(enc(text))
+            assert torch.allclose(slot.logprobs(), plain.logprobs(), atol=1e-4)
+    finally:
+        slot.close()
