@@ -52,7 +52,8 @@ class GuideOnly:
 
 @dataclass(frozen=True)
 class TokenSwitch:
-    """At an uncertain step, decode from the guide's distribution alone (greedy: its top token)."""
+    """At an uncertain step (m_b < gamma), decode from the guide's distribution alone (greedy: its top
+    token). The gamma rule here is shared by nudging and BlendIn, which differ in what follows."""
 
     gamma: float
     writes: str = "token"
@@ -66,31 +67,18 @@ class TokenSwitch:
 
 
 @dataclass(frozen=True)
-class Nudging:
-    """At an uncertain step the guide writes words (Fei et al. 2024); see decoding.nudge."""
+class Nudging(TokenSwitch):
+    """At an uncertain step the guide writes whole words (Fei et al. 2024); see Generation._nudge."""
 
-    gamma: float
     writes: str = "words"
-    source: str = "guide"
-
-    def consult_guide(self, base_top_prob: float) -> bool:
-        return base_top_prob < self.gamma
-
-    def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
-        return 1.0
 
 
 @dataclass(frozen=True)
-class BlendIn:
-    """BlendIn: intervene below gamma with alpha = clip(m_g/(m_b+m_g) + 0.1 p_b[t_g], 0, 1), or a fixed alpha."""
+class BlendIn(TokenSwitch):
+    """Intervene below gamma with alpha = clip(m_g/(m_b+m_g) + 0.1 p_b[t_g], 0, 1), or a fixed alpha."""
 
-    gamma: float
     alpha: float | None = None
-    writes: str = "token"
     source: str = "blend"
-
-    def consult_guide(self, base_top_prob: float) -> bool:
-        return base_top_prob < self.gamma
 
     def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
         if self.alpha is not None:
@@ -105,5 +93,5 @@ def policy_for(config: BlendConfig):
         "guide": lambda: GuideOnly(),
         "switch": lambda: TokenSwitch(config.gamma),
         "nudging": lambda: Nudging(config.gamma),
-        "blendin": lambda: BlendIn(config.gamma, config.alpha),
+        "blendin": lambda: BlendIn(config.gamma, alpha=config.alpha),
     }[config.method]()
