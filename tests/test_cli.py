@@ -29,6 +29,9 @@ def run_main(capsys, *argv, stdin=None, monkeypatch=None):
         (["generate", "--max-new-tokens", "0", "hi"], "max_new_tokens must be"),
         (["generate", "   "], "the prompt is empty"),
         (["generate", "--base", "no-such-model", "hi"], "Tried: embedded names"),
+        (["generate", "--base-url", "http://127.0.0.1:8000", "hi"], "--base-url and --base-model go together"),
+        (["generate", "--guide-model", "x", "hi"], "--guide-url and --guide-model go together"),
+        (["generate", "--base-url", "u", "--base-model", "m", "--chunk", "0", "hi"], "chunk must be"),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, argv, message):

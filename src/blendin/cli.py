@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, parse_alpha
+from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec, parse_alpha
 from .errors import BlendinError, ConfigError
 
 DEMO_QUESTION = (
@@ -39,6 +39,12 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--question-prefix", default=f.question_prefix, help="put before the question in the base's prompt")
     p.add_argument("--answer-cue", default=f.answer_cue, help="ends the base's prompt")
     p.add_argument("--json", action="store_true", help="print one JSON object with every step")
+    for role in ("base", "guide"):
+        p.add_argument(f"--{role}-url", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer)")
+        p.add_argument(f"--{role}-model", help=f"the {role}'s model name on that server")
+    p.add_argument("--api-key", default=None, help="for the servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
+    p.add_argument("--top-k", type=int, default=20, help="logprobs asked from servers per position (default 20)")
+    p.add_argument("--chunk", type=int, default=8, help="greedy tokens asked from a server per request (1 = one per token)")
 
 
 def config_from_args(a: argparse.Namespace) -> BlendConfig:
@@ -46,7 +52,17 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
         base=a.base, guide=a.guide, method=a.method, gamma=a.gamma, alpha=parse_alpha(a.alpha),
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
         stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue),
+        base_remote=_remote(a, "base"), guide_remote=_remote(a, "guide"),
     )
+
+
+def _remote(a: argparse.Namespace, role: str):
+    url, model = getattr(a, f"{role}_url"), getattr(a, f"{role}_model")
+    if url is None and model is None:
+        return None
+    if not url or not model:
+        raise ConfigError(f"--{role}-url and --{role}-model go together: the server's address and the model name it serves")
+    return RemoteSpec(url, model, api_key=a.api_key, top_k=a.top_k, chunk=a.chunk)
 
 
 def build_parser() -> argparse.ArgumentParser:

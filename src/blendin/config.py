@@ -43,6 +43,29 @@ class PromptFormat:
 
 
 @dataclass(frozen=True)
+class RemoteSpec:
+    """A model behind an OpenAI-compatible server; the model spec (--base/--guide) names its tokenizer.
+
+    top_k: logprobs asked per position (vLLM allows 20 unless started with --max-logprobs);
+    chunk: greedy tokens asked per request (1 = one request per token).
+    """
+
+    url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    top_k: int = 20
+    chunk: int = 8
+
+    def __post_init__(self):
+        if not self.url or not self.model:
+            raise ConfigError("a remote model needs both a URL (--base-url) and a model name (--base-model)")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ConfigError(f"top_k must be a whole number >= 1, got {self.top_k!r}")
+        if not isinstance(self.chunk, int) or self.chunk < 1:
+            raise ConfigError(f"chunk must be a whole number >= 1, got {self.chunk!r}")
+
+
+@dataclass(frozen=True)
 class BlendConfig:
     """What to decode and how. ``alpha=None`` means BlendIn's adaptive alpha.
 
@@ -50,6 +73,7 @@ class BlendConfig:
     gamma: the base decides alone when its top-1 probability is >= gamma.
     temperature 0 is greedy; top_p and seed apply when sampling.
     nudge_chunk: how many tokens the guide drafts at once under nudging (the paper uses 16).
+    base_remote / guide_remote: serve that model from an OpenAI-compatible server (see RemoteSpec).
     """
 
     base: str = DEFAULT_BASE
@@ -64,6 +88,8 @@ class BlendConfig:
     stop: tuple[str, ...] = ()
     nudge_chunk: int = 16
     prompt: PromptFormat = field(default_factory=PromptFormat)
+    base_remote: RemoteSpec | None = None
+    guide_remote: RemoteSpec | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:

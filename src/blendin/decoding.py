@@ -278,6 +278,11 @@ class Generation:
         if self.config.uses_base and self.config.uses_guide:
             coverage = {**self.pair.bridge.describe(), "mean_guide_mass_exact": _mean(masses)}
         n = len(steps)
+        requests, remote = 0, {}
+        for role, track in (("base", self.base), ("guide", self.guide)):
+            if track is not None and hasattr(track.session, "requests"):
+                requests += track.session.requests
+                remote[role] = {**track.model.describe(), "mean_covered": _mean(track.session.covered)}
         return GenerationResult(
             text=self.transcript.text,
             method=self.config.method,
@@ -294,6 +299,8 @@ class Generation:
             tokens_per_second=n / self.seconds if self.seconds > 0 else 0.0,
             vocab_coverage=coverage,
             steps=steps,
+            requests=requests,
+            remote=remote or None,
         )
 
 

@@ -62,12 +62,33 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "blendin"
 
 
-def load_model(spec: str):
-    """An ``HFModel`` for ``spec`` (see the module docstring), converting and caching GGUF on first use."""
+def load_model(spec: str, remote=None):
+    """An ``HFModel`` for ``spec`` (see the module docstring), converting and caching GGUF on first use.
+
+    With ``remote`` (a ``config.RemoteSpec``), only the tokenizer loads from ``spec`` and the model
+    answers from that server.
+    """
     folder, gguf = resolve(spec)
     if gguf is not None:
         folder = _converted(gguf, folder)
+    if remote is not None:
+        return _remote_model(folder, spec, remote)
     return _load_folder(folder, spec)
+
+
+def _remote_model(folder, spec: str, remote):
+    from transformers import AutoTokenizer
+
+    from .backends.hf import HFTokenizer
+    from .backends.remote import RemoteModel
+
+    _quiet_transformers()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the tokenizer of '{spec}' (for {remote.url}): {_first_line(exc)}") from None
+    return RemoteModel(remote.url, remote.model, HFTokenizer(tok), name=spec, api_key=remote.api_key,
+                       top_k=remote.top_k, chunk=remote.chunk)
 
 
 def prepare(spec: str) -> Path:

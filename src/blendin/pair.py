@@ -34,6 +34,6 @@ def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pa
     methods = methods or (config.method,)
     need_base = any(m != "guide" for m in methods)
     need_guide = any(m != "base" for m in methods)
-    base = load_model(config.base) if need_base else None
-    guide = load_model(config.guide) if need_guide else None
+    base = load_model(config.base, config.base_remote) if need_base else None
+    guide = load_model(config.guide, config.guide_remote) if need_guide else None
     return Pair(base=base, guide=guide)

@@ -68,6 +68,8 @@ class GenerationResult:
     tokens_per_second: float
     vocab_coverage: dict | None
     steps: tuple[Step, ...]
+    requests: int = 0  # HTTP round trips to remote models
+    remote: dict | None = None  # per remote model: url, prompt_protocol, top_k, chunk, mean top-k mass
 
     def to_dict(self) -> dict:
         d = asdict(self)

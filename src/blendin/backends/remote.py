@@ -1,0 +1,244 @@
+"""Models behind an OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang, llama.cpp), with top-k logprobs.
+
+    model = RemoteModel("http://127.0.0.1:8000", "meta-llama/Llama-3.1-8B", tokenizer, top_k=20, chunk=8)
+
+The tokenizer is local (loaded from the same Hugging Face id, folder or GGUF file), so blendin works
+in token ids as with local models: a server's top-k answer becomes a distribution over the
+tokenizer's vocabulary that is zero outside the top k. It is not renormalised: the base's top-1
+probability stays exact, and ``covered`` (the top-k's mass) is reported.
+
+Chunked speculation: a session asks for a chunk of greedy tokens with the top-k at every position.
+While the decoding loop keeps choosing those same tokens (the base is confident), the next
+distributions come from that answer without another request; where the loop chooses otherwise (an
+intervention), the next request starts from the new context. The chunk length adapts between 2 and
+``chunk`` (doubled after a chunk is read to its end, halved after one is cut short in its first
+quarter), so a server does not compute long chunks that interventions throw away. ``chunk=1`` is the
+token-by-token protocol.
+
+Prompts go as token ids where the server accepts them (vLLM, SGLang), so chunked and token-by-token
+greedy decoding give the same text. A server that only takes text (llama-cpp-python's) re-tokenises
+the prompt on every request, which can change tokens at chunk boundaries; ``prompt_protocol`` says
+which one was used.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+from urllib.parse import urlparse
+
+import torch
+
+from ..errors import BlendinError
+from .base import PrefixSession
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class RemoteError(BlendinError):
+    """A server could not be reached or answered in a way blendin cannot use."""
+
+
+class RemoteModel:
+    """A completions endpoint plus a local tokenizer. Capabilities: not ``full_distribution``."""
+
+    full_distribution = False
+    batched = False
+
+    def __init__(self, url: str, model: str, tokenizer, name: str | None = None, api_key: str | None = None,
+                 top_k: int = 20, chunk: int = 8, timeout: float = 60.0, retries: int = 3):
+        parsed = urlparse(url if "://" in url else f"http://{url}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise RemoteError(f"bad server URL '{url}': give it as http://HOST:PORT (with /v1 or without)")
+        self.url, self.model_name = url, model
+        self._host, self._port, self._https = parsed.hostname, parsed.port, parsed.scheme == "https"
+        path = parsed.path.rstrip("/")
+        self._path = (path if path.endswith("/v1") else path + "/v1") + "/completions"
+        self.tokenizer = tokenizer
+        self.name = name or model
+        self.vocab_size = len(tokenizer.pieces())
+        self.api_key = api_key if api_key is not None else os.environ.get("BLENDIN_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.top_k, self.chunk, self.timeout, self.retries = top_k, chunk, timeout, retries
+        self.accepts_token_ids: bool | None = None  # found out on the first request
+        self.requests = 0
+        self._conn = None
+        self._by_text: dict[str, int] | None = None  # built on first need: only text-keyed servers use it
+
+    @property
+    def prompt_protocol(self) -> str:
+        return "text" if self.accepts_token_ids is False else "token_ids"
+
+    def describe(self) -> dict:
+        return {"url": self.url, "model": self.model_name, "prompt_protocol": self.prompt_protocol,
+                "top_k": self.top_k, "chunk": self.chunk}
+
+    def session(self) -> "RemoteSession":
+        return RemoteSession(self)
+
+    # -- one completion request -----------------------------------------------------------------
+    def complete(self, ids: list[int], n: int) -> list[tuple[int, torch.Tensor, float]]:
+        """Up to ``n`` greedy tokens after ``ids``: (token id, logprobs [V] (-inf outside the top k),
+        covered mass) per position."""
+        while True:
+            payload = {"model": self.model_name, "max_tokens": n, "temperature": 0.0, "logprobs": self.top_k,
+                       "echo": False, "return_tokens_as_token_ids": True}
+            payload["prompt"] = ids if self.accepts_token_ids is not False else self._as_text(ids)
+            status, body = self._post(payload)
+            if status == 200:
+                if self.accepts_token_ids is None:
+                    self.accepts_token_ids = True
+                return self._parse(body)
+            message = _error_text(body)
+            if self.accepts_token_ids is None and isinstance(payload["prompt"], list) and status in (400, 422):
+                self.accepts_token_ids = False  # a text-only server: send text from now on
+                continue
+            if status in (400, 422) and "logprob" in message.lower() and self.top_k > 1:
+                self.top_k = max(1, self.top_k // 2)  # e.g. vLLM's --max-logprobs (default 20)
+                continue
+            raise RemoteError(f"{self.url} answered {status}: {message}")
+
+    def _as_text(self, ids: list[int]) -> str:
+        tok = getattr(self.tokenizer, "tok", None)
+        if tok is None:
+            return self.tokenizer.decode(ids)
+        text = tok.decode(ids, skip_special_tokens=False)
+        bos = tok.bos_token
+        return text[len(bos):] if bos and text.startswith(bos) else text  # the server adds its own BOS
+
+    def _parse(self, body: bytes) -> list[tuple[int, torch.Tensor, float]]:
+        data = json.loads(body)
+        lp = (data.get("choices") or [{}])[0].get("logprobs")
+        if not lp or not lp.get("top_logprobs"):
+            raise RemoteError(
+                f"{self.url} returned no logprobs. vLLM/SGLang return them on request; a llama.cpp "
+                "(llama-cpp-python) server must be started with logits_all=True (--logits_all true)."
+            )
+        out = []
+        for token, top in zip(lp["tokens"], lp["top_logprobs"]):
+            logprobs = torch.full((self.vocab_size,), float("-inf"))
+            for key, value in (top or {}).items():
+                tid = self._token_id(key)
+                if tid is not None and value is not None and value > logprobs[tid]:
+                    logprobs[tid] = float(value)
+            chosen = self._token_id(token)
+            if chosen is None:
+                break  # a token we cannot place: stop using this answer here
+            out.append((chosen, logprobs, float(torch.exp(logprobs).sum())))
+        if not out:
+            raise RemoteError(f"{self.url} returned tokens blendin cannot map to the tokenizer of '{self.name}'")
+        return out
+
+    def _token_id(self, key: str) -> int | None:
+        if key.startswith("token_id:"):
+            return int(key.split(":", 1)[1])
+        if self._by_text is None:
+            self._by_text = _surface_index(self.tokenizer)
+        return self._by_text.get(key)
+
+    def _post(self, payload: dict) -> tuple[int, bytes]:
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                if self._conn is None:
+                    cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+                    self._conn = cls(self._host, self._port, timeout=self.timeout)
+                self._conn.request("POST", self._path, body=body, headers=headers)
+                response = self._conn.getresponse()
+                status, data = response.status, response.read()
+                self.requests += 1
+                if status not in RETRY_STATUS or attempt == self.retries:
+                    return status, data
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                if attempt == self.retries:
+                    raise RemoteError(
+                        f"cannot reach {self.url} ({type(exc).__name__}: {exc}) after {self.retries + 1} tries; "
+                        "is the server running, and is the URL right?"
+                    ) from None
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class RemoteSession(PrefixSession):
+    """A context on a remote model. The server keeps its own prefix cache; blendin keeps the last
+    chunk of greedy tokens so that a context following them needs no new request."""
+
+    def __init__(self, model: RemoteModel):
+        super().__init__()
+        self.model = model
+        self.requests = 0
+        self.covered: list[float] = []  # top-k mass of each distribution handed out
+        self._chunk_at: list[int] = []  # the context the last chunk was asked for
+        self._chunk: list[tuple[int, torch.Tensor, float]] = []
+        self._used = 0  # how many positions of the last chunk were read
+        self._size = min(4, model.chunk)  # the next chunk's length, adapted as in speculative decoding
+
+    def _forward(self, new_ids: list[int]) -> torch.Tensor:
+        hit = self._from_chunk(self.ids)
+        if hit is None:
+            self._adapt()
+            self._chunk_at = list(self.ids)
+            before = self.model.requests
+            self._chunk = self.model.complete(self._chunk_at, self._size)
+            self.requests += self.model.requests - before
+            self._used = 1
+            hit = self._chunk[0]
+        self.covered.append(hit[2])
+        return hit[1]
+
+    def _adapt(self) -> None:
+        """Double the chunk after one was read to its end; halve it after one was cut short early."""
+        if not self._chunk:
+            return
+        if self._used >= len(self._chunk):
+            self._size = min(2 * self._size, self.model.chunk)
+        elif self._used <= len(self._chunk) // 4:
+            self._size = max(2, self._size // 2) if self.model.chunk > 1 else 1
+
+    def _from_chunk(self, ids: list[int]):
+        n = len(self._chunk_at)
+        if not self._chunk or ids[:n] != self._chunk_at:
+            return None
+        extra = ids[n:]
+        if len(extra) < len(self._chunk) and extra == [t for t, _, _ in self._chunk[: len(extra)]]:
+            self._used = max(self._used, len(extra) + 1)
+            return self._chunk[len(extra)]
+        return None
+
+    def _truncate(self, keep: int) -> None:
+        pass  # nothing cached here but the chunk, which checks its own context
+
+
+def _surface_index(tokenizer) -> dict[str, int]:
+    """Token text (as servers print it) -> id, for servers that key logprobs by text."""
+    index: dict[str, int] = {}
+    for tid in range(len(tokenizer.pieces())):
+        if tid in tokenizer.special_ids:
+            continue
+        index.setdefault(tokenizer.decode([tid]), tid)
+    for tid in sorted(tokenizer.special_ids):
+        piece = tokenizer.pieces()[tid]
+        if piece:
+            index.setdefault(piece, tid)
+    return index
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        err = data.get("error", data)
+        return str(err.get("message", err) if isinstance(err, dict) else err)[:300]
+    except (ValueError, AttributeError):
+        return body[:300].decode("utf-8", "replace")
