@@ -88,3 +88,18 @@ def test_cli_remote_base_with_local_guide(smol):
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["requests"] >= 1 and d["remote"]["base"]["url"] == server.url and d["tokens"] == len(d["steps"])
+
+
+def test_many_prompts_run_concurrently_and_match_one_at_a_time(smol):
+    from blendin.decoding import generate_many
+
+    prompts = [QUESTION, "What is 7 times 8?", "Name a fruit.", "Why is the sky blue?"]
+    config = BlendConfig(method="blendin", max_new_tokens=8)
+    with CompletionServer(smol) as server:
+        model = remote(smol, server.url, concurrency=4)
+        pair = Pair(base=model, guide=smol)
+        alone = [generate(pair, p, config) for p in prompts]
+        together = dict(generate_many(pair, prompts, config, batch_size=4))
+    for i, r in enumerate(alone):
+        assert [s.token_id for s in together[i].steps] == [s.token_id for s in r.steps]
+    assert sum(r.requests for r in together.values()) >= 4

@@ -44,7 +44,8 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{role}-model", help=f"the {role}'s model name on that server")
     p.add_argument("--api-key", default=None, help="for the servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
     p.add_argument("--top-k", type=int, default=20, help="logprobs asked from servers per position (default 20)")
-    p.add_argument("--chunk", type=int, default=8, help="greedy tokens asked from a server per request (1 = one per token)")
+    p.add_argument("--chunk", type=int, default=8, help="the most greedy tokens asked from a server per request (1 = one per token)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once to a server, with --input (default 8)")
 
 
 def config_from_args(a: argparse.Namespace) -> BlendConfig:
@@ -62,7 +63,7 @@ def _remote(a: argparse.Namespace, role: str):
         return None
     if not url or not model:
         raise ConfigError(f"--{role}-url and --{role}-model go together: the server's address and the model name it serves")
-    return RemoteSpec(url, model, api_key=a.api_key, top_k=a.top_k, chunk=a.chunk)
+    return RemoteSpec(url, model, api_key=a.api_key, top_k=a.top_k, chunk=a.chunk, concurrency=a.concurrency)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,8 @@ class RemoteSpec:
     """A model behind an OpenAI-compatible server; the model spec (--base/--guide) names its tokenizer.
 
     top_k: logprobs asked per position (vLLM allows 20 unless started with --max-logprobs);
-    chunk: greedy tokens asked per request (1 = one request per token).
+    chunk: the most greedy tokens asked per request (1 = one request per token);
+    concurrency: requests in flight at once when many prompts decode together.
     """
 
     url: str
@@ -55,6 +56,7 @@ class RemoteSpec:
     api_key: str | None = field(default=None, repr=False)
     top_k: int = 20
     chunk: int = 8
+    concurrency: int = 8
 
     def __post_init__(self):
         if not self.url or not self.model:
@@ -63,6 +65,8 @@ class RemoteSpec:
             raise ConfigError(f"top_k must be a whole number >= 1, got {self.top_k!r}")
         if not isinstance(self.chunk, int) or self.chunk < 1:
             raise ConfigError(f"chunk must be a whole number >= 1, got {self.chunk!r}")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigError(f"concurrency must be a whole number >= 1, got {self.concurrency!r}")
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def _remote_model(folder, spec: str, remote):
     except Exception as exc:
         raise ModelLoadError(f"could not load the tokenizer of '{spec}' (for {remote.url}): {_first_line(exc)}") from None
     return RemoteModel(remote.url, remote.model, HFTokenizer(tok), name=spec, api_key=remote.api_key,
-                       top_k=remote.top_k, chunk=remote.chunk)
+                       top_k=remote.top_k, chunk=remote.chunk, concurrency=remote.concurrency)
 
 
 def prepare(spec: str) -> Path:

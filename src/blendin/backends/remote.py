@@ -26,7 +26,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import torch
@@ -42,13 +44,15 @@ class RemoteError(BlendinError):
 
 
 class RemoteModel:
-    """A completions endpoint plus a local tokenizer. Capabilities: not ``full_distribution``."""
+    """A completions endpoint plus a local tokenizer. Capabilities: not ``full_distribution``;
+    ``batched``: the sessions of a batch that wait on it are sent as up to ``concurrency`` requests
+    at once, each thread with its own kept-alive connection."""
 
     full_distribution = False
-    batched = False
+    batched = True
 
     def __init__(self, url: str, model: str, tokenizer, name: str | None = None, api_key: str | None = None,
-                 top_k: int = 20, chunk: int = 8, timeout: float = 60.0, retries: int = 3):
+                 top_k: int = 20, chunk: int = 8, timeout: float = 60.0, retries: int = 3, concurrency: int = 8):
         parsed = urlparse(url if "://" in url else f"http://{url}")
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise RemoteError(f"bad server URL '{url}': give it as http://HOST:PORT (with /v1 or without)")
@@ -63,7 +67,10 @@ class RemoteModel:
         self.top_k, self.chunk, self.timeout, self.retries = top_k, chunk, timeout, retries
         self.accepts_token_ids: bool | None = None  # found out on the first request
         self.requests = 0
-        self._conn = None
+        self.concurrency = concurrency
+        self._local = threading.local()  # one connection per thread
+        self._count = threading.Lock()
+        self._pool = None
         self._by_text: dict[str, int] | None = None  # built on first need: only text-keyed servers use it
 
     @property
@@ -77,19 +84,28 @@ class RemoteModel:
     def session(self) -> "RemoteSession":
         return RemoteSession(self)
 
+    def forward_batch(self, sessions: list) -> None:
+        """Bring many sessions up to date with concurrent requests."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="blendin-remote")
+        for future in [self._pool.submit(s.logprobs) for s in sessions]:
+            future.result()
+
     # -- one completion request -----------------------------------------------------------------
-    def complete(self, ids: list[int], n: int) -> list[tuple[int, torch.Tensor, float]]:
+    def complete(self, ids: list[int], n: int) -> tuple[list[tuple[int, torch.Tensor, float]], int]:
         """Up to ``n`` greedy tokens after ``ids``: (token id, logprobs [V] (-inf outside the top k),
-        covered mass) per position."""
+        covered mass) per position; and the number of HTTP requests it took."""
+        sent = 0
         while True:
             payload = {"model": self.model_name, "max_tokens": n, "temperature": 0.0, "logprobs": self.top_k,
                        "echo": False, "return_tokens_as_token_ids": True}
             payload["prompt"] = ids if self.accepts_token_ids is not False else self._as_text(ids)
-            status, body = self._post(payload)
+            status, body, tries = self._post(payload)
+            sent += tries
             if status == 200:
                 if self.accepts_token_ids is None:
                     self.accepts_token_ids = True
-                return self._parse(body)
+                return self._parse(body), sent
             message = _error_text(body)
             if self.accepts_token_ids is None and isinstance(payload["prompt"], list) and status in (400, 422):
                 self.accepts_token_ids = False  # a text-only server: send text from now on
@@ -137,7 +153,8 @@ class RemoteModel:
             self._by_text = _surface_index(self.tokenizer)
         return self._by_text.get(key)
 
-    def _post(self, payload: dict) -> tuple[int, bytes]:
+    def _post(self, payload: dict) -> tuple[int, bytes, int]:
+        """(status, body, HTTP requests made), retrying 429/5xx and broken connections with backoff."""
         body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -145,15 +162,17 @@ class RemoteModel:
         delay = 0.5
         for attempt in range(self.retries + 1):
             try:
-                if self._conn is None:
+                conn = getattr(self._local, "conn", None)
+                if conn is None:
                     cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                    self._conn = cls(self._host, self._port, timeout=self.timeout)
-                self._conn.request("POST", self._path, body=body, headers=headers)
-                response = self._conn.getresponse()
+                    conn = self._local.conn = cls(self._host, self._port, timeout=self.timeout)
+                conn.request("POST", self._path, body=body, headers=headers)
+                response = conn.getresponse()
                 status, data = response.status, response.read()
-                self.requests += 1
+                with self._count:
+                    self.requests += 1
                 if status not in RETRY_STATUS or attempt == self.retries:
-                    return status, data
+                    return status, data, attempt + 1
             except (OSError, http.client.HTTPException) as exc:
                 self._close()
                 if attempt == self.retries:
@@ -166,9 +185,10 @@ class RemoteModel:
         raise AssertionError("unreachable")
 
     def _close(self):
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
 
 class RemoteSession(PrefixSession):
@@ -190,9 +210,8 @@ class RemoteSession(PrefixSession):
         if hit is None:
             self._adapt()
             self._chunk_at = list(self.ids)
-            before = self.model.requests
-            self._chunk = self.model.complete(self._chunk_at, self._size)
-            self.requests += self.model.requests - before
+            self._chunk, sent = self.model.complete(self._chunk_at, self._size)
+            self.requests += sent
             self._used = 1
             hit = self._chunk[0]
         self.covered.append(hit[2])
