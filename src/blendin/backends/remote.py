@@ -107,8 +107,11 @@ class RemoteModel:
                     self.accepts_token_ids = True
                 return self._parse(body), sent
             message = _error_text(body)
-            if self.accepts_token_ids is None and isinstance(payload["prompt"], list) and status in (400, 422):
-                self.accepts_token_ids = False  # a text-only server: send text from now on
+            if self.accepts_token_ids is None and isinstance(payload["prompt"], list) and (
+                status in (400, 422) or "prompt" in message.lower()
+            ):
+                # a text-only server (llama-cpp-python answers 500 with a validation error): send text
+                self.accepts_token_ids = False
                 continue
             if status in (400, 422) and "logprob" in message.lower() and self.top_k > 1:
                 self.top_k = max(1, self.top_k // 2)  # e.g. vLLM's --max-logprobs (default 20)

@@ -1,0 +1,90 @@
+"""Every method through real llama.cpp servers (llama-cpp-python[server]) on 127.0.0.1, started from
+the embedded GGUF files. llama-cpp-python computes logprobs over Gemma's 262k vocabulary in Python
+(about half a second a token here), so the runs are short."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from blendin import BlendConfig
+from blendin.backends.remote import RemoteModel
+from blendin.decoding import generate
+from blendin.models import EMBEDDED, cache_dir
+from blendin.pair import Pair
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "What is 7 times 8?"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(name: str, tmp_path_factory):
+    gguf = EMBEDDED[name].gguf(cache_dir())
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("llama") / f"{name}.log", "w")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "--logits_all", "true", "--n_ctx", "2048", "--model_alias", name, "--n_threads", "2"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server for {name} exited; see {log.name}")
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(1)
+    proc.kill()
+    raise RuntimeError(f"llama.cpp server for {name} did not answer in 180 s; see {log.name}")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    started = [_start(n, tmp_path_factory) for n in ("gemma-3-270m", "smollm2-135m-instruct")]
+    yield {"base": started[0][1], "guide": started[1][1]}
+    for proc, _ in started:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def remote(url, local, name):
+    return RemoteModel(url, name, local.tokenizer, name=f"{name}@llama.cpp", chunk=4, retries=1, timeout=120)
+
+
+@pytest.mark.parametrize("method", ["base", "switch", "nudging", "blendin"])
+def test_remote_base_with_local_guide(servers, embedded_pair, method):
+    base = remote(servers["base"], embedded_pair.base, "gemma-3-270m")
+    r = generate(Pair(base=base, guide=embedded_pair.guide), QUESTION, BlendConfig(method=method, max_new_tokens=4))
+    assert 0 < r.tokens <= 4 and r.requests >= 1 and r.text.strip()
+    assert r.remote["base"]["prompt_protocol"] == "text"  # llama-cpp-python takes text prompts only
+    assert 0 < r.remote["base"]["mean_covered"] <= 1.0001
+
+
+def test_remote_guide_alone_and_a_fully_remote_pair(servers, embedded_pair):
+    guide = remote(servers["guide"], embedded_pair.guide, "smollm2-135m-instruct")
+    r = generate(Pair(base=None, guide=guide), QUESTION, BlendConfig(method="guide", max_new_tokens=4))
+    assert r.tokens == 4 and r.requests >= 1
+    base = remote(servers["base"], embedded_pair.base, "gemma-3-270m")
+    r = generate(Pair(base=base, guide=guide), QUESTION, BlendConfig(method="blendin", max_new_tokens=4))
+    d = json.loads(json.dumps(r.to_dict()))
+    assert set(d["remote"]) == {"base", "guide"} and d["tokens"] == len(d["steps"])
+
+
+def test_remote_greedy_base_matches_local_top_token(servers, embedded_pair):
+    """The server's top token is the local model's top token (same GGUF weights, other kernels)."""
+    base = remote(servers["base"], embedded_pair.base, "gemma-3-270m")
+    r = generate(Pair(base=base, guide=None), QUESTION, BlendConfig(method="base", max_new_tokens=1))
+    local = generate(Pair(base=embedded_pair.base, guide=None), QUESTION, BlendConfig(method="base", max_new_tokens=1))
+    assert r.steps[0].token_id == local.steps[0].token_id
+    assert r.steps[0].base_top_prob == pytest.approx(local.steps[0].base_top_prob, abs=0.05)
