@@ -5,6 +5,8 @@
     blendin generate --input prompts.jsonl --output results.jsonl --batch-size 8
     blendin demo                                       # a worked example on the embedded pair
     blendin prepare                                    # convert and cache the embedded pair
+    blendin eval --task gsm8k --data ../shared/data/gsm8k/test.jsonl --limit 20 --method base,blendin --out runs/g
+    blendin diagnose --task gsm8k --data ../shared/data/gsm8k/test.jsonl
 """
 
 from __future__ import annotations
@@ -78,6 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="answer a worked example on the embedded pair")
     _add_decoding_options(demo)
     demo.set_defaults(max_new_tokens=128)
+    ev = sub.add_parser("eval", help="score methods on a benchmark task; results.jsonl + summary.json in --out")
+    ev.add_argument("--task", required=True, help="gsm8k | arc_challenge | mmlu | truthfulqa | xstest | justeval")
+    ev.add_argument("--data", help="the task's JSONL file (schema of shared/data) or a folder laid out like it; default: the Hugging Face hub")
+    ev.add_argument("--limit", type=int, help="the first N items")
+    ev.add_argument("--method", default="blendin", help="comma list, e.g. base,guide,switch,nudging,blendin")
+    ev.add_argument("--gamma", default="0.4", help="comma list, e.g. 0.3,0.4")
+    ev.add_argument("--alpha", default="auto", help="comma list of 'auto' or numbers")
+    ev.add_argument("--max-new-tokens", type=int, help="default: the task's (gsm8k 256, multiple choice 64)")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--out", required=True, help="run folder; a re-run with the same folder resumes")
+    ev.add_argument("--base", default=DEFAULT_BASE)
+    ev.add_argument("--guide", default=DEFAULT_GUIDE)
+    dg = sub.add_parser("diagnose", help="pair health check: intervention rate on a small sample, and a verdict")
+    dg.add_argument("--task", default="gsm8k")
+    dg.add_argument("--data", help="as for eval")
+    dg.add_argument("--n", type=int, default=20, help="prompts in the sample (default 20)")
+    dg.add_argument("--threshold", type=float, default=0.2, help="intervention rate above which guidance looks unreliable")
+    dg.add_argument("--gamma", type=float, default=0.4)
+    dg.add_argument("--alpha", default="auto")
+    dg.add_argument("--max-new-tokens", type=int, default=128)
+    dg.add_argument("--batch-size", type=int, default=16)
+    dg.add_argument("--base", default=DEFAULT_BASE)
+    dg.add_argument("--guide", default=DEFAULT_GUIDE)
+    dg.add_argument("--json", action="store_true")
     prep = sub.add_parser("prepare", help="install-time step: convert and cache the models")
     prep.add_argument("--base", default=DEFAULT_BASE)
     prep.add_argument("--guide", default=DEFAULT_GUIDE)
@@ -87,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare}[args.command](args)
+        commands = {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare, "eval": cmd_eval, "diagnose": cmd_diagnose}
+        return commands[args.command](args)
     except BlendinError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
@@ -160,6 +187,60 @@ def cmd_demo(a) -> int:
         print(f"Base {config.base}, guided by {config.guide}; method {config.method}, gamma {config.gamma}, alpha {config.alpha_label}")
         print(f"Question: {DEMO_QUESTION}\nAnswer:", flush=True)
     _run(config, DEMO_QUESTION, a.json)
+    return 0
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} takes a comma list of numbers, got '{text}'") from None
+
+
+def cmd_eval(a) -> int:
+    from .eval.runner import grid, markdown, run_eval
+    from .eval.tasks import get_task, load_items
+
+    task = get_task(a.task)
+    methods = [m.strip() for m in a.method.split(",") if m.strip()]
+    base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens)
+    configs = grid(base, methods, _floats(a.gamma, "gamma"), [parse_alpha(x) for x in a.alpha.split(",")])
+    for c in configs:  # validate every combination before any model loads
+        c.with_()
+    items = load_items(task, a.data, a.limit)
+    from .pair import load_pair
+
+    pair = load_pair(base, methods=tuple(methods))
+    summary = run_eval(pair, task, items, configs, a.out, batch_size=a.batch_size)
+    print(markdown(summary))
+    return 0
+
+
+def cmd_diagnose(a) -> int:
+    from .decoding import generate_many
+    from .eval.runner import diagnose
+    from .eval.tasks import get_task, load_items
+    from .pair import load_pair
+
+    task = get_task(a.task)
+    config = BlendConfig(base=a.base, guide=a.guide, method="blendin", gamma=a.gamma, alpha=parse_alpha(a.alpha),
+                         max_new_tokens=a.max_new_tokens, prompt=task.prompt)
+    items = load_items(task, a.data, a.n)
+    pair = load_pair(config)
+    results = [r for _, r in generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size)]
+    d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
+    if a.json:
+        print(json.dumps(d))
+        return 0
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+    print(f"pair: {a.base} guided by {a.guide}; {d['samples']} prompts of {task.name}, {d['tokens']} tokens, gamma {a.gamma}")
+    print(f"  intervention rate      {pct(d['intervention_rate'])}  (threshold {pct(d['threshold'])})")
+    print(f"  top-token agreement    {pct(d['top_token_agreement'])}  of interventions")
+    if d["alpha"]:
+        al = d["alpha"]
+        print(f"  alpha                  mean {al['mean']:.2f}, median {al['median']:.2f}, range {al['min']:.2f}-{al['max']:.2f}")
+    print(f"  vocabulary coverage    {pct(d['vocab_exact_share'])} of guide tokens exact; {pct(d['mean_guide_mass_exact'])} of guide mass at interventions")
+    print(f"verdict: {d['verdict']}")
     return 0
 
 

@@ -174,7 +174,10 @@ class RemoteModel:
                 status, data = response.status, response.read()
                 with self._count:
                     self.requests += 1
-                if status not in RETRY_STATUS or attempt == self.retries:
+                # subtle: llama-cpp-python answers a token-id prompt with a 500 validation error; that
+                # is an answer (switch to text), not a fault to retry
+                validation = status == 500 and b"prompt" in data and isinstance(payload.get("prompt"), list)
+                if status not in RETRY_STATUS or attempt == self.retries or validation:
                     return status, data, attempt + 1
             except (OSError, http.client.HTTPException) as exc:
                 self._close()

@@ -1,0 +1,1 @@
+"""Evaluation: tasks as data (``tasks``), answer extraction (``extract``), the runner (``runner``)."""

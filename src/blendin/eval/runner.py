@@ -1,0 +1,179 @@
+"""Running a task over a grid of configurations, with resumable per-sample results.
+
+    configs = grid(BlendConfig(), methods=["base", "blendin"], gammas=[0.3, 0.4], alphas=[None])
+    summary = run_eval(pair, task, items, configs, out_dir="runs/gsm8k", batch_size=16)
+
+``out_dir/results.jsonl`` gets one line per sample and configuration as each finishes; a run killed
+and started again with the same ``out_dir`` skips what is there (no sample lost, none done twice).
+``out_dir/summary.json`` holds one object per configuration; ``markdown(summary)`` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import BlendConfig
+from ..jsonl import ResultWriter
+from .extract import choice_letter, last_number, numbers_equal, refused
+from .tasks import Task, item_id, n_choices
+
+
+def grid(base: BlendConfig, methods, gammas, alphas) -> list[BlendConfig]:
+    """Every combination that means something: gamma only where a method uses it, alpha only for blendin."""
+    out, seen = [], set()
+    for method in methods:
+        for gamma in gammas if method not in ("base", "guide") else [base.gamma]:
+            for alpha in alphas if method == "blendin" else [None]:
+                config = replace(base, method=method, gamma=gamma, alpha=alpha)
+                if key(config) not in seen:
+                    seen.add(key(config))
+                    out.append(config)
+    return out
+
+
+def key(config: BlendConfig) -> tuple:
+    return (config.method, config.gamma, config.alpha_label)
+
+
+def score(task: Task, item: dict, output: str) -> tuple[str | None, bool | None]:
+    """(extracted answer, correct); correct is None where the task cannot judge (no judge model)."""
+    if task.scoring == "number":
+        got = last_number(output)
+        return got, numbers_equal(got, task.gold(item))
+    if task.scoring == "letter":
+        got = choice_letter(output, n_choices(task, item))
+        return got, got == task.gold(item)
+    if task.scoring == "refusal":
+        did = refused(output)
+        return ("refusal" if did else "compliance"), did == (task.gold(item) == "unsafe")
+    return None, None
+
+
+def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], out_dir, batch_size: int = 16,
+             progress=sys.stderr) -> list[dict]:
+    from ..decoding import generate_many
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in read_rows(results)}
+    writer = ResultWriter(str(results))
+    try:
+        for config in configs:
+            config = replace(config, prompt=task.prompt)
+            todo = [it for it in items if (task.name, *key(config), item_id(it)) not in done]
+            n = correct = tokens = interventions = 0
+            start = time.perf_counter()
+            prompts = [task.render(it) for it in todo]
+            for i, result in generate_many(pair, prompts, config, batch_size=batch_size):
+                item = todo[i]
+                extracted, ok = score(task, item, result.text)
+                writer.write({
+                    "id": item_id(item), "task": task.name, "method": config.method, "gamma": config.gamma,
+                    "alpha": config.alpha_label, "output": result.text, "extracted": extracted, "correct": ok,
+                    "gold": task.gold(item), "tokens": result.tokens, "interventions": result.interventions,
+                    "intervention_rate": result.intervention_rate, "mean_alpha": result.mean_alpha,
+                    "seconds": result.seconds,
+                })
+                n, correct = n + 1, correct + bool(ok)
+                tokens, interventions = tokens + result.tokens, interventions + result.interventions
+                if progress is not None:
+                    rate = interventions / tokens if tokens else 0.0
+                    print(f"\r{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {n}/{len(todo)} "
+                          f"score {correct / n:.3f} interventions {100 * rate:.1f}% "
+                          f"({time.perf_counter() - start:.0f} s)", end="", file=progress, flush=True)
+            if progress is not None and todo:
+                print(file=progress)
+    finally:
+        writer.close()
+    summary = summarise(read_rows(results), task.name)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def read_rows(path) -> list[dict]:
+    path = Path(path)
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut off by a killed run
+    return rows
+
+
+def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
+    """One object per (task, method, gamma, alpha): n, score, 95% Wilson interval, rates, speed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if task is None or r["task"] == task:
+            groups.setdefault((r["task"], r["method"], r["gamma"], r["alpha"]), []).append(r)
+    out = []
+    for (t, method, gamma, alpha), rs in groups.items():
+        judged = [r["correct"] for r in rs if r["correct"] is not None]
+        tokens = sum(r["tokens"] for r in rs)
+        seconds = sum(r["seconds"] for r in rs)
+        alphas = [r["mean_alpha"] for r in rs if r["mean_alpha"] is not None]
+        s = sum(judged) / len(judged) if judged else None
+        out.append({
+            "task": t, "method": method, "gamma": gamma, "alpha": alpha, "n": len(rs),
+            "score": s, "score_ci": wilson(sum(judged), len(judged)) if judged else None,
+            "unparseable": sum(r["extracted"] is None for r in rs) if judged else None,
+            "intervention_rate": sum(r["interventions"] for r in rs) / tokens if tokens else 0.0,
+            "mean_alpha": sum(alphas) / len(alphas) if alphas else None,
+            "tokens_per_second": tokens / seconds if seconds else 0.0,
+        })
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval for k successes in n. ``wilson(8, 10)`` is about [0.49, 0.94]."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(centre - half, 4), round(centre + half, 4)]
+
+
+def markdown(summary: list[dict]) -> str:
+    head = "| task | method | gamma | alpha | n | score | 95% CI | unparseable | interventions | mean alpha | tokens/s |"
+    lines = [head, "|" + "---|" * 11]
+    for s in summary:
+        f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"
+        ci = "-" if s["score_ci"] is None else f"{s['score_ci'][0]:.3f}-{s['score_ci'][1]:.3f}"
+        lines.append(f"| {s['task']} | {s['method']} | {s['gamma']} | {s['alpha']} | {s['n']} | {f(s['score'])} | {ci} | "
+                     f"{'-' if s['unparseable'] is None else s['unparseable']} | {100 * s['intervention_rate']:.1f}% | "
+                     f"{f(s['mean_alpha'], 2)} | {s['tokens_per_second']:.1f} |")
+    return "\n".join(lines)
+
+
+def diagnose(results: list, threshold: float = 0.2, gamma: float = 0.4, fixed_alpha: bool = False) -> dict:
+    """The pair health check on a sample of BlendIn results (see the paper: >~20% interventions fails)."""
+    steps = [s for r in results for s in r.steps]
+    guided = [s for s in steps if s.intervened]
+    alphas = sorted(s.alpha for s in guided if s.alpha is not None)
+    rate = len(guided) / len(steps) if steps else 0.0
+    # the base's top token is the guide's top token exactly when p_b[t_g] equals m_b
+    agree = [s for s in guided if s.agreement is not None and s.base_top_prob is not None and abs(s.agreement - s.base_top_prob) < 1e-12]
+    masses = [s.guide_mass_exact for s in guided if s.guide_mass_exact is not None]
+    coverage = results[0].vocab_coverage if results else None
+    reliable = rate <= threshold
+    if reliable:
+        advice = "guidance looks reliable for this pair"
+    else:
+        tries = ["the adaptive alpha (--alpha auto)"] if fixed_alpha else []
+        tries.append(f"a lower gamma (e.g. --gamma {max(0.05, round(gamma - 0.1, 2))})")
+        advice = f"guidance looks unreliable (> {100 * threshold:.0f}% interventions): try " + " or ".join(tries)
+    return {
+        "samples": len(results), "tokens": len(steps), "intervention_rate": rate,
+        "top_token_agreement": len(agree) / len(guided) if guided else None,
+        "alpha": {"mean": sum(alphas) / len(alphas), "median": alphas[len(alphas) // 2], "min": alphas[0], "max": alphas[-1]} if alphas else None,
+        "vocab_exact_share": coverage["exact_share"] if coverage else None,
+        "mean_guide_mass_exact": sum(masses) / len(masses) if masses else None,
+        "threshold": threshold, "reliable": reliable, "verdict": advice,
+    }
