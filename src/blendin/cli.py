@@ -218,7 +218,7 @@ def cmd_eval(a) -> int:
 
 def cmd_diagnose(a) -> int:
     from .decoding import generate_many
-    from .eval.runner import diagnose
+    from .eval.runner import diagnose, diagnosis_text
     from .eval.tasks import get_task, load_items
     from .pair import load_pair
 
@@ -229,18 +229,7 @@ def cmd_diagnose(a) -> int:
     pair = load_pair(config)
     results = [r for _, r in generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size)]
     d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
-    if a.json:
-        print(json.dumps(d))
-        return 0
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
-    print(f"pair: {a.base} guided by {a.guide}; {d['samples']} prompts of {task.name}, {d['tokens']} tokens, gamma {a.gamma}")
-    print(f"  intervention rate      {pct(d['intervention_rate'])}  (threshold {pct(d['threshold'])})")
-    print(f"  top-token agreement    {pct(d['top_token_agreement'])}  of interventions")
-    if d["alpha"]:
-        al = d["alpha"]
-        print(f"  alpha                  mean {al['mean']:.2f}, median {al['median']:.2f}, range {al['min']:.2f}-{al['max']:.2f}")
-    print(f"  vocabulary coverage    {pct(d['vocab_exact_share'])} of guide tokens exact; {pct(d['mean_guide_mass_exact'])} of guide mass at interventions")
-    print(f"verdict: {d['verdict']}")
+    print(json.dumps(d) if a.json else diagnosis_text(d, f"{a.base} guided by {a.guide}", task.name, a.gamma))
     return 0
 
 

@@ -177,3 +177,20 @@ def diagnose(results: list, threshold: float = 0.2, gamma: float = 0.4, fixed_al
         "mean_guide_mass_exact": sum(masses) / len(masses) if masses else None,
         "threshold": threshold, "reliable": reliable, "verdict": advice,
     }
+
+
+def diagnosis_text(d: dict, pair: str, task: str, gamma: float) -> str:
+    """The diagnosis as a few aligned lines, ending with the verdict."""
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+    lines = [
+        f"pair: {pair}; {d['samples']} prompts of {task}, {d['tokens']} tokens, gamma {gamma}",
+        f"  intervention rate      {pct(d['intervention_rate'])}  (threshold {pct(d['threshold'])})",
+        f"  top-token agreement    {pct(d['top_token_agreement'])}  of interventions",
+    ]
+    if d["alpha"]:
+        al = d["alpha"]
+        lines.append(f"  alpha                  mean {al['mean']:.2f}, median {al['median']:.2f}, range {al['min']:.2f}-{al['max']:.2f}")
+    lines.append(f"  vocabulary coverage    {pct(d['vocab_exact_share'])} of guide tokens exact; "
+                 f"{pct(d['mean_guide_mass_exact'])} of guide mass at interventions")
+    lines.append(f"verdict: {d['verdict']}")
+    return "\n".join(lines)
