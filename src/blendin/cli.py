@@ -56,6 +56,7 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
         stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue),
         base_remote=_remote(a, "base"), guide_remote=_remote(a, "guide"),
+        trace_top=5 if getattr(a, "trace_html", None) else 0,
     )
 
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--input", help="JSONL file, one {\"prompt\", \"id\"?, \"system\"?} per line (instead of PROMPT)")
     gen.add_argument("--output", help="JSONL results file for --input; a re-run skips ids already in it")
     gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together with --input (default 16: about 6x the speed of one at a time on 2 cores)")
+    gen.add_argument("--trace-html", help="also write a page showing who chose each token (hover a token for details)")
     _add_decoding_options(gen)
     demo = sub.add_parser("demo", help="answer a worked example on the embedded pair")
     _add_decoding_options(demo)
@@ -123,12 +125,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(config: BlendConfig, prompt: str, as_json: bool) -> None:
+def _run(config: BlendConfig, prompt: str, as_json: bool, trace_html: str | None = None) -> None:
     from .decoding import generate
     from .pair import load_pair
 
     pair = load_pair(config)
     result = generate(pair, prompt, config)
+    if trace_html:
+        from .diagnostics.html import trace_html as render
+
+        with open(trace_html, "w", encoding="utf-8") as f:
+            f.write(render(result))
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -145,7 +152,7 @@ def cmd_generate(a) -> int:
     prompt = sys.stdin.read() if a.prompt == "-" else a.prompt
     if not prompt.strip():
         raise ConfigError("the prompt is empty: pass the question as text, or '-' and text on stdin")
-    _run(config, prompt.strip(), a.json)
+    _run(config, prompt.strip(), a.json, a.trace_html)
     return 0
 
 

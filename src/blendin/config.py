@@ -94,6 +94,7 @@ class BlendConfig:
     prompt: PromptFormat = field(default_factory=PromptFormat)
     base_remote: RemoteSpec | None = None
     guide_remote: RemoteSpec | None = None
+    trace_top: int = 0  # keep each step's top-k tokens of each model (for --trace-html); 0 = none
 
     def __post_init__(self):
         if self.method not in METHODS:

@@ -169,7 +169,8 @@ class Generation:
         base_turn, self._base_turn = self._base_turn, False
         if base_turn or not self.policy.consult_guide(m_b):
             token = self.sampler.choose(base_probs)
-            yield self._emit(self.base, token, Step("", "base", m_b, None, None, None, float(base_probs[token]), None, token))
+            step = Step("", "base", m_b, None, None, None, float(base_probs[token]), None, token, self._alternatives(base_probs))
+            yield self._emit(self.base, token, step)
         elif self.policy.writes == "words":
             yield from self._nudge(base_probs, m_b)
         else:
@@ -184,7 +185,8 @@ class Generation:
         alpha = self.policy.guide_weight(m_b, m_g, agreement)
         mixed = mix(base_probs, bridge.to_base(guide_probs), alpha)
         token = self.sampler.choose(mixed)
-        step = Step("", self.policy.source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token)
+        step = Step("", self.policy.source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token,
+                    self._alternatives(base_probs, guide_probs))
         yield self._emit(self.base, token, step)
 
     def _guide_token(self):
@@ -192,7 +194,8 @@ class Generation:
         guide_probs = yield Need(self.guide)
         m_g, _ = top1(guide_probs)
         token = self.sampler.choose(guide_probs)
-        yield self._emit(self.guide, token, Step("", "guide", None, m_g, 1.0, None, float(guide_probs[token]), None, token))
+        step = Step("", "guide", None, m_g, 1.0, None, float(guide_probs[token]), None, token, self._alternatives(None, guide_probs))
+        yield self._emit(self.guide, token, step)
 
     def _nudge(self, base_probs: torch.Tensor, m_b: float):
         """Nudging (Fei et al. 2024): the guide drafts a chunk and its words are accepted one by one.
@@ -242,6 +245,19 @@ class Generation:
         # base writes on from here (else the guide would redraft that word). If the whole draft was
         # taken, the next step asks the base afresh and the guide may go on.
         self._base_turn = base_took_over
+
+    def _alternatives(self, base_probs=None, guide_probs=None) -> dict | None:
+        """The top ``trace_top`` tokens of each distribution given, as [text, prob], for traces."""
+        k = self.config.trace_top
+        if not k:
+            return None
+        out = {}
+        for role, probs in (("base", base_probs), ("guide", guide_probs)):
+            if probs is not None:
+                tok = (self.base if role == "base" else self.guide).tok
+                values, ids = torch.topk(probs, min(k, probs.shape[0]))
+                out[role] = [[tok.decode([int(i)]) if int(i) not in tok.eos_ids else "<eos>", round(float(v), 6)] for v, i in zip(values, ids)]
+        return out
 
     def _emit(self, track: Track, token: int, step: Step, drafted: bool = False) -> Step:
         """Record a chosen token: end on EOS, else add its text; then apply stop strings and the length cap."""

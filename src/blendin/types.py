@@ -32,6 +32,7 @@ class Step:
     guide_mass_exact: share of the guide's probability mass on tokens with an exact base counterpart.
     token_id: the token's id in the vocabulary of the model that wrote it (the base's for
         base/blend steps and for switch, the guide's for guide and nudging steps).
+    alternatives: the most likely tokens of each model consulted at this step, for traces.
     """
 
     token: str
@@ -43,6 +44,7 @@ class Step:
     chosen_prob: float
     guide_mass_exact: float | None = None
     token_id: int | None = None
+    alternatives: dict | None = None  # with BlendConfig.trace_top: {"base"/"guide": [[text, prob], ...]}
 
     @property
     def intervened(self) -> bool:

@@ -1,0 +1,59 @@
+"""One self-contained HTML page per answer: each token shaded by who chose it and with what weight.
+
+    open("trace.html", "w").write(trace_html(result))
+
+Base tokens are plain; blended tokens are tinted blue, as deep as their alpha; tokens the guide
+chose alone are amber. Hovering a token shows a card: base top-1, guide top-1, alpha, agreement and
+the competing tokens (when the result was made with ``trace_top``). No scripts, no external files.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from ..types import GenerationResult
+
+STYLE = """
+body { font: 15px/1.7 system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; color: #222; }
+header { color: #555; margin-bottom: 1rem; } .legend span { padding: 0 .4rem; margin-right: .5rem; }
+#answer { white-space: pre-wrap; border: 1px solid #ddd; border-radius: 6px; padding: 1rem; }
+.tok { position: relative; border-radius: 3px; cursor: default; }
+.tok.guide { background: rgba(255, 176, 0, .45); }
+.tok.eos { color: #999; font-size: .75em; }
+.card { display: none; position: absolute; left: 0; top: 1.6em; z-index: 2; width: 19rem; white-space: normal;
+        background: #fff; border: 1px solid #aaa; border-radius: 6px; padding: .5rem .7rem; font-size: 12px;
+        line-height: 1.4; box-shadow: 0 2px 8px rgba(0,0,0,.2); }
+.tok:hover .card, .tok:focus .card { display: block; }
+.card table { border-collapse: collapse; width: 100%; } .card td { padding: 0 .3rem; }
+"""
+
+
+def trace_html(result: GenerationResult) -> str:
+    spans = "".join(_span(i, s) for i, s in enumerate(result.steps))
+    alpha = "-" if result.mean_alpha is None else f"{result.mean_alpha:.2f}"
+    head = (f"<b>{escape(result.method)}</b> · base {escape(result.base)} · guide {escape(result.guide)} · "
+            f"gamma {result.gamma} · alpha {escape(str(result.alpha))} · {result.tokens} tokens · "
+            f"{result.interventions} interventions ({100 * result.intervention_rate:.1f}%) · mean alpha {alpha}")
+    legend = ('<div class="legend"><span>base</span><span style="background: rgba(40,110,255,.5)">blend (deeper = larger alpha)</span>'
+              '<span class="tok guide">guide</span></div>')
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>blendin trace</title><style>{STYLE}</style></head>'
+            f'<body><header>{head}{legend}</header><div id="answer">{spans}</div></body></html>\n')
+
+
+def _span(i: int, s) -> str:
+    text = escape(s.token) if s.token else "⏎eos" if s.token_id is not None else "·"
+    classes = f"tok {s.source}" + (" eos" if not s.token else "")
+    style = f' style="background: rgba(40,110,255,{0.15 + 0.6 * (s.alpha or 0):.2f})"' if s.source == "blend" else ""
+    return f'<span class="{classes}" data-i="{i}" tabindex="0"{style}>{text}<span class="card">{_card(s)}</span></span>'
+
+
+def _card(s) -> str:
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+    rows = [("source", s.source), ("base top-1", pct(s.base_top_prob)), ("guide top-1", pct(s.guide_top_prob)),
+            ("alpha", "-" if s.alpha is None else f"{s.alpha:.3f}"), ("agreement", pct(s.agreement)),
+            ("chosen", pct(s.chosen_prob))]
+    html = "<table>" + "".join(f"<tr><td>{k}</td><td>{escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+    for role, alts in (s.alternatives or {}).items():
+        items = ", ".join(f"<code>{escape(repr(t))}</code> {100 * p:.1f}%" for t, p in alts)
+        html += f"<div><b>{role}</b>: {items}</div>"
+    return html
