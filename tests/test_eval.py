@@ -137,3 +137,18 @@ def test_cli_eval_and_diagnose_on_the_embedded_pair(tmp_path):
     assert d.returncode == 0, d.stderr
     verdict = json.loads(d.stdout)
     assert verdict["samples"] == 2 and 0 <= verdict["intervention_rate"] <= 1 and verdict["verdict"]
+
+
+def test_report_writes_three_plots(tmp_path, capsys):
+    from blendin.cli import main
+
+    task, pair = get_task("gsm8k"), _number_pair()
+    f = _task_file(tmp_path, ["18", "7"])
+    run_eval(pair, task, load_items(task, str(f)), grid(BlendConfig(max_new_tokens=5), ["base", "blendin"], [0.4], [None]),
+             tmp_path / "run", progress=None)
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "plots")]) == 0
+    for name in ("score_vs_interventions.png", "alpha_hist.png", "interventions_by_correctness.png"):
+        png = tmp_path / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "has no results.jsonl rows" in capsys.readouterr().err

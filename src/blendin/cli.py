@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--base", default=DEFAULT_BASE)
     dg.add_argument("--guide", default=DEFAULT_GUIDE)
     dg.add_argument("--json", action="store_true")
+    rep = sub.add_parser("report", help="PNG plots from eval run folders")
+    rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out")
+    rep.add_argument("--out", default="report", help="folder for the PNG files (default ./report)")
     prep = sub.add_parser("prepare", help="install-time step: convert and cache the models")
     prep.add_argument("--base", default=DEFAULT_BASE)
     prep.add_argument("--guide", default=DEFAULT_GUIDE)
@@ -115,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare, "eval": cmd_eval, "diagnose": cmd_diagnose}
+        commands = {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare, "eval": cmd_eval,
+                    "diagnose": cmd_diagnose, "report": cmd_report}
         return commands[args.command](args)
     except BlendinError as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -237,6 +241,14 @@ def cmd_diagnose(a) -> int:
     results = [r for _, r in generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size)]
     d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
     print(json.dumps(d) if a.json else diagnosis_text(d, f"{a.base} guided by {a.guide}", task.name, a.gamma))
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .diagnostics.plots import report
+
+    for path in report(a.runs, a.out):
+        print(path)
     return 0
 
 

@@ -78,6 +78,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                     "alpha": config.alpha_label, "output": result.text, "extracted": extracted, "correct": ok,
                     "gold": task.gold(item), "tokens": result.tokens, "interventions": result.interventions,
                     "intervention_rate": result.intervention_rate, "mean_alpha": result.mean_alpha,
+                    "alphas": [round(st.alpha, 4) for st in result.steps if st.alpha is not None],
                     "seconds": result.seconds,
                 })
                 n, correct = n + 1, correct + bool(ok)
