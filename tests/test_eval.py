@@ -32,7 +32,7 @@ def test_numbers_equal():
 
 @pytest.mark.parametrize("text, letter", [("B", "B"), ("(c) the moon", "C"), ("Answer: D. Because", "D"),
                                           ("I think the answer is A since", "A"), ("A plant needs water", None),
-                                          ("None of them", None)])
+                                          ("None of them", None), ("D\nQuestion: next", "D")])
 def test_choice_letter(text, letter):
     assert choice_letter(text, 4) == letter
 

@@ -41,13 +41,13 @@ def numbers_equal(a: str | None, b: str) -> bool:
 
 def choice_letter(text: str, n_choices: int) -> str | None:
     """The chosen letter, or None (reported as unparseable). In order:
-    at the start: "(b)", "B", "B.", "B)", "Answer: B", "Answer is B";
+    at the start: "(b)", "B", "B.", "B)", "B" alone on its line, "Answer: B", "Answer is B";
     anywhere: "the answer is B", "option (C)", or a letter in parentheses "(D)".
     A bare capital followed by a space ("A plant needs water") is an article, not an answer."""
     up = "ABCDEFGHIJ"[:n_choices]
     t = (text or "").strip()
     prefix = r"^(?:[Aa]nswer(?:\s+is)?\s*[:\-]?\s*)?"
-    for pattern in (prefix + rf"\(([{up}{up.lower()}])\)", prefix + rf"([{up}])(?=$|[.:,)\]])",
+    for pattern in (prefix + rf"\(([{up}{up.lower()}])\)", prefix + rf"([{up}])(?=$|[.:,)\]]|[ \t]*\n)",
                     rf"^[Aa]nswer(?:\s+is)?\s*[:\-]?\s*([{up}])(?![A-Za-z])"):
         m = re.match(pattern, t)
         if m:

@@ -76,7 +76,9 @@ def _mmlu_hub(row):
     return {**row, "answer": "ABCD"[row["answer"]] if isinstance(row["answer"], int) else row["answer"]}
 
 
-MC = PromptFormat(system=MC_SYSTEM, question_prefix="Question: ", answer_cue="Answer:\n")
+# subtle: a lettered answer follows the cue directly ("Answer: C"); after "Answer:\n" the small base
+# model starts another "Question:" instead (16 of the first 16 ARC items unparseable, against 6)
+MC = PromptFormat(system=MC_SYSTEM, question_prefix="Question: ", answer_cue="Answer:")
 TASKS = {
     t.name: t
     for t in [
