@@ -39,18 +39,24 @@ def read_prompts(path: str) -> list[dict]:
     return items
 
 
-def finished_ids(path: str) -> set:
-    """Ids already in a results file (a cut-off last line, from a killed run, is ignored)."""
+def read_rows(path) -> list[dict]:
+    """Every complete JSON object of a results file (a line cut off by a killed run is skipped)."""
     p = Path(path)
-    if not p.exists():
-        return set()
-    done = set()
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            done.add(json.loads(line)["id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    return done
+    rows = []
+    if p.exists():
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def finished_ids(path: str) -> set:
+    """Ids already in a results file."""
+    return {row["id"] for row in read_rows(path) if "id" in row}
 
 
 class ResultWriter:

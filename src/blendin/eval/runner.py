@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import BlendConfig
-from ..jsonl import ResultWriter
+from ..jsonl import ResultWriter, read_rows
 from .extract import choice_letter, last_number, numbers_equal, refused
 from .tasks import Task, item_id, n_choices
 
@@ -95,18 +95,6 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     summary = summarise(read_rows(results), task.name)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def read_rows(path) -> list[dict]:
-    path = Path(path)
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut off by a killed run
-    return rows
 
 
 def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
