@@ -97,6 +97,8 @@ def test_run_eval_scores_writes_and_resumes(tmp_path):
     assert by_method["base"]["n"] == 3 and by_method["base"]["score"] == pytest.approx(2 / 3)
     assert by_method["blendin"]["intervention_rate"] == 0.0 and by_method["base"]["unparseable"] == 0
     assert json.loads((out / "summary.json").read_text()) == summary
+    walls = sum(r["wall_share"] for r in rows if r["method"] == "base")
+    assert by_method["base"]["tokens_per_second"] == pytest.approx(sum(r["tokens"] for r in rows if r["method"] == "base") / walls)
     assert "| gsm8k | base | 0.4 | auto | 3 | 0.667 |" in markdown(summary)
 
 

@@ -68,10 +68,14 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             config = replace(config, prompt=task.prompt)
             todo = [it for it in items if (task.name, *key(config), item_id(it)) not in done]
             n = correct = tokens = interventions = 0
-            start = time.perf_counter()
+            start = last = time.perf_counter()
             prompts = [task.render(it) for it in todo]
             for i, result in generate_many(pair, prompts, config, batch_size=batch_size):
                 item = todo[i]
+                now = time.perf_counter()
+                # wall time since the previous sample finished: these shares add up to the run's wall
+                # time (across resumed runs too), so tokens / shares is the batch's throughput
+                wall_share, last = now - last, now
                 extracted, ok = score(task, item, result.text)
                 writer.write({
                     "id": item_id(item), "task": task.name, "method": config.method, "gamma": config.gamma,
@@ -79,7 +83,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                     "gold": task.gold(item), "tokens": result.tokens, "interventions": result.interventions,
                     "intervention_rate": result.intervention_rate, "mean_alpha": result.mean_alpha,
                     "alphas": [round(st.alpha, 4) for st in result.steps if st.alpha is not None],
-                    "seconds": result.seconds,
+                    "seconds": result.seconds, "wall_share": wall_share,
                 })
                 n, correct = n + 1, correct + bool(ok)
                 tokens, interventions = tokens + result.tokens, interventions + result.interventions
@@ -98,7 +102,8 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
 
 
 def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
-    """One object per (task, method, gamma, alpha): n, score, 95% Wilson interval, rates, speed."""
+    """One object per (task, method, gamma, alpha): n, score, 95% Wilson interval, rates, and
+    tokens_per_second (throughput: tokens over the wall time the samples took, batching included)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if task is None or r["task"] == task:
@@ -107,7 +112,7 @@ def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
     for (t, method, gamma, alpha), rs in groups.items():
         judged = [r["correct"] for r in rs if r["correct"] is not None]
         tokens = sum(r["tokens"] for r in rs)
-        seconds = sum(r["seconds"] for r in rs)
+        seconds = sum(r.get("wall_share", r["seconds"]) for r in rs)
         alphas = [r["mean_alpha"] for r in rs if r["mean_alpha"] is not None]
         s = sum(judged) / len(judged) if judged else None
         out.append({
