@@ -88,8 +88,12 @@ class PrefixSession:
         if not self.ids:
             raise ValueError("the session has an empty context: sync it to a prompt first")
         if self._logprobs is None:
-            self.store(self._forward(self.ids[self._cached :]))
+            self._run()
         return self._logprobs
+
+    def _run(self) -> None:
+        """Compute and ``store`` the logprobs after the pending tail (a batched backend runs a pass)."""
+        self.store(self._forward(self.ids[self._cached :]))
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
         """Run the model on ``new_ids`` after the cached prefix; return the last position's logprobs [V]."""

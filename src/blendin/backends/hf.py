@@ -308,12 +308,8 @@ class SlotSession(PrefixSession):
         self.runner = runner
         self.slot = runner.cache.open()
 
-    def logprobs(self) -> torch.Tensor:
-        if not self.ids:
-            raise ValueError("the session has an empty context: sync it to a prompt first")
-        if self._logprobs is None:
-            self.runner.forward([self])
-        return self._logprobs
+    def _run(self) -> None:
+        self.runner.forward([self])
 
     def _truncate(self, keep: int) -> None:
         pass  # positions after `keep` are simply overwritten by the next pass
