@@ -215,9 +215,8 @@ def cmd_eval(a) -> int:
     task = get_task(a.task)
     methods = [m.strip() for m in a.method.split(",") if m.strip()]
     base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens)
+    # grid builds each configuration through BlendConfig, so every combination is checked before models load
     configs = grid(base, methods, _floats(a.gamma, "gamma"), [parse_alpha(x) for x in a.alpha.split(",")])
-    for c in configs:  # validate every combination before any model loads
-        c.with_()
     items = load_items(task, a.data, a.limit)
     from .pair import load_pair
 
