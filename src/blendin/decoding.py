@@ -198,35 +198,46 @@ class Generation:
         yield self._emit(self.guide, token, step)
 
     def _nudge(self, base_probs: torch.Tensor, m_b: float):
-        """Nudging (Fei et al. 2024): the guide drafts a chunk and its words are accepted one by one.
+        """Nudging (Fei et al. 2024): the guide writes words, and they are accepted one by one.
 
         The first word is always accepted; each next word only while the base, reading the accepted
-        words, stays unsure (m_b < gamma) and its top token does not start that word.
+        words, stays unsure (m_b < gamma) and its top token does not start that word. The guide
+        drafts lazily, a word at a time (at most ``nudge_chunk`` tokens in all), so that a word the
+        base takes over from costs no guide passes beyond its first token.
         """
         guide, text = self.guide.follow(self.transcript.text), self.transcript.text
         kept = len(guide.gen_ids)
+        budget = min(self.config.nudge_chunk, self.config.max_new_tokens - len(self.steps))
         draft: list[tuple[int, float, float, int]] = []  # (token, m_g, chosen prob, guide top token)
-        for _ in range(min(self.config.nudge_chunk, self.config.max_new_tokens - len(self.steps))):
-            guide_probs = yield Need(guide)
-            m_g, guide_top = top1(guide_probs)
-            token = self.sampler.choose(guide_probs)
-            draft.append((token, m_g, float(guide_probs[token]), guide_top))
-            if token in guide.tok.eos_ids:
-                break
-            guide.push(token)
-        words = split_words(guide.tok, [d[0] for d in draft])
-        checks = [(m_b, base_probs)]  # the base's view at the start of each accepted word
-        accepted, base_took_over = words[:1], False
-        for word in words[1:]:
-            sofar = text + "".join(guide.tok.decode(w) for w in accepted)
+        words = lambda: split_words(guide.tok, [d[0] for d in draft])  # noqa: E731
+
+        def draft_until(n_words: int):
+            """Draft until a word after the first ``n_words`` has begun (they are then complete)."""
+            while len(draft) < budget and not (draft and draft[-1][0] in guide.tok.eos_ids) and len(words()) <= n_words:
+                guide_probs = yield Need(guide)
+                m_g, guide_top = top1(guide_probs)
+                token = self.sampler.choose(guide_probs)
+                draft.append((token, m_g, float(guide_probs[token]), guide_top))
+                if token not in guide.tok.eos_ids:
+                    guide.push(token)
+
+        yield from draft_until(1)
+        n_accepted, checks, base_took_over = 1, [(m_b, base_probs)], False  # base's view at each accepted word
+        while len(words()) > n_accepted:
+            sofar = text + "".join(guide.tok.decode(w) for w in words()[:n_accepted])
             probs = yield Need(self.base.follow(sofar))
             m_b2, base_top = top1(probs)
-            base_word = self.base.tok.decode([base_top]).strip()
-            if m_b2 >= self.config.gamma or (base_word and guide.tok.decode(word).strip().startswith(base_word)):
+            if m_b2 >= self.config.gamma:
                 base_took_over = True
                 break
-            accepted.append(word)
+            yield from draft_until(n_accepted + 1)
+            base_word = self.base.tok.decode([base_top]).strip()
+            if base_word and guide.tok.decode(words()[n_accepted]).strip().startswith(base_word):
+                base_took_over = True
+                break
+            n_accepted += 1
             checks.append((m_b2, probs))
+        accepted = words()[:n_accepted]
         i = 0
         for word, (m_b_word, probs) in zip(accepted, checks):
             for j, token in enumerate(word):
@@ -342,6 +353,7 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
 
     refill()
     waiting: dict[Generation, Need] = {}
+    base_passed_over = False
     while open_rows:
         for row, co in list(open_rows.items()):
             if row in waiting:
@@ -360,11 +372,15 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
             continue
         # Serve rows waiting on a guide first and let them move on: they come back to the base, so
         # all rows gather on the base and it runs once per token for all of them (serving whichever
-        # rows happen to wait on the base would split the batch across rounds).
+        # rows happen to wait on the base would split the batch across rounds). But never pass the
+        # base over twice in a row: a Nudging row drafting a chunk asks the guide many times over,
+        # and the rows waiting on the base would stall behind the whole draft.
         by_model: dict[int, list[Generation]] = {}
         for row, need in waiting.items():
             by_model.setdefault(id(need.track.model), []).append(row)
-        group = min(by_model.values(), key=lambda rows: waiting[rows[0]].track is rows[0].base)
+        on_base = lambda rows: waiting[rows[0]].track is rows[0].base  # noqa: E731
+        group = min(by_model.values(), key=lambda rows: on_base(rows) != base_passed_over)
+        base_passed_over = len(by_model) > 1 and not on_base(group)
         needs = [waiting.pop(row) for row in group]
         forward_sessions(needs[0].track.model, [n.track.session for n in needs])
         for row, need in zip(group, needs):

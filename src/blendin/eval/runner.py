@@ -65,7 +65,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     writer = ResultWriter(str(results))
     try:
         for config in configs:
-            config = replace(config, prompt=task.prompt)
+            config = replace(config, prompt=task.prompt, stop=tuple(config.stop) + task.stop)
             todo = [it for it in items if (task.name, *key(config), item_id(it)) not in done]
             n = correct = tokens = interventions = 0
             start = last = time.perf_counter()

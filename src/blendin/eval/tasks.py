@@ -35,6 +35,7 @@ class Task:
     hub: tuple | None = None  # (dataset, config, split) for datasets.load_dataset when online
     from_hub: Callable[[dict], dict] | None = field(default=None, repr=False)
     choices: Callable[[dict], list[str]] | None = field(default=None, repr=False)
+    stop: tuple[str, ...] = ()  # where a free-form answer ends: the base model's next turn
 
 
 def item_id(item: dict):
@@ -83,7 +84,7 @@ TASKS = {
     t.name: t
     for t in [
         Task("gsm8k", "gsm8k/test.jsonl", PromptFormat(), lambda it: it["question"], lambda it: it["final"], "number", 256,
-             hub=("gsm8k", "main", "test"), from_hub=_gsm8k_hub),
+             hub=("gsm8k", "main", "test"), from_hub=_gsm8k_hub, stop=("Question:",)),
         Task("arc_challenge", "arc_challenge/test.jsonl", MC,
              lambda it: lettered(it["question"], [c["text"] for c in it["choices"]]), lambda it: it["answerKey"], "letter", 64,
              hub=("allenai/ai2_arc", "ARC-Challenge", "test"), from_hub=_arc_hub, choices=lambda it: it["choices"]),
@@ -92,9 +93,9 @@ TASKS = {
         Task("truthfulqa", "truthfulqa/truthfulqa.jsonl", MC, lambda it: lettered(it["question"], _tqa_choices(it)), _tqa_gold,
              "letter", 64, choices=_tqa_choices),
         Task("xstest", "xstest/xstest_prompts.jsonl", PromptFormat(system="You are a helpful assistant.", question_prefix="User: ", answer_cue="Assistant:\n"),
-             lambda it: it["prompt"], lambda it: it["label"], "refusal", 128),
+             lambda it: it["prompt"], lambda it: it["label"], "refusal", 128, stop=("User:",)),
         Task("justeval", "justeval/just_eval_instruct.jsonl", PromptFormat(system="You are a helpful assistant.", question_prefix="User: ", answer_cue="Assistant:\n"),
-             lambda it: it["instruction"], lambda it: "", "judge", 256),
+             lambda it: it["instruction"], lambda it: "", "judge", 256, stop=("User:",)),
     ]
 }
 
