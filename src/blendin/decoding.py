@@ -30,7 +30,7 @@ from .config import BlendConfig
 from .errors import ConfigError
 from .pair import Pair
 from .policies import policy_for
-from .prompts import prompt_ids
+from .prompts import Rendered, prompt_ids
 from .sampling import Sampler
 from .types import GenerationResult, Step
 
@@ -119,8 +119,10 @@ class Transcript:
 class Generation:
     """One prompt's decoding. Iterate it for ``Step``s; then ``result()``."""
 
-    def __init__(self, pair: Pair, prompt: str, config: BlendConfig):
-        if not prompt or not prompt.strip():
+    def __init__(self, pair: Pair, prompt: str | Rendered, config: BlendConfig):
+        """``prompt``: the user's question (formatted by ``config.prompt`` for each model), or a
+        ``Rendered`` prompt of token ids per model (chat and raw completions, see ``prompts``)."""
+        if not isinstance(prompt, Rendered) and (not prompt or not prompt.strip()):
             raise ConfigError("the prompt is empty: pass the question as text (or '-' to read it from stdin)")
         self.config, self.pair = config, pair
         self.policy = policy_for(config)
@@ -128,9 +130,15 @@ class Generation:
             raise ConfigError(f"method '{config.method}' needs a base model; load the pair with it")
         if config.uses_guide and pair.guide is None:
             raise ConfigError(f"method '{config.method}' needs a guide model; load the pair with it")
-        fmt = config.prompt
-        self.base = Track(pair.base, prompt_ids(pair.base.tokenizer, fmt, prompt, chat=False)) if config.uses_base else None
-        self.guide = Track(pair.guide, prompt_ids(pair.guide.tokenizer, fmt, prompt, chat=True)) if config.uses_guide else None
+        if isinstance(prompt, Rendered):
+            base_ids, guide_ids = prompt.base_ids, prompt.guide_ids
+        else:
+            fmt = config.prompt
+            base_ids = prompt_ids(pair.base.tokenizer, fmt, prompt, chat=False) if config.uses_base else None
+            guide_ids = prompt_ids(pair.guide.tokenizer, fmt, prompt, chat=True) if config.uses_guide else None
+        self.base = Track(pair.base, list(base_ids)) if config.uses_base else None
+        self.guide = Track(pair.guide, list(guide_ids)) if config.uses_guide else None
+        self.cancelled = False  # set by another thread (a client went away): run_rows drops the row
         self.sampler = Sampler(config.temperature, config.top_p, config.seed)
         self.transcript = Transcript()
         self.steps: list[Step] = []
@@ -186,7 +194,7 @@ class Generation:
         mixed = mix(base_probs, bridge.to_base(guide_probs), alpha)
         token = self.sampler.choose(mixed)
         step = Step("", self.policy.source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token,
-                    self._alternatives(base_probs, guide_probs))
+                    self._alternatives(base_probs, guide_probs, mixed))
         yield self._emit(self.base, token, step)
 
     def _guide_token(self):
@@ -257,15 +265,16 @@ class Generation:
         # taken, the next step asks the base afresh and the guide may go on.
         self._base_turn = base_took_over
 
-    def _alternatives(self, base_probs=None, guide_probs=None) -> dict | None:
-        """The top ``trace_top`` tokens of each distribution given, as [text, prob], for traces."""
+    def _alternatives(self, base_probs=None, guide_probs=None, mixed_probs=None) -> dict | None:
+        """The top ``trace_top`` tokens of each distribution given, as [text, prob], for traces and
+        logprobs: "base", "guide", and "blend" (the mixture a blended token was decoded from)."""
         k = self.config.trace_top
         if not k:
             return None
         out = {}
-        for role, probs in (("base", base_probs), ("guide", guide_probs)):
+        for role, probs in (("base", base_probs), ("guide", guide_probs), ("blend", mixed_probs)):
             if probs is not None:
-                tok = (self.base if role == "base" else self.guide).tok
+                tok = self.guide.tok if role == "guide" else self.base.tok
                 values, ids = torch.topk(probs, min(k, probs.shape[0]))
                 out[role] = [[tok.decode([int(i)]) if int(i) not in tok.eos_ids else "<eos>", round(float(v), 6)] for v, i in zip(values, ids)]
         return out
@@ -355,6 +364,12 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
     waiting: dict[Generation, Need] = {}
     base_passed_over = False
     while open_rows:
+        for row in [r for r in open_rows if r.cancelled]:
+            open_rows.pop(row).close()
+            row.close()  # frees its cache rows even if its coroutine never started
+            waiting.pop(row, None)
+            replies.pop(row, None)
+            yield row, None
         for row, co in list(open_rows.items()):
             if row in waiting:
                 continue

@@ -7,11 +7,24 @@ conversation through its own tokenizer's chat template, never a template guessed
     'Answer the question by walking through the reasoning step by step.\\nQuestion: What is 2+3?\\nAnswer:\\n'
 
 A guide whose tokenizer has no chat template gets the base's plain text instead.
+
+The server renders ahead of time, into a ``Rendered`` prompt (token ids per model): a chat
+conversation (``render_chat``), or a raw completion prompt both models continue (``render_raw``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .config import PromptFormat
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A prompt as token ids, each model's in its own vocabulary (None for a model not used)."""
+
+    base_ids: tuple[int, ...] | None
+    guide_ids: tuple[int, ...] | None
 
 
 def base_prompt(fmt: PromptFormat, user: str) -> str:
@@ -28,3 +41,41 @@ def prompt_ids(tokenizer, fmt: PromptFormat, user: str, chat: bool) -> list[int]
             # the template writes its own BOS where the model wants one
             return tokenizer.encode(rendered)
     return tokenizer.encode_prompt(base_prompt(fmt, user))
+
+
+def base_chat_text(fmt: PromptFormat, messages: list[dict]) -> str:
+    """A conversation as the base's plain text: the system line, then each turn in the question /
+    answer format, ending with the answer cue. One user message gives exactly ``base_prompt``."""
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system") or fmt.system
+    out = f"{system}\n" if system else ""
+    for m in messages:
+        if m["role"] == "user":
+            out += f"{fmt.question_prefix}{m['content']}\n"
+        elif m["role"] == "assistant":
+            out += f"{fmt.answer_cue}{m['content']}\n"
+    return out + fmt.answer_cue
+
+
+def render_chat(base_tok, guide_tok, fmt: PromptFormat, messages: list[dict]) -> Rendered:
+    """Chat messages ([{"role", "content"}], roles system/user/assistant) for both models: the guide
+    through its chat template, the base as plain text. Without a system message, ``fmt.system`` is used."""
+    if not any(m["role"] == "system" for m in messages) and fmt.system:
+        messages = [{"role": "system", "content": fmt.system}, *messages]
+    base = tuple(base_tok.encode_prompt(base_chat_text(fmt, messages))) if base_tok else None
+    guide = None
+    if guide_tok:
+        rendered = guide_tok.chat(messages)
+        guide = tuple(guide_tok.encode(rendered) if rendered is not None else guide_tok.encode_prompt(base_chat_text(fmt, messages)))
+    return Rendered(base, guide)
+
+
+def render_raw(base_tok, guide_tok, text: str | None = None, base_ids: list[int] | None = None) -> Rendered:
+    """A completion prompt both models continue as it stands (no template). Given as base token ids
+    (as vLLM takes them), the base reads exactly those and the guide their text."""
+    if base_ids is not None:
+        text = base_tok.decode(base_ids)
+        base = tuple(base_ids)
+    else:
+        base = tuple(base_tok.encode_prompt(text)) if base_tok else None
+    guide = tuple(guide_tok.encode_prompt(text)) if guide_tok else None
+    return Rendered(base, guide)

@@ -1,0 +1,198 @@
+"""The HTTP layer: routes, authentication, limits and errors in the OpenAI shape.
+
+    app = build_app(Service(pair, config, settings), Engine(pair, settings.batch_size, settings.max_queue))
+    uvicorn.run(app, host="127.0.0.1", port=8000)        # what ``blendin serve`` does
+
+Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with
+``stream: true`` as server-sent events ending with ``data: [DONE]``). Bodies are read and validated
+here (not by FastAPI's automatic validation) so that every failure has the OpenAI error shape:
+400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large,
+429 queue full; 500 only for faults of the server itself. No request can load a model or read a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .engine import Engine, QueueFull
+from .protocol import ChatCompletionRequest, CompletionRequest, error_body, validation_error_body
+from .service import RequestError, Service, chunk_logprobs, finish_reason
+
+
+def _error(status: int, message: str, type_: str = "invalid_request_error", param=None, code=None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, param, code), status_code=status)
+
+
+def build_app(service: Service, engine: Engine) -> FastAPI:
+    settings = service.settings
+    app = FastAPI(title="blendin", docs_url=None, redoc_url=None, openapi_url=None)
+    started = time.time()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc):
+        if exc.status_code == 404:
+            return _error(404, f"no route {request.method} {request.url.path}; routes: GET /health, GET /v1/models, "
+                               "POST /v1/completions, POST /v1/chat/completions", code="not_found")
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _fault(request, exc):  # a fault of the server's own, never a bad request
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+
+    def authorized(request: Request) -> bool:
+        if not settings.api_key:
+            return True
+        given = request.headers.get("authorization", "")
+        return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), settings.api_key.encode())
+
+    def unauthorized() -> JSONResponse:
+        return _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY' with the key the server was started with", code="invalid_api_key")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "running": engine.running, "waiting": engine.waiting, "uptime_s": round(time.time() - started, 1)}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        if not authorized(request):
+            return unauthorized()
+        base = service.config.base if service.pair.base is not None else None
+        guide = service.config.guide if service.pair.guide is not None else None
+        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": int(started), "owned_by": "blendin",
+                                            "blendin": {"base": base, "guide": guide, "method": service.config.method,
+                                                        "gamma": service.config.gamma, "alpha": service.config.alpha_label}}]}
+
+    async def read(request: Request, model):
+        """The validated request, or the error response that says what is wrong with it."""
+        if not authorized(request):
+            return None, unauthorized()
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > settings.max_request_bytes:
+            return None, _error(413, f"the request body is {size} bytes, above this server's limit of {settings.max_request_bytes} (blendin serve --max-request-bytes)")
+        body = await request.body()
+        if len(body) > settings.max_request_bytes:
+            return None, _error(413, f"the request body is above this server's limit of {settings.max_request_bytes} bytes (blendin serve --max-request-bytes)")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return None, _error(400, f"the request body is not valid JSON ({exc})")
+        if not isinstance(data, dict):
+            return None, _error(400, "the request body must be a JSON object")
+        try:
+            return model.model_validate(data), None
+        except ValidationError as exc:
+            return None, JSONResponse(validation_error_body(exc), status_code=400)
+
+    async def serve(request: Request, model, kind: str):
+        req, failed = await read(request, model)
+        if failed is not None:
+            return failed
+        try:
+            jobs = service.completion_jobs(req) if kind == "completion" else service.chat_jobs(req)
+        except RequestError as exc:
+            return _error(exc.status, str(exc), param=exc.param, code=exc.code)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        try:
+            ticket = engine.submit(jobs, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        except QueueFull as exc:
+            return _error(429, str(exc), type_="rate_limit_error", code="queue_full")
+        if req.stream:
+            return StreamingResponse(_stream(service, request, req, kind, jobs, ticket, events), media_type="text/event-stream")
+        results = [None] * len(jobs)
+        try:
+            while any(r is None for r in results):
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        ticket.cancel()
+                        return _error(499, "client closed the request")
+                    continue
+                if event[0] == "error":
+                    ticket.cancel()
+                    return _error(500, f"decoding failed: {event[2]}", type_="server_error")
+                if event[0] == "done":
+                    results[event[1]] = event[2]
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
+        body = service.completion_body(req, jobs, results) if kind == "completion" else service.chat_body(req, jobs, results)
+        return JSONResponse(body)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await serve(request, CompletionRequest, "completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await serve(request, ChatCompletionRequest, "chat")
+
+    return app
+
+
+async def _watch(request: Request, ticket) -> None:
+    """Cancel the ticket's rows as soon as the client disconnects (uvicorn drops writes to a closed
+    connection silently, so the stream alone would not notice)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            ticket.cancel()
+            return
+
+
+async def _stream(service: Service, request: Request, req, kind: str, jobs, ticket, events: asyncio.Queue):
+    """Server-sent events in the OpenAI chunk format; a client that goes away cancels its rows."""
+    rid = service.new_id("cmpl" if kind == "completion" else "chatcmpl")
+    created = int(time.time())
+    obj = "text_completion" if kind == "completion" else "chat.completion.chunk"
+    k = (req.logprobs if kind == "completion" else ((req.top_logprobs or 0) if req.logprobs else None))
+
+    def chunk(index: int, text: str | None, finish=None, step=None, role: bool = False, extra: dict | None = None) -> str:
+        if kind == "completion":
+            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": chunk_logprobs(kind, step, k)}
+        else:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": chunk_logprobs(kind, step, k)}
+        if extra:
+            choice["blendin"] = extra
+        return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": req.model, "choices": [choice]}) + "\n\n"
+
+    results = [None] * len(jobs)
+    watcher = asyncio.ensure_future(_watch(request, ticket))
+    try:
+        if kind == "chat":
+            for i in range(len(jobs)):
+                yield chunk(i, None, role=True)
+        while any(r is None for r in results):
+            event = await events.get()
+            if event[0] == "text":
+                _, i, delta, step = event
+                if delta or (step is not None and k is not None):
+                    yield chunk(i, delta, step=step)
+            elif event[0] == "done":
+                _, i, result = event
+                results[i] = result
+                yield chunk(i, None, finish=finish_reason(result), extra=service.blendin_summary([result]))
+            else:
+                yield "data: " + json.dumps(error_body(f"decoding failed: {event[2]}", "server_error")) + "\n\n"
+                ticket.cancel()
+                return
+        if req.stream_options is not None and req.stream_options.include_usage:
+            prompt_tokens = sum(len(r.base_ids or r.guide_ids) for r, _ in jobs[:: req.n])
+            usage = {"id": rid, "object": obj, "created": created, "model": req.model, "choices": [],
+                     "usage": service.usage(prompt_tokens, results), "blendin": service.blendin_summary(results)}
+            yield "data: " + json.dumps(usage) + "\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        watcher.cancel()
+        if any(r is None for r in results):
+            ticket.cancel()

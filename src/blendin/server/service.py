@@ -1,0 +1,182 @@
+"""From a validated request to rows for the engine, and from the rows' events to OpenAI responses.
+
+    service = Service(pair, BlendConfig(), ServeSettings())
+    jobs = service.completion_jobs(req)             # [(Rendered, BlendConfig)]; RequestError if bad
+    body = service.completion_body(req, results)    # the JSON a non-streamed request gets
+
+The server's ``BlendConfig`` gives every default; a request changes only what it names (the
+OpenAI fields, and ``blendin``: method, gamma, alpha). Chat is rendered for the guide with its chat
+template and for the base as plain text (``prompts.render_chat``); completions are continued as
+they stand by both models (``prompts.render_raw``), and token-id prompts are in the base's vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+from ..config import BlendConfig
+from ..errors import BlendinError
+from ..prompts import Rendered, render_chat, render_raw
+from ..types import GenerationResult, Step
+from .protocol import ChatCompletionRequest, CompletionRequest
+from .settings import ServeSettings
+
+
+class RequestError(BlendinError):
+    """A request the server cannot serve as asked: answered with ``status`` and the field named."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.param, self.status, self.code = param, status, code
+
+
+class Service:
+    def __init__(self, pair, config: BlendConfig, settings: ServeSettings):
+        self.pair, self.config, self.settings = pair, config, settings
+        self.base_tok = pair.base.tokenizer if pair.base is not None else None
+        self.guide_tok = pair.guide.tokenizer if pair.guide is not None else None
+
+    # -- requests -> rows -------------------------------------------------------------------
+    def check_model(self, name: str) -> None:
+        if name != self.settings.model_name:
+            raise RequestError(f"model '{name}' is not served here; this server serves '{self.settings.model_name}' (GET /v1/models)",
+                               param="model", status=404, code="model_not_found")
+
+    def request_config(self, req, max_tokens: int | None, top_logprobs: int) -> BlendConfig:
+        c, s, ext = self.config, self.settings, req.blendin
+        max_tokens = max_tokens if max_tokens is not None else min(c.max_new_tokens, s.max_tokens_cap)
+        if max_tokens > s.max_tokens_cap:
+            raise RequestError(f"max_tokens is {max_tokens}, above this server's cap of {s.max_tokens_cap} (blendin serve --max-tokens-cap)", param="max_tokens")
+        changes = dict(max_new_tokens=max_tokens, stop=c.stop + req.stops(), trace_top=top_logprobs)
+        for field in ("temperature", "top_p", "seed"):
+            if getattr(req, field) is not None:
+                changes[field] = getattr(req, field)
+        if ext is not None:
+            for field in ("method", "gamma"):
+                if getattr(ext, field) is not None:
+                    changes[field] = getattr(ext, field)
+            if ext.alpha is not None:
+                changes["alpha"] = None if ext.alpha == "auto" else ext.alpha
+        try:
+            return c.with_(**changes)
+        except BlendinError as exc:
+            raise RequestError(str(exc), param="blendin") from None
+
+    def _rows(self, config: BlendConfig, prompts: list[Rendered], n: int) -> list[tuple[Rendered, BlendConfig]]:
+        jobs = []
+        for rendered in prompts:
+            for length, name in ((len(rendered.base_ids or ()), "base"), (len(rendered.guide_ids or ()), "guide")):
+                if length > self.settings.max_prompt_tokens:
+                    raise RequestError(f"the prompt is {length} tokens for the {name} model, above this server's limit of "
+                                       f"{self.settings.max_prompt_tokens} (blendin serve --max-prompt-tokens)", param="prompt")
+            for j in range(n):
+                seed = None if config.seed is None else config.seed + j
+                jobs.append((rendered, config if seed == config.seed else config.with_(seed=seed)))
+        if len(jobs) > self.settings.max_queue:
+            raise RequestError(f"this request asks for {len(jobs)} completions (prompts x n); the server queues at most {self.settings.max_queue}", param="n")
+        return jobs
+
+    def completion_jobs(self, req: CompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
+        self.check_model(req.model)
+        config = self.request_config(req, req.max_tokens, req.logprobs or 0)
+        vocab = self.pair.base.vocab_size if self.pair.base is not None else None
+        prompts = []
+        for p in req.prompts():
+            if isinstance(p, list):
+                if self.base_tok is None:
+                    raise RequestError("token-id prompts are in the base model's vocabulary, and this server has no base model", param="prompt")
+                bad = [t for t in p if not 0 <= t < vocab]
+                if bad:
+                    raise RequestError(f"token id {bad[0]} is outside the base model's vocabulary (0..{vocab - 1})", param="prompt")
+                prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=p))
+            else:
+                prompts.append(render_raw(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None, text=p))
+        return self._rows(config, prompts, req.n)
+
+    def chat_jobs(self, req: ChatCompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
+        self.check_model(req.model)
+        top = (req.top_logprobs or 1) if req.logprobs else 0
+        config = self.request_config(req, req.max_completion_tokens or req.max_tokens, top)
+        rendered = render_chat(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None,
+                               config.prompt, req.as_dicts())
+        return self._rows(config, [rendered], req.n)
+
+    # -- results -> responses ---------------------------------------------------------------
+    @staticmethod
+    def new_id(kind: str) -> str:
+        return f"{kind}-{uuid.uuid4().hex[:24]}"
+
+    @staticmethod
+    def usage(prompt_tokens: int, results: list[GenerationResult]) -> dict:
+        completion = sum(r.tokens for r in results)
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+    @staticmethod
+    def blendin_summary(results: list[GenerationResult]) -> dict:
+        """The response's ``blendin`` object: the method and its intervention count and rate."""
+        first = results[0]
+        tokens = sum(r.tokens for r in results)
+        interventions = sum(r.interventions for r in results)
+        alphas = [a for r in results for a in [r.mean_alpha] if a is not None]
+        return {"method": first.method, "gamma": first.gamma, "alpha": first.alpha, "tokens": tokens,
+                "interventions": interventions, "intervention_rate": interventions / tokens if tokens else 0.0,
+                "mean_alpha": sum(alphas) / len(alphas) if alphas else None}
+
+    def completion_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
+        choices = [{"index": i, "text": r.text, "finish_reason": finish_reason(r), "logprobs": completion_logprobs(r.steps, req.logprobs),
+                    "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
+        prompt_tokens = sum(len(rendered.base_ids or rendered.guide_ids) for rendered, _ in jobs[:: req.n])
+        return {"id": self.new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model,
+                "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
+
+    def chat_body(self, req: ChatCompletionRequest, jobs, results: list[GenerationResult]) -> dict:
+        top = (req.top_logprobs or 0) if req.logprobs else None
+        choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": finish_reason(r),
+                    "logprobs": chat_logprobs(r.steps, top), "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
+        rendered = jobs[0][0]
+        prompt_tokens = len(rendered.base_ids or rendered.guide_ids)
+        return {"id": self.new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": req.model,
+                "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
+
+
+def finish_reason(result: GenerationResult) -> str:
+    return "length" if result.stop_reason == "length" else "stop"
+
+
+def _logprob(p: float) -> float:
+    return math.log(p) if p > 0 else -9999.0
+
+
+def _top(step: Step, k: int) -> list[tuple[str, float]]:
+    """The k most likely tokens of the distribution this step was decoded from, as (text, logprob)."""
+    alts = step.alternatives or {}
+    source = {"blend": "blend", "base": "base", "guide": "guide"}[step.source]
+    return [(t, _logprob(p)) for t, p in alts.get(source, [])[:k]]
+
+
+def completion_logprobs(steps, k: int | None) -> dict | None:
+    """The legacy completions format: tokens, token_logprobs, top_logprobs, text_offset."""
+    if k is None:
+        return None
+    offsets, pos = [], 0
+    for s in steps:
+        offsets.append(pos)
+        pos += len(s.token)
+    return {"tokens": [s.token for s in steps], "token_logprobs": [_logprob(s.chosen_prob) for s in steps],
+            "top_logprobs": [dict(_top(s, k)) if k else None for s in steps], "text_offset": offsets}
+
+
+def chat_logprobs(steps, k: int | None) -> dict | None:
+    if k is None:
+        return None
+    entry = lambda t, lp: {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}  # noqa: E731
+    return {"content": [{**entry(s.token, _logprob(s.chosen_prob)), "top_logprobs": [entry(t, lp) for t, lp in _top(s, k)]} for s in steps]}
+
+
+def chunk_logprobs(kind: str, step: Step | None, k: int | None) -> dict | None:
+    """Logprobs for one streamed step, in the request kind's format."""
+    if step is None or k is None:
+        return None
+    return completion_logprobs([step], k) if kind == "completion" else chat_logprobs([step], k)
