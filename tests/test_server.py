@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 KEY = "sk-test-blendin"
 PROMPT = "Question: What is 12 + 7?\nAnswer:"
-SETTINGS = ServeSettings(api_key=KEY, batch_size=16, max_tokens_cap=64, max_prompt_tokens=256,
+SETTINGS = ServeSettings(api_key=KEY, batch_size=16, max_tokens_cap=64, max_prompt_tokens=1024,
                          max_request_bytes=32_000, max_queue=128)
 
 
@@ -150,7 +150,7 @@ BAD = [
     ("/completions", {"model": "blendin", "prompt": "hi", "temperature": 5}, 400, "temperature"),
     ("/completions", {"model": "blendin", "prompt": "hi", "max_tokens": "many"}, 400, "max_tokens"),
     ("/completions", {"model": "blendin", "prompt": "hi", "max_tokens": 100000}, 400, "max_tokens"),
-    ("/completions", {"model": "blendin", "prompt": "hi " * 400}, 400, "prompt"),
+    ("/completions", {"model": "blendin", "prompt": "hi " * 1500}, 400, "prompt"),
     ("/completions", {"model": "blendin", "prompt": [10**9]}, 400, "prompt"),
     ("/completions", {"model": "blendin", "prompt": ""}, 400, "prompt"),
     ("/completions", {"model": "blendin", "prompt": "hi", "blendin": {"method": "blendn"}}, 400, "blendin.method"),
@@ -264,3 +264,27 @@ def test_blendin_serve_command():
         proc.terminate()
         assert proc.wait(timeout=30) in (0, -15)  # uvicorn shuts down, then re-raises SIGTERM
     assert f"127.0.0.1:{port}/v1" in proc.stdout.read()
+
+
+def test_blendin_server_as_the_justeval_judge_with_traces(server, tmp_path):
+    """A real OpenAI-compatible endpoint as the judge (this server: a 270M model mostly fails to give
+    scores, which must count as unparseable), and one trace page per sample."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url, _ = server
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "justeval" / "just_eval_instruct.jsonl"
+    cmd = [sys.executable, "-m", "blendin", "eval", "--task", "justeval", "--data", str(data), "--limit", "2", "--method", "base",
+           "--max-new-tokens", "8", "--judge-url", url, "--judge-model", "blendin", "--judge-api-key", KEY, "--judge-max-tokens", "48",
+           "--out", str(tmp_path / "run"), "--trace-html", str(tmp_path / "traces")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["judge"] == "blendin" for r in rows)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())[0]
+    assert summary["unparseable"] + sum(r["score"] is not None for r in rows) == 2
+    pages = sorted((tmp_path / "traces").glob("*/*.html"))
+    assert [pg.name for pg in pages] == ["0.html", "1.html"] and "justeval_base" in pages[0].parent.name
+    bad = subprocess.run(cmd[:5] + ["gsm8k"] + cmd[6:], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "judge tasks (justeval)" in bad.stderr

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="run folder; a re-run with the same folder resumes")
     ev.add_argument("--base", default=DEFAULT_BASE)
     ev.add_argument("--guide", default=DEFAULT_GUIDE)
+    ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server (e.g. http://127.0.0.1:8001/v1)")
+    ev.add_argument("--judge-model", help="justeval: the judge's model name on that server")
+    ev.add_argument("--judge-api-key", default=None, help="default: $BLENDIN_JUDGE_API_KEY or $OPENAI_API_KEY")
+    ev.add_argument("--judge-max-tokens", type=int, default=512, help="the judge's reply length (default 512)")
+    ev.add_argument("--trace-html", metavar="DIR", help="also write one trace page per sample into DIR")
     dg = sub.add_parser("diagnose", help="pair health check: intervention rate on a small sample, and a verdict")
     dg.add_argument("--task", default="gsm8k")
     dg.add_argument("--data", help="as for eval")
@@ -229,16 +234,34 @@ def cmd_eval(a) -> int:
 
     task = get_task(a.task)
     methods = [m.strip() for m in a.method.split(",") if m.strip()]
-    base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens)
+    base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
+                       trace_top=5 if a.trace_html else 0)
     # grid builds each configuration through BlendConfig, so every combination is checked before models load
     configs = grid(base, methods, _floats(a.gamma, "gamma"), [parse_alpha(x) for x in a.alpha.split(",")])
+    judge = _judge(a, task)
     items = load_items(task, a.data, a.limit)
     from .pair import load_pair
 
     pair = load_pair(base, methods=tuple(methods))
-    summary = run_eval(pair, task, items, configs, a.out, batch_size=a.batch_size)
+    summary = run_eval(pair, task, items, configs, a.out, batch_size=a.batch_size, judge=judge, traces=a.trace_html)
     print(markdown(summary))
     return 0
+
+
+def _judge(a, task):
+    import os
+
+    if not (a.judge_url or a.judge_model):
+        if task.scoring == "judge":
+            print(f"blendin: {task.name} is scored by a judge model and none was given (--judge-url URL --judge-model NAME): "
+                  "writing outputs only, scoring nothing", file=sys.stderr)
+        return None
+    if task.scoring != "judge":
+        raise ConfigError(f"--judge-url/--judge-model score judge tasks (justeval); {task.name} is scored without one: drop them")
+    from .eval.judge import Judge
+
+    key = a.judge_api_key or os.environ.get("BLENDIN_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    return Judge(a.judge_url, a.judge_model, api_key=key, max_tokens=a.judge_max_tokens)
 
 
 def cmd_diagnose(a) -> int:

@@ -55,7 +55,11 @@ def score(task: Task, item: dict, output: str) -> tuple[str | None, bool | None]
 
 
 def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], out_dir, batch_size: int = 16,
-             progress=sys.stderr) -> list[dict]:
+             progress=sys.stderr, judge=None, traces: str | None = None) -> list[dict]:
+    """``judge``: an ``eval.judge.Judge`` for tasks scored by a judge (justeval); ``traces``: a folder
+    for one HTML trace page per sample (the configs need ``trace_top`` set)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..decoding import generate_many
 
     out = Path(out_dir)
@@ -63,12 +67,15 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     results = out / "results.jsonl"
     done = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in read_rows(results)}
     writer = ResultWriter(str(results))
+    judging = judge is not None and task.scoring == "judge"
+    pool = ThreadPoolExecutor(4) if judging else None
     try:
         for config in configs:
             config = replace(config, prompt=task.prompt, stop=tuple(config.stop) + task.stop)
             todo = [it for it in items if (task.name, *key(config), item_id(it)) not in done]
-            n = correct = tokens = interventions = 0
+            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0}
             start = last = time.perf_counter()
+            pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for it in todo]
             for i, result in generate_many(pair, prompts, config, batch_size=batch_size):
                 item = todo[i]
@@ -77,28 +84,60 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 # time (across resumed runs too), so tokens / shares is the batch's throughput
                 wall_share, last = now - last, now
                 extracted, ok = score(task, item, result.text)
-                writer.write({
+                row = {
                     "id": item_id(item), "task": task.name, "method": config.method, "gamma": config.gamma,
                     "alpha": config.alpha_label, "output": result.text, "extracted": extracted, "correct": ok,
-                    "gold": task.gold(item), "tokens": result.tokens, "interventions": result.interventions,
-                    "intervention_rate": result.intervention_rate, "mean_alpha": result.mean_alpha,
+                    "score": None if ok is None else float(ok), "gold": task.gold(item), "tokens": result.tokens,
+                    "interventions": result.interventions, "intervention_rate": result.intervention_rate,
+                    "mean_alpha": result.mean_alpha,
                     "alphas": [round(st.alpha, 4) for st in result.steps if st.alpha is not None],
                     "seconds": result.seconds, "wall_share": wall_share,
-                })
-                n, correct = n + 1, correct + bool(ok)
-                tokens, interventions = tokens + result.tokens, interventions + result.interventions
-                if progress is not None:
-                    rate = interventions / tokens if tokens else 0.0
-                    print(f"\r{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {n}/{len(todo)} "
-                          f"score {correct / n:.3f} interventions {100 * rate:.1f}% "
+                }
+                if traces:
+                    _write_trace(result, Path(traces) / f"{task.name}_{config.method}_g{config.gamma}_a{config.alpha_label}", row["id"])
+                if judging:
+                    pending.append((pool.submit(judge.score, task.render(item), result.text, bool(item.get("is_safety"))), row))
+                else:
+                    _record(writer, row, tally)
+                while pending and (pending[0][0].done() or len(pending) > 16):
+                    _record(writer, _judged(*pending.pop(0), judge), tally)
+                if progress is not None and tally["n"]:
+                    rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
+                    print(f"\r{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {tally['n']}/{len(todo)} "
+                          f"score {tally['score'] / tally['n']:.3f} interventions {100 * rate:.1f}% "
                           f"({time.perf_counter() - start:.0f} s)", end="", file=progress, flush=True)
+            for fut, row in pending:
+                _record(writer, _judged(fut, row, judge), tally)
             if progress is not None and todo:
                 print(file=progress)
     finally:
         writer.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     summary = summarise(read_rows(results), task.name)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _judged(future, row: dict, judge) -> dict:
+    """The row with the judge's scores (``extracted``) and their mean (``score``; None: unparseable)."""
+    scores = future.result()  # a JudgeError (server down) stops the run; rows written so far stay
+    return {**row, "extracted": scores, "score": None if scores is None else scores["mean"], "judge": judge.model}
+
+
+def _record(writer, row: dict, tally: dict) -> None:
+    writer.write(row)
+    tally["n"] += 1
+    tally["score"] += row["score"] or 0.0
+    tally["tokens"] += row["tokens"]
+    tally["interventions"] += row["interventions"]
+
+
+def _write_trace(result, folder: Path, sample_id) -> None:
+    from ..diagnostics.html import trace_html
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{sample_id}.html").write_text(trace_html(result), encoding="utf-8")
 
 
 def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
@@ -111,14 +150,20 @@ def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
     out = []
     for (t, method, gamma, alpha), rs in groups.items():
         judged = [r["correct"] for r in rs if r["correct"] is not None]
+        by_judge = [r for r in rs if r.get("judge")]  # scored 1-5 by a judge model
+        graded = [r["score"] for r in by_judge if r["score"] is not None]
         tokens = sum(r["tokens"] for r in rs)
         seconds = sum(r.get("wall_share", r["seconds"]) for r in rs)
         alphas = [r["mean_alpha"] for r in rs if r["mean_alpha"] is not None]
-        s = sum(judged) / len(judged) if judged else None
+        if judged:
+            s, ci, unparseable = sum(judged) / len(judged), wilson(sum(judged), len(judged)), sum(r["extracted"] is None for r in rs)
+        elif by_judge:
+            s, ci, unparseable = (sum(graded) / len(graded) if graded else None), mean_ci(graded), len(by_judge) - len(graded)
+        else:
+            s, ci, unparseable = None, None, None
         out.append({
             "task": t, "method": method, "gamma": gamma, "alpha": alpha, "n": len(rs),
-            "score": s, "score_ci": wilson(sum(judged), len(judged)) if judged else None,
-            "unparseable": sum(r["extracted"] is None for r in rs) if judged else None,
+            "score": s, "score_ci": ci, "unparseable": unparseable,
             "intervention_rate": sum(r["interventions"] for r in rs) / tokens if tokens else 0.0,
             "mean_alpha": sum(alphas) / len(alphas) if alphas else None,
             "tokens_per_second": tokens / seconds if seconds else 0.0,
@@ -132,6 +177,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [round(centre - half, 4), round(centre + half, 4)]
+
+
+def mean_ci(xs: list[float], z: float = 1.96) -> list[float] | None:
+    """Normal-approximation 95% interval of a mean (judge scores on the 1-5 scale)."""
+    if len(xs) < 2:
+        return None
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return [round(m - z * sd / math.sqrt(len(xs)), 4), round(m + z * sd / math.sqrt(len(xs)), 4)]
 
 
 def markdown(summary: list[dict]) -> str:

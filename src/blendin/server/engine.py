@@ -126,10 +126,10 @@ class Engine:
             if row.cancelled:
                 return
             result = row.result()
+            self.rows_done += 1  # before the client can hear of it
             if len(result.text) > sent:
                 ticket.post(("text", i, result.text[sent:], None))
             ticket.post(("done", i, result))
-            self.rows_done += 1
             return
         # subtle: a stop string is cut from the text once complete, so the text that could be its
         # beginning is held back until the next tokens show it is not
