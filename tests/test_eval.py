@@ -11,7 +11,7 @@ from blendin import BlendConfig
 from blendin.backends.fake import ScriptedModel
 from blendin.errors import ConfigError
 from blendin.eval.extract import choice_letter, last_number, numbers_equal, refused
-from blendin.eval.runner import diagnose, grid, markdown, read_rows, run_eval, summarise, wilson
+from blendin.eval.runner import diagnose, grid, markdown, read_rows, run_eval, wilson
 from blendin.eval.tasks import get_task, load_items
 from blendin.pair import Pair
 

@@ -5,7 +5,6 @@ exactly what ``decoding.generate`` gives for the same rendered prompt.
 """
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

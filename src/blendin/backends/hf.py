@@ -112,7 +112,6 @@ class HFSession(PrefixSession):
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
         device = self.model.device
-        start = time.perf_counter()
         with torch.inference_mode():
             out = self.model(
                 input_ids=torch.tensor([new_ids], device=device),
