@@ -195,9 +195,6 @@ def _load_folder(folder, spec: str):
             f"could not load model '{spec}' from {where}: {_first_line(exc)}\n"
             "Pass an embedded name, a GGUF file, a local model folder, or a hub id (online, or in the hub's cache)."
         ) from None
-    device = os.environ.get("BLENDIN_DEVICE")  # e.g. "cuda"; distributions come back to the CPU either way
-    if device:
-        model = model.to(device)
     return HFModel(model, tok, name=spec)
 
 

@@ -176,11 +176,11 @@ class SlotCache:
                 store[i] = new
         self.slots, self.capacity = slots, capacity
 
-    def begin(self, rows: torch.Tensor, write: torch.Tensor, kv_len: int, device=None) -> None:
+    def begin(self, rows: torch.Tensor, write: torch.Tensor, kv_len: int) -> None:
         """Set up a pass: batch row r is slot rows[r]; its query i writes at position write[r, i]."""
+        self.rows, self.write, self.kv_len = rows, write, kv_len
         first = int(rows[0])
         self._span = slice(first, first + len(rows)) if torch.equal(rows, torch.arange(first, first + len(rows))) else None
-        self.rows, self.write, self.kv_len = rows.to(device), write.to(device), kv_len
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         """key/value_states [S, kv_heads, T, head_dim] -> the rows' keys/values [S, kv_heads, kv_len, head_dim]."""
@@ -262,10 +262,8 @@ class SlotRunner:
         else:
             masks = full
         rows = torch.tensor([s.slot for s in sessions])
+        cache.begin(rows, write, kv_len)
         device = self.model.device
-        if device.type != "cpu":
-            masks = {k: m.to(device) for k, m in masks.items()} if isinstance(masks, dict) else masks.to(device)
-        cache.begin(rows, write, kv_len, device)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model(
