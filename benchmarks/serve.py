@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,30 +39,16 @@ PROMPTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(batch_size: int) -> tuple[subprocess.Popen, str]:
+    from blendin.testing import free_port, wait_until_up
+
     port = free_port()
     blendin = Path(sys.executable).with_name("blendin")
     proc = subprocess.Popen([str(blendin), "serve", "--port", str(port), "--batch-size", str(batch_size)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"blendin serve exited: {proc.stderr.read()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url + "/v1"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    proc.kill()
-    raise SystemExit("blendin serve did not answer /health within 300 s")
+    wait_until_up(url + "/health", proc, 300, "blendin serve")
+    return proc, url + "/v1"
 
 
 def level(url: str, key: str | None, model: str, concurrency: int, total: int, max_tokens: int) -> dict:

@@ -3,11 +3,8 @@ the embedded GGUF files. llama-cpp-python computes logprobs over Gemma's 262k vo
 (about half a second a token here), so the runs are short."""
 
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -16,37 +13,23 @@ from blendin.backends.remote import RemoteModel
 from blendin.decoding import generate
 from blendin.models import EMBEDDED, cache_dir
 from blendin.pair import Pair
+from blendin.testing import free_port, wait_until_up
 
 pytestmark = pytest.mark.slow
 
 QUESTION = "What is 7 times 8?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(name: str, tmp_path_factory):
     gguf = EMBEDDED[name].gguf(cache_dir())
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("llama") / f"{name}.log", "w")
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
            "--logits_all", "true", "--n_ctx", "2048", "--model_alias", name, "--n_threads", "2"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama.cpp server for {name} exited; see {log.name}")
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(1)
-    proc.kill()
-    raise RuntimeError(f"llama.cpp server for {name} did not answer in 180 s; see {log.name}")
+    wait_until_up(url + "/v1/models", proc, 180, f"the llama.cpp server for {name} (log: {log.name})")
+    return proc, url
 
 
 @pytest.fixture(scope="module")

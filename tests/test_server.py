@@ -232,29 +232,21 @@ def test_64_concurrent_requests_all_answered_correctly(server, embedded_pair):
 
 
 def test_blendin_serve_command():
-    import socket
     import subprocess
     import sys
     from pathlib import Path
 
+    from blendin.testing import free_port, wait_until_up
+
     blendin = str(Path(sys.executable).with_name("blendin"))
     bad = subprocess.run([blendin, "serve", "--batch-size", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--batch-size must be >= 1" in bad.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([blendin, "serve", "--port", str(port), "--api-key", "k1", "--max-tokens-cap", "8"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert proc.poll() is None, proc.stderr.read()
-                time.sleep(0.2)
+        wait_until_up(url + "/health", proc, 180, "blendin serve")
         ok = {"model": "blendin", "prompt": "Hello", "max_tokens": 4}
         assert post(url + "/v1", "/completions", ok, key="k1").status_code == 200
         assert post(url + "/v1", "/completions", ok, key=None).status_code == 401

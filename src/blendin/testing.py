@@ -9,10 +9,35 @@ Binds 127.0.0.1 on a free port.
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc, timeout: float, what: str) -> None:
+    """Poll ``url`` until it answers; raise naming ``what`` if ``proc`` exits or ``timeout`` passes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited (code {proc.returncode}) before answering {url}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
 
 
 class CompletionServer:

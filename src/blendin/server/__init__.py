@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -62,7 +61,9 @@ class ServerThread:
     """Run an app with uvicorn in a background thread on 127.0.0.1 (port 0 = a free one)."""
 
     def __init__(self, app, port: int = 0):
-        self.app, self.port = app, port or _free_port()
+        from ..testing import free_port
+
+        self.app, self.port = app, port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> str:
@@ -85,9 +86,3 @@ class ServerThread:
         engine = getattr(self.app.state, "engine", None)
         if engine is not None:
             engine.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
