@@ -47,10 +47,10 @@ def raw(pair, text):
     return render_raw(pair.base.tokenizer, pair.guide.tokenizer, text=text)
 
 
-def post(url, path, body, key=KEY, **kw):
+def post(url, path, body, key=KEY, timeout=300):
     headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
     content = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return httpx.post(url + path, content=content, headers=headers, timeout=300, **kw)
+    return httpx.post(url + path, content=content, headers=headers, timeout=timeout)
 
 
 def test_models_lists_the_served_pair(client):
@@ -201,6 +201,17 @@ def test_stream_ends_with_done_and_disconnect_frees_the_row(server):
     while engine.running and time.time() < deadline:
         time.sleep(0.1)
     assert engine.running == 0 and engine.rows_done == done_before  # dropped, not finished
+
+
+def test_unstreamed_request_whose_client_gives_up_frees_the_row(server):
+    url, engine = server
+    done_before = engine.rows_done
+    with pytest.raises(httpx.ReadTimeout):
+        post(url, "/completions", {"model": "blendin", "prompt": PROMPT, "max_tokens": 64}, timeout=1.5)
+    deadline = time.time() + 30
+    while engine.running and time.time() < deadline:
+        time.sleep(0.1)
+    assert engine.running == 0 and engine.rows_done == done_before
 
 
 def test_full_queue_answers_429(embedded_pair):

@@ -108,23 +108,20 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
         if req.stream:
             return StreamingResponse(_stream(service, request, req, kind, jobs, ticket, events), media_type="text/event-stream")
         results = [None] * len(jobs)
+        watcher = asyncio.ensure_future(_watch(request, ticket, events))
         try:
             while any(r is None for r in results):
-                try:
-                    event = await asyncio.wait_for(events.get(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        ticket.cancel()
-                        return _error(499, "client closed the request")
-                    continue
+                event = await events.get()
+                if event[0] == "gone":
+                    return _error(499, "the client closed the request")
                 if event[0] == "error":
-                    ticket.cancel()
                     return _error(500, f"decoding failed: {event[2]}", type_="server_error")
                 if event[0] == "done":
                     results[event[1]] = event[2]
-        except asyncio.CancelledError:
-            ticket.cancel()
-            raise
+        finally:
+            watcher.cancel()
+            if any(r is None for r in results):
+                ticket.cancel()
         body = service.completion_body(req, jobs, results) if kind == "completion" else service.chat_body(req, jobs, results)
         return JSONResponse(body)
 
@@ -139,13 +136,14 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
     return app
 
 
-async def _watch(request: Request, ticket) -> None:
+async def _watch(request: Request, ticket, events: asyncio.Queue) -> None:
     """Cancel the ticket's rows as soon as the client disconnects (uvicorn drops writes to a closed
-    connection silently, so the stream alone would not notice)."""
+    connection silently, so a stream alone would not notice, and a plain request never writes)."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             ticket.cancel()
+            events.put_nowait(("gone",))  # wakes the handler: its rows will post nothing more
             return
 
 
@@ -167,7 +165,7 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
         return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": req.model, "choices": [choice]}) + "\n\n"
 
     results = [None] * len(jobs)
-    watcher = asyncio.ensure_future(_watch(request, ticket))
+    watcher = asyncio.ensure_future(_watch(request, ticket, events))
     try:
         if kind == "chat":
             for i in range(len(jobs)):
@@ -182,6 +180,8 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
                 _, i, result = event
                 results[i] = result
                 yield chunk(i, None, finish=finish_reason(result), extra=service.blendin_summary([result]))
+            elif event[0] == "gone":
+                return
             else:
                 yield "data: " + json.dumps(error_body(f"decoding failed: {event[2]}", "server_error")) + "\n\n"
                 ticket.cancel()
