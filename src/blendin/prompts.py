@@ -34,13 +34,25 @@ def base_prompt(fmt: PromptFormat, user: str) -> str:
 
 def prompt_ids(tokenizer, fmt: PromptFormat, user: str, chat: bool) -> list[int]:
     """Token ids of the prompt: the chat template when ``chat`` and the tokenizer has one, else plain text."""
+    return chat_ids(tokenizer, fmt, with_system(fmt, [{"role": "user", "content": user}]), chat)
+
+
+def chat_ids(tokenizer, fmt: PromptFormat, messages: list[dict], chat: bool) -> list[int]:
+    """One model's token ids for a conversation: its chat template when ``chat`` and it has one,
+    else the base's plain text (``base_chat_text``)."""
     if chat:
-        messages = ([{"role": "system", "content": fmt.system}] if fmt.system else []) + [{"role": "user", "content": user}]
         rendered = tokenizer.chat(messages)
         if rendered is not None:
             # the template writes its own BOS where the model wants one
             return tokenizer.encode(rendered)
-    return tokenizer.encode_prompt(base_prompt(fmt, user))
+    return tokenizer.encode_prompt(base_chat_text(fmt, messages))
+
+
+def with_system(fmt: PromptFormat, messages: list[dict]) -> list[dict]:
+    """The messages, led by ``fmt.system`` when they have no system message of their own."""
+    if any(m["role"] == "system" for m in messages) or not fmt.system:
+        return messages
+    return [{"role": "system", "content": fmt.system}, *messages]
 
 
 def base_chat_text(fmt: PromptFormat, messages: list[dict]) -> str:
@@ -59,13 +71,9 @@ def base_chat_text(fmt: PromptFormat, messages: list[dict]) -> str:
 def render_chat(base_tok, guide_tok, fmt: PromptFormat, messages: list[dict]) -> Rendered:
     """Chat messages ([{"role", "content"}], roles system/user/assistant) for both models: the guide
     through its chat template, the base as plain text. Without a system message, ``fmt.system`` is used."""
-    if not any(m["role"] == "system" for m in messages) and fmt.system:
-        messages = [{"role": "system", "content": fmt.system}, *messages]
-    base = tuple(base_tok.encode_prompt(base_chat_text(fmt, messages))) if base_tok else None
-    guide = None
-    if guide_tok:
-        rendered = guide_tok.chat(messages)
-        guide = tuple(guide_tok.encode(rendered) if rendered is not None else guide_tok.encode_prompt(base_chat_text(fmt, messages)))
+    messages = with_system(fmt, messages)
+    base = tuple(chat_ids(base_tok, fmt, messages, chat=False)) if base_tok else None
+    guide = tuple(chat_ids(guide_tok, fmt, messages, chat=True)) if guide_tok else None
     return Rendered(base, guide)
 
 
