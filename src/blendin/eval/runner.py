@@ -96,7 +96,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 if traces:
                     _write_trace(result, Path(traces) / f"{task.name}_{config.method}_g{config.gamma}_a{config.alpha_label}", row["id"])
                 if judging:
-                    pending.append((pool.submit(judge.score, task.render(item), result.text, bool(item.get("is_safety"))), row))
+                    pending.append((pool.submit(judge.score, prompts[i], result.text, bool(item.get("is_safety"))), row))
                 else:
                     _record(writer, row, tally)
                 while pending and (pending[0][0].done() or len(pending) > 16):

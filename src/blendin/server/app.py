@@ -187,9 +187,8 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
                 ticket.cancel()
                 return
         if req.stream_options is not None and req.stream_options.include_usage:
-            prompt_tokens = sum(len(r.base_ids or r.guide_ids) for r, _ in jobs[:: req.n])
             usage = {"id": rid, "object": obj, "created": created, "model": req.model, "choices": [],
-                     "usage": service.usage(prompt_tokens, results), "blendin": service.blendin_summary(results)}
+                     "usage": service.usage(service.prompt_tokens(jobs, req.n), results), "blendin": service.blendin_summary(results)}
             yield "data: " + json.dumps(usage) + "\n\n"
         yield "data: [DONE]\n\n"
     finally:

@@ -109,6 +109,11 @@ class Service:
         return f"{kind}-{uuid.uuid4().hex[:24]}"
 
     @staticmethod
+    def prompt_tokens(jobs, n: int) -> int:
+        """Prompt tokens of a request (one rendered prompt per ``n`` rows), in the base's vocabulary."""
+        return sum(len(rendered.base_ids or rendered.guide_ids) for rendered, _ in jobs[::n])
+
+    @staticmethod
     def usage(prompt_tokens: int, results: list[GenerationResult]) -> dict:
         completion = sum(r.tokens for r in results)
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
@@ -127,7 +132,7 @@ class Service:
     def completion_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
         choices = [{"index": i, "text": r.text, "finish_reason": finish_reason(r), "logprobs": completion_logprobs(r.steps, req.logprobs),
                     "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
-        prompt_tokens = sum(len(rendered.base_ids or rendered.guide_ids) for rendered, _ in jobs[:: req.n])
+        prompt_tokens = self.prompt_tokens(jobs, req.n)
         return {"id": self.new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model,
                 "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
 
@@ -135,8 +140,7 @@ class Service:
         top = (req.top_logprobs or 0) if req.logprobs else None
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": finish_reason(r),
                     "logprobs": chat_logprobs(r.steps, top), "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
-        rendered = jobs[0][0]
-        prompt_tokens = len(rendered.base_ids or rendered.guide_ids)
+        prompt_tokens = self.prompt_tokens(jobs, req.n)
         return {"id": self.new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": req.model,
                 "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
 
