@@ -1,6 +1,7 @@
 """The server's pieces that need no real model: request validation, prompt rendering, the engine's
 streaming on a scripted pair (fast; the server end to end is in test_server.py)."""
 
+import logging
 import threading
 
 import pytest
@@ -78,7 +79,7 @@ def run_engine(pair, cfg, n_rows=1, batch_size=4):
             done.set()
 
     engine = Engine(pair, batch_size=batch_size, max_queue=8)
-    prompt = Rendered(tuple(pair.base.tokenizer.encode("Q\n")), tuple(pair.guide.tokenizer.encode("Q\n")))
+    prompt = Rendered(tuple(pair.base.tokenizer.encode("Q\n")), tuple(pair.guide.tokenizer.encode("Q\n")) if pair.guide else None)
     engine.submit([(prompt, cfg)] * n_rows, post)
     assert done.wait(30)
     engine.stop()
@@ -95,11 +96,22 @@ def test_engine_streams_text_and_holds_back_a_stop_string():
     assert ["".join(e[2] for e in whole if e[0] == "text" and e[1] == i) for i in range(3)] == [" The cat."] * 3
 
 
-def test_engine_reports_a_failing_row_and_keeps_serving():
+def test_engine_reports_a_failing_row_and_keeps_serving(caplog):
     pair = scripted_pair({"": {"▁The": 1.0}}, {})  # no entry for " The": the script raises KeyError
-    events = run_engine(pair, config(method="base"))
-    assert events[-1][0] == "error" and "KeyError" in events[-1][2]
+    with caplog.at_level(logging.ERROR, logger="blendin.server"):
+        events = run_engine(pair, config(method="base"))
+    kind, _, message, status = events[-1]
+    assert (kind, status) == ("error", 500) and "KeyError" not in message  # a fault of the server: logged, not told
+    assert "KeyError" in caplog.text and message.split("[")[1].split("]")[0] in caplog.text
     assert run_engine(scripted_pair(BASE, {}), config(method="base"))[-1][0] == "done"
+
+
+def test_engine_answers_a_row_the_request_made_impossible_with_400():
+    pair = scripted_pair(BASE, {})
+    no_guide = type(pair)(base=pair.base, guide=None)
+    events = run_engine(no_guide, config(method="blendin"))  # the request asked for a method this pair cannot run
+    kind, _, message, status = events[-1]
+    assert (kind, status) == ("error", 400) and "needs a guide model" in message
 
 
 def test_queue_bound():

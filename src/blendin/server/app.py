@@ -6,8 +6,10 @@
 Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with
 ``stream: true`` as server-sent events ending with ``data: [DONE]``). Bodies are read and validated
 here (not by FastAPI's automatic validation) so that every failure has the OpenAI error shape:
-400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large,
-429 queue full; 500 only for faults of the server itself. No request can load a model or read a file.
+400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large
+(refused as soon as it is, even a chunked one), 429 queue full; 500 only for faults of the server
+itself, logged with their traceback and answered with an id, never the exception's text. No request
+can load a model or read a file.
 """
 
 from __future__ import annotations
@@ -23,12 +25,34 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import Engine, QueueFull
-from .protocol import ChatCompletionRequest, CompletionRequest, error_body, validation_error_body
+from .protocol import ChatCompletionRequest, CompletionRequest, error_body, internal_error, validation_error_body
 from .service import RequestError, Service, chunk_logprobs, finish_reason
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param=None, code=None) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param, code), status_code=status)
+
+
+def _row_error(event: tuple) -> tuple[dict, int]:
+    """The error body and status for an engine's ("error", index, message, status) event."""
+    _, _, message, status = event
+    if status >= 500:
+        return error_body(f"decoding failed: {message}", "server_error"), status
+    return error_body(message), status
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is over ``limit`` bytes: a declared length is
+    refused unread, and a chunked body is read only up to the first chunk that passes the limit."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def build_app(service: Service, engine: Engine) -> FastAPI:
@@ -45,7 +69,7 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _fault(request, exc):  # a fault of the server's own, never a bad request
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+        return _error(500, internal_error(exc, f"{request.method} {request.url.path} failed"), type_="server_error")
 
     def authorized(request: Request) -> bool:
         if not settings.api_key:
@@ -74,11 +98,8 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
         """The validated request, or the error response that says what is wrong with it."""
         if not authorized(request):
             return None, unauthorized()
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > settings.max_request_bytes:
-            return None, _error(413, f"the request body is {size} bytes, above this server's limit of {settings.max_request_bytes} (blendin serve --max-request-bytes)")
-        body = await request.body()
-        if len(body) > settings.max_request_bytes:
+        body = await _read_body(request, settings.max_request_bytes)
+        if body is None:
             return None, _error(413, f"the request body is above this server's limit of {settings.max_request_bytes} bytes (blendin serve --max-request-bytes)")
         try:
             data = json.loads(body)
@@ -115,7 +136,8 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
                 if event[0] == "gone":
                     return _error(499, "the client closed the request")
                 if event[0] == "error":
-                    return _error(500, f"decoding failed: {event[2]}", type_="server_error")
+                    body, status = _row_error(event)
+                    return JSONResponse(body, status_code=status)
                 if event[0] == "done":
                     results[event[1]] = event[2]
         finally:
@@ -156,10 +178,10 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
 
     def chunk(index: int, text: str | None, finish=None, step=None, role: bool = False, extra: dict | None = None) -> str:
         if kind == "completion":
-            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": chunk_logprobs(kind, step, k)}
+            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": chunk_logprobs(kind, step, k, service.spell)}
         else:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": chunk_logprobs(kind, step, k)}
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": chunk_logprobs(kind, step, k, service.spell)}
         if extra:
             choice["blendin"] = extra
         return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": req.model, "choices": [choice]}) + "\n\n"
@@ -183,7 +205,7 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
             elif event[0] == "gone":
                 return
             else:
-                yield "data: " + json.dumps(error_body(f"decoding failed: {event[2]}", "server_error")) + "\n\n"
+                yield "data: " + json.dumps(_row_error(event)[0]) + "\n\n"
                 ticket.cancel()
                 return
         if req.stream_options is not None and req.stream_options.include_usage:

@@ -11,7 +11,11 @@ thread-safe, e.g. ``loop.call_soon_threadsafe``):
 
     ("text", index, delta, step)    decoded text safe to send (held back while it may start a stop string)
     ("done", index, result)         the row's ``GenerationResult``
-    ("error", index, message)       the row failed (a model raised); the server keeps serving
+    ("error", index, message, status)  the row failed; the server keeps serving, and the other rows
+                                    (other requests') go on. status 400: the request's own fault
+                                    (a ``ConfigError``), the message says what to change; 500: a
+                                    fault of the server (a model raised), logged here, the message
+                                    gives only an id (``protocol.internal_error``)
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from typing import Callable
 
 from ..config import BlendConfig
 from ..decoding import Generation, run_rows
-from ..errors import BlendinError
+from ..errors import BlendinError, ConfigError
 from ..prompts import Rendered
+from .protocol import internal_error
 
 
 class QueueFull(BlendinError):
@@ -93,7 +98,7 @@ class Engine:
             try:
                 row = Generation(self.pair, rendered, config)
             except Exception as exc:  # noqa: BLE001 - reported to its request, the others go on
-                ticket.post(("error", i, f"{type(exc).__name__}: {exc}"))
+                ticket.post(("error", i, *failure(exc, "a row could not start")))
                 continue
             ticket.rows[i] = row
             row.cancelled = ticket.cancelled
@@ -111,10 +116,11 @@ class Engine:
             try:
                 for row, step in run_rows(arrivals, width=self.batch_size):
                     self._report(row, step)
-            except Exception as exc:  # noqa: BLE001 - a model failed mid-batch: fail those rows, keep serving
+            except Exception as exc:  # noqa: BLE001 - last resort (run_rows ends a failing row alone): fail the open rows
+                message = internal_error(exc, "the engine's batch failed")
                 for row, (ticket, i) in list(self._rows.items()):
                     row.close()
-                    ticket.post(("error", i, f"{type(exc).__name__}: {exc}"))
+                    ticket.post(("error", i, message, 500))
                 self._rows.clear()
                 self._sent.clear()
 
@@ -124,6 +130,9 @@ class Engine:
             del self._rows[row]
             sent = self._sent.pop(row)
             if row.cancelled:
+                return
+            if getattr(row, "error", None) is not None:  # this row alone failed (run_rows ended it)
+                ticket.post(("error", i, *failure(row.error, "a row failed while decoding")))
                 return
             result = row.result()
             self.rows_done += 1  # before the client can hear of it
@@ -139,6 +148,14 @@ class Engine:
         delta = text[self._sent[row]:safe]
         self._sent[row] = safe
         ticket.post(("text", i, delta, step))
+
+
+def failure(exc: BaseException, what: str) -> tuple[str, int]:
+    """(message, status) for a row that raised: a ``ConfigError`` is the request's fault (400, its
+    message says what to change); anything else is the server's (500, logged, an id only)."""
+    if isinstance(exc, ConfigError):
+        return str(exc), 400
+    return internal_error(exc, what), 500
 
 
 class _Arrivals:

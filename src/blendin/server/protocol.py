@@ -9,11 +9,17 @@ ignored, as vLLM does, so that existing clients work unchanged; values are check
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import METHODS, did_you_mean
+
+log = logging.getLogger("blendin.server")
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
 
 
 class BlendinOptions(BaseModel):
@@ -49,7 +55,7 @@ class _Sampling(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
     stop: Union[str, list[str], None] = None
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
@@ -140,3 +146,11 @@ def validation_error_body(exc: ValidationError) -> dict:
     param = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith(("function-", "list[", "str", "int"))) or None
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     return error_body(f"{param}: {msg}" if param else msg, param=param)
+
+
+def internal_error(exc: BaseException, what: str) -> str:
+    """A fault of the server: logged here with its traceback under a fresh id; the client is told only
+    the id (an exception's text can hold paths, other requests' text or the models' internals)."""
+    ref = f"err-{uuid.uuid4().hex[:12]}"
+    log.error("%s [%s]", what, ref, exc_info=(type(exc), exc, exc.__traceback__))
+    return f"internal error [{ref}]; the server's log has the details"

@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from typing import Callable
 
 from ..config import BlendConfig
 from ..errors import BlendinError
 from ..prompts import Rendered, render_chat, render_raw
 from ..types import GenerationResult, Step
-from .protocol import ChatCompletionRequest, CompletionRequest
+from .protocol import SEED_MAX, ChatCompletionRequest, CompletionRequest
 from .settings import ServeSettings
 
 
@@ -64,19 +65,44 @@ class Service:
         except BlendinError as exc:
             raise RequestError(str(exc), param="blendin") from None
 
-    def _rows(self, config: BlendConfig, prompts: list[Rendered], n: int) -> list[tuple[Rendered, BlendConfig]]:
-        jobs = []
+    def _rows(self, config: BlendConfig, prompts: list[Rendered], n: int, max_tokens_given: bool) -> list[tuple[Rendered, BlendConfig]]:
         for rendered in prompts:
             for length, name in ((len(rendered.base_ids or ()), "base"), (len(rendered.guide_ids or ()), "guide")):
                 if length > self.settings.max_prompt_tokens:
                     raise RequestError(f"the prompt is {length} tokens for the {name} model, above this server's limit of "
                                        f"{self.settings.max_prompt_tokens} (blendin serve --max-prompt-tokens)", param="prompt")
+        config = self.fit_context(config, prompts, max_tokens_given)
+        jobs = []
+        for rendered in prompts:
             for j in range(n):
-                seed = None if config.seed is None else config.seed + j
+                seed = None if config.seed is None else (config.seed + j) % (SEED_MAX + 1)  # n rows, n seeds, all in range
                 jobs.append((rendered, config if seed == config.seed else config.with_(seed=seed)))
         if len(jobs) > self.settings.max_queue:
             raise RequestError(f"this request asks for {len(jobs)} completions (prompts x n); the server queues at most {self.settings.max_queue}", param="n")
         return jobs
+
+    def fit_context(self, config: BlendConfig, prompts: list[Rendered], max_tokens_given: bool) -> BlendConfig:
+        """Prompt + max_tokens must fit the context of each model the method uses (``context_length``;
+        None: unknown, not checked). A max_tokens the request gave that does not fit is a 400 with the
+        numbers; the server's default is lowered to what fits instead."""
+        max_tokens = config.max_new_tokens
+        used = (("base", self.pair.base, config.uses_base), ("guide", self.pair.guide, config.uses_guide))
+        for rendered in prompts:
+            for (name, model, uses), ids in zip(used, (rendered.base_ids, rendered.guide_ids)):
+                context = getattr(model, "context_length", None) if uses and ids is not None else None
+                if not isinstance(context, int):
+                    continue
+                length = len(ids)
+                if length >= context:
+                    raise RequestError(f"the prompt is {length} tokens, which leaves no room for a completion in the {name} model's "
+                                       f"context of {context} tokens; shorten the prompt", param="prompt")
+                if length + max_tokens > context:
+                    if max_tokens_given:
+                        raise RequestError(f"the prompt is {length} tokens and max_tokens is {max_tokens}, {length + max_tokens} in all, "
+                                           f"above the {name} model's context of {context} tokens; lower max_tokens to at most "
+                                           f"{context - length}", param="max_tokens")
+                    max_tokens = context - length
+        return config if max_tokens == config.max_new_tokens else config.with_(max_new_tokens=max_tokens)
 
     def completion_jobs(self, req: CompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
         self.check_model(req.model)
@@ -93,15 +119,16 @@ class Service:
                 prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=p))
             else:
                 prompts.append(render_raw(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None, text=p))
-        return self._rows(config, prompts, req.n)
+        return self._rows(config, prompts, req.n, max_tokens_given=req.max_tokens is not None)
 
     def chat_jobs(self, req: ChatCompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
         self.check_model(req.model)
         top = (req.top_logprobs or 1) if req.logprobs else 0
-        config = self.request_config(req, req.max_completion_tokens or req.max_tokens, top)
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        config = self.request_config(req, max_tokens, top)
         rendered = render_chat(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None,
                                config.prompt, req.as_dicts())
-        return self._rows(config, [rendered], req.n)
+        return self._rows(config, [rendered], req.n, max_tokens_given=max_tokens is not None)
 
     # -- results -> responses ---------------------------------------------------------------
     @staticmethod
@@ -129,8 +156,16 @@ class Service:
                 "interventions": interventions, "intervention_rate": interventions / tokens if tokens else 0.0,
                 "mean_alpha": sum(alphas) / len(alphas) if alphas else None}
 
+    def spell(self, step: Step) -> str:
+        """The chosen token as the step's top lists spell tokens (``Generation._alternatives``), in the
+        vocabulary it was decoded in, so that it can be found among them."""
+        tok = self.guide_tok if _vocabulary(step) == "guide" else self.base_tok
+        if tok is None or step.token_id is None:
+            return step.token
+        return "<eos>" if step.token_id in tok.eos_ids else tok.decode([step.token_id])
+
     def completion_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
-        choices = [{"index": i, "text": r.text, "finish_reason": finish_reason(r), "logprobs": completion_logprobs(r.steps, req.logprobs),
+        choices = [{"index": i, "text": r.text, "finish_reason": finish_reason(r), "logprobs": completion_logprobs(r.steps, req.logprobs, self.spell),
                     "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
         prompt_tokens = self.prompt_tokens(jobs, req.n)
         return {"id": self.new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model,
@@ -139,7 +174,7 @@ class Service:
     def chat_body(self, req: ChatCompletionRequest, jobs, results: list[GenerationResult]) -> dict:
         top = (req.top_logprobs or 0) if req.logprobs else None
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": finish_reason(r),
-                    "logprobs": chat_logprobs(r.steps, top), "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
+                    "logprobs": chat_logprobs(r.steps, top, self.spell), "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
         prompt_tokens = self.prompt_tokens(jobs, req.n)
         return {"id": self.new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": req.model,
                 "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
@@ -153,15 +188,34 @@ def _logprob(p: float) -> float:
     return math.log(p) if p > 0 else -9999.0
 
 
-def _top(step: Step, k: int) -> list[tuple[str, float]]:
-    """The k most likely tokens of the distribution this step was decoded from, as (text, logprob)."""
-    alts = step.alternatives or {}
-    source = {"blend": "blend", "base": "base", "guide": "guide"}[step.source]
-    return [(t, _logprob(p)) for t, p in alts.get(source, [])[:k]]
+def _vocabulary(step: Step) -> str:
+    """Which of the step's top lists its token was decoded from: "blend" wherever there was a mixture
+    (BlendIn, and switch, whose source says "guide" though its token is the base's, decoded from the
+    guide carried into the base vocabulary), else the step's source."""
+    return "blend" if "blend" in (step.alternatives or {}) else step.source
 
 
-def completion_logprobs(steps, k: int | None) -> dict | None:
-    """The legacy completions format: tokens, token_logprobs, top_logprobs, text_offset."""
+def _top(step: Step, k: int, spell: Callable[[Step], str]) -> list[tuple[str, float]]:
+    """The k most likely tokens of the distribution this step was decoded from, as (text, logprob),
+    always with the chosen token (spelled as ``tokens`` has it), added after the k where it is not
+    among them (as vLLM does); a step with no top list (a word Nudging's guide wrote) gets the chosen
+    token alone."""
+    if not k:
+        return []
+    alts = (step.alternatives or {}).get(_vocabulary(step), [])[:k]
+    top = [(t, _logprob(p)) for t, p in alts]
+    chosen, mine = spell(step), (step.token, _logprob(step.chosen_prob))
+    at = next((j for j, (t, _) in enumerate(alts) if t == chosen), None)
+    if at is None:
+        top.append(mine)
+    else:
+        top[at] = mine
+    return top
+
+
+def completion_logprobs(steps, k: int | None, spell: Callable[[Step], str]) -> dict | None:
+    """The legacy completions format: tokens, token_logprobs, top_logprobs, text_offset
+    (``spell``: ``Service.spell``, to find each chosen token in its top list)."""
     if k is None:
         return None
     offsets, pos = [], 0
@@ -169,18 +223,20 @@ def completion_logprobs(steps, k: int | None) -> dict | None:
         offsets.append(pos)
         pos += len(s.token)
     return {"tokens": [s.token for s in steps], "token_logprobs": [_logprob(s.chosen_prob) for s in steps],
-            "top_logprobs": [dict(_top(s, k)) if k else None for s in steps], "text_offset": offsets}
+            "top_logprobs": [{**dict(_top(s, k, spell)), s.token: _logprob(s.chosen_prob)} if k else None for s in steps],
+            "text_offset": offsets}  # (the chosen token's logprob wins where another token is spelled the same)
 
 
-def chat_logprobs(steps, k: int | None) -> dict | None:
+def chat_logprobs(steps, k: int | None, spell: Callable[[Step], str]) -> dict | None:
     if k is None:
         return None
     entry = lambda t, lp: {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}  # noqa: E731
-    return {"content": [{**entry(s.token, _logprob(s.chosen_prob)), "top_logprobs": [entry(t, lp) for t, lp in _top(s, k)]} for s in steps]}
+    return {"content": [{**entry(s.token, _logprob(s.chosen_prob)), "top_logprobs": [entry(t, lp) for t, lp in _top(s, k, spell)]}
+                        for s in steps]}
 
 
-def chunk_logprobs(kind: str, step: Step | None, k: int | None) -> dict | None:
+def chunk_logprobs(kind: str, step: Step | None, k: int | None, spell: Callable[[Step], str]) -> dict | None:
     """Logprobs for one streamed step, in the request kind's format."""
     if step is None or k is None:
         return None
-    return completion_logprobs([step], k) if kind == "completion" else chat_logprobs([step], k)
+    return completion_logprobs([step], k, spell) if kind == "completion" else chat_logprobs([step], k, spell)
