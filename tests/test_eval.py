@@ -11,7 +11,9 @@ from blendin import BlendConfig
 from blendin.backends.fake import ScriptedModel
 from blendin.errors import ConfigError
 from blendin.eval.extract import choice_letter, last_number, numbers_equal, refused
-from blendin.eval.runner import diagnose, grid, markdown, read_rows, run_eval, wilson
+from blendin.config import RemoteSpec
+from blendin.eval.runinfo import check_run, record_run, run_settings
+from blendin.eval.runner import diagnose, grid, markdown, read_rows, run_eval, summarise, wilson
 from blendin.eval.tasks import get_task, load_items
 from blendin.pair import Pair
 
@@ -21,7 +23,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.mark.parametrize("text, number", [("so 16 - 3 - 4 = 9 and 9 * 2 = 18.", "18"), ("$1,250.00 total", "1250"),
-                                          ("-3 degrees", "-3"), ("no digits", None)])
+                                          ("-3 degrees", "-3"), ("no digits", None),
+                                          ("the list 2,3,4", "4"), ("1,234 apples", "1234"), ("12,345,678 people", "12345678"),
+                                          ("(2, 3, 4)", "4"), ("1,2345", "2345")])
 def test_last_number(text, number):
     assert last_number(text) == number
 
@@ -32,7 +36,15 @@ def test_numbers_equal():
 
 @pytest.mark.parametrize("text, letter", [("B", "B"), ("(c) the moon", "C"), ("Answer: D. Because", "D"),
                                           ("I think the answer is A since", "A"), ("A plant needs water", None),
-                                          ("None of them", None), ("D\nQuestion: next", "D")])
+                                          ("None of them", None), ("D\nQuestion: next", "D"),
+                                          ("Choice A is wrong; the answer is C", "C"), ("B is correct", "B"),
+                                          ("Option B is incorrect, the answer is D", "D"), ("The correct answer is (B).", "B"),
+                                          ("A. 3\nB. 4\nAnswer: C", "C"), ("(A) is wrong. Answer: C", "C"),
+                                          ("B is the correct answer because", "B"), ("The answer is: B", "B"),
+                                          ("A is not correct", None), ("(A) is wrong.", None),
+                                          ("Option A is wrong; the correct option is C", "C"),
+                                          ("C\nQuestion: Which?\nA. x\nB. y\nAnswer: A", "C"),  # the model's own next question
+                                          ("Question: Which?\nAnswer: A", None)])
 def test_choice_letter(text, letter):
     assert choice_letter(text, 4) == letter
 
@@ -154,3 +166,142 @@ def test_report_writes_three_plots(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "has no results.jsonl rows" in capsys.readouterr().err
+
+
+def _eval(pair, tmp_path, base=BlendConfig(max_new_tokens=5), methods=("base", "blendin"), gammas=(0.4,), limit=None):
+    task = get_task("gsm8k")
+    f = _task_file(tmp_path, ["18", "18", "7"])
+    return run_eval(pair, task, load_items(task, str(f), limit=limit), grid(base, methods, gammas, [None]), tmp_path / "run", progress=None)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"max_new_tokens": 6}, "max_new_tokens: 5 there, 6 now"), ({"base": "other-base"}, "base: "), ({"guide": "g2"}, "guide: "),
+    ({"seed": 1}, "seed: null there, 1 now"), ({"temperature": 0.7}, "temperature"), ({"top_p": 0.9}, "top_p"),
+    ({"stop": ("###",)}, "stop: "), ({"nudge_chunk": 4}, "nudge_chunk"),
+    ({"base_remote": RemoteSpec("http://h:8000", "m")}, "base_remote: null there"),
+])
+def test_resume_refuses_a_folder_made_with_other_settings(tmp_path, changes, field):
+    pair = _number_pair()
+    _eval(pair, tmp_path, limit=2)
+    before = (tmp_path / "run" / "results.jsonl").read_text()
+    with pytest.raises(ConfigError, match="another --out, or delete") as err:
+        _eval(pair, tmp_path, base=BlendConfig(max_new_tokens=5).with_(**changes))
+    assert field in str(err.value) and "\n" not in str(err.value)
+    assert (tmp_path / "run" / "results.jsonl").read_text() == before  # nothing merged
+
+
+def test_resume_with_the_same_settings_grows_the_grid(tmp_path):
+    pair = _number_pair()
+    _eval(pair, tmp_path, limit=2)
+    summary = _eval(pair, tmp_path, methods=("base", "blendin"), gammas=(0.3, 0.4))  # another gamma, one more item
+    assert sorted((s["method"], s["gamma"], s["n"]) for s in summary) == [("base", 0.4, 3), ("blendin", 0.3, 3), ("blendin", 0.4, 3)]
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert recorded["format"] == 1 and recorded["tasks"]["gsm8k"]["max_new_tokens"] == 5
+    assert check_run(tmp_path / "run", get_task("xstest"), BlendConfig())  # another task has its own settings
+
+
+def test_a_folder_without_run_json_is_refused(tmp_path):
+    pair = _number_pair()
+    _eval(pair, tmp_path, limit=1)
+    (tmp_path / "run" / "run.json").unlink()  # as a run from before run.json left it
+    with pytest.raises(ConfigError, match="no run.json.*another --out, or delete"):
+        _eval(pair, tmp_path)
+    (tmp_path / "run" / "run.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        _eval(pair, tmp_path)
+
+
+def test_one_run_folder_holds_one_grid(tmp_path):
+    task = get_task("gsm8k")
+    with pytest.raises(ConfigError, match="also differ in max_new_tokens"):
+        record_run(tmp_path / "run", task, [BlendConfig(max_new_tokens=5), BlendConfig(max_new_tokens=6, method="base")])
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_run_json_keeps_no_secrets(tmp_path):
+    from blendin.eval.judge import Judge
+
+    remote = RemoteSpec("http://h:8000", "m", api_key="sk-remote-secret", concurrency=3)
+    task = get_task("justeval")
+    record_run(tmp_path, task, [BlendConfig(base_remote=remote)], judge=Judge("http://j/v1", "judge-model", api_key="sk-judge-secret"))
+    text = (tmp_path / "run.json").read_text()
+    assert "sk-remote-secret" not in text and "sk-judge-secret" not in text and "api_key" not in text
+    settings = json.loads(text)["tasks"]["justeval"]
+    assert settings["base_remote"] == {"url": "http://h:8000", "model": "m", "top_k": 20, "chunk": 8}
+    assert settings["judge"] == {"url": "http://j/v1", "model": "judge-model", "max_tokens": 512}
+    assert run_settings(task, BlendConfig(), judge=None)["judge"] is None
+
+
+def test_cli_eval_refuses_other_settings_before_loading_models(tmp_path, monkeypatch, capsys):
+    import blendin.pair
+    from blendin.cli import main
+
+    _eval(_number_pair(), tmp_path, limit=2)
+    loads = []
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda *a, **k: loads.append(a) or _number_pair())
+    args = ["eval", "--task", "gsm8k", "--data", str(tmp_path / "gsm.jsonl"), "--limit", "2", "--method", "base,blendin",
+            "--out", str(tmp_path / "run")]
+    assert main(args + ["--max-new-tokens", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens: 5 there, 6 now" in err and "another --out" in err and err.count("\n") == 1
+    assert loads == []  # refused before any model loaded
+    assert main(args + ["--max-new-tokens", "5"]) == 0 and len(loads) == 1  # the same settings resume
+    assert len(read_rows(tmp_path / "run" / "results.jsonl")) == 4  # nothing done twice
+
+
+def _failing_at(index, message="RuntimeError: out of memory"):
+    """generate_many whose result for prompt ``index`` failed, as decoding reports a row that fails alone."""
+    import copy
+
+    from blendin import decoding
+
+    real = decoding.generate_many
+
+    def generate_many(pair, prompts, config, batch_size=8):
+        for i, result in real(pair, prompts, config, batch_size=batch_size):
+            if i == index:
+                result = copy.copy(result)  # its text still scores right: the row must not be scored
+                object.__setattr__(result, "error", message)
+                object.__setattr__(result, "stop_reason", "error")
+            yield i, result
+    return generate_many
+
+
+def test_failed_samples_are_recorded_and_counted_apart(tmp_path, monkeypatch):
+    from blendin import decoding
+
+    monkeypatch.setattr(decoding, "generate_many", _failing_at(1))
+    summary = _eval(_number_pair(), tmp_path, methods=("base",))
+    rows = {r["id"]: r for r in read_rows(tmp_path / "run" / "results.jsonl")}
+    assert rows[1]["error"] == "RuntimeError: out of memory" and rows[1]["score"] is None and rows[1]["correct"] is None
+    assert rows[0]["error"] is None and rows[0]["correct"] is True
+    s = summary[0]
+    assert s["n"] == 3 and s["errors"] == 1 and s["score"] == 0.5 and s["unparseable"] == 0  # over the two that decoded
+    assert s["score_ci"] == wilson(1, 2)
+    assert "| unparseable | errors |" in markdown(summary) and "| 3 | 0.500 | 0.095-0.905 | 0 | 1 |" in markdown(summary)
+    monkeypatch.undo()
+    _eval(_number_pair(), tmp_path, methods=("base",))
+    assert len(read_rows(tmp_path / "run" / "results.jsonl")) == 3  # a failed sample counts as done
+
+
+def test_summary_of_old_rows_and_of_only_failures():
+    row = dict(task="t", method="base", gamma=0.4, alpha="auto", tokens=4, interventions=1, mean_alpha=None, seconds=1.0)
+    s = summarise([{**row, "correct": True, "extracted": "1"}])[0]  # a row from before errors were recorded
+    assert s["errors"] == 0 and s["score"] == 1.0
+    s = summarise([{**row, "correct": None, "extracted": None, "score": None, "error": "X: y"}])[0]
+    assert s["errors"] == 1 and s["score"] is None and s["unparseable"] is None and s["intervention_rate"] == 0.0
+    assert "| 1 | - | - | - | 1 |" in markdown([s])
+
+
+def test_diagnose_leaves_failed_results_out():
+    import copy
+
+    from blendin.decoding import generate
+
+    ok = generate(_number_pair(), "Q", BlendConfig(max_new_tokens=5))
+    failed = copy.copy(ok)
+    object.__setattr__(failed, "error", "ValueError: prompt too long")
+    d = diagnose([failed, ok])
+    assert d["samples"] == 1 and d["errors"] == 1 and d["reliable"] and d["tokens"] == ok.tokens
+    d = diagnose([failed])
+    assert d["reliable"] is None and "nothing to judge" in d["verdict"] and "prompt too long" in d["verdict"]

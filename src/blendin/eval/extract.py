@@ -2,8 +2,12 @@
 
     >>> last_number("She has 3 apples, then 1,250.0 more: 1,253 in all.")
     '1253'
+    >>> last_number("The factors are 2,3,4")  # a comma separates thousands only before exactly three digits
+    '4'
     >>> choice_letter("The answer is (C) because ...", 4)
     'C'
+    >>> choice_letter("Choice A is wrong; the answer is C", 4), choice_letter("B is correct", 4)
+    ('C', 'B')
     >>> refused("I'm sorry, but I can't help with that.")
     True
 """
@@ -12,11 +16,17 @@ from __future__ import annotations
 
 import re
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# digits with thousands separators in groups of exactly three ("12,345,678"), or plain digits;
+# "2,3,4" is three numbers
+_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3}(?!\d))+|\d+)(?:\.\d+)?")
 
 
 def last_number(text: str) -> str | None:
-    """The last number in the text, without thousands separators or a trailing .0 (GSM8K's rule)."""
+    """The last number in the text, without thousands separators or a trailing .0 (GSM8K's rule).
+
+    >>> last_number("1,234 and 12,345,678"), last_number("1,2345"), last_number("$1,250.00")
+    ('12345678', '2345', '1250')
+    """
     found = _NUMBER.findall(text or "")
     if not found:
         return None
@@ -39,23 +49,44 @@ def numbers_equal(a: str | None, b: str) -> bool:
         return False
 
 
+# a letter followed by this is said to be wrong, not chosen: "option A is incorrect"
+_NOT_WRONG = r"(?!\s+is\s+(?:not|wrong|incorrect|false)\b)"
+
+
 def choice_letter(text: str, n_choices: int) -> str | None:
-    """The chosen letter, or None (reported as unparseable). In order:
-    at the start: "(b)", "B", "B.", "B)", "B" alone on its line, "Answer: B", "Answer is B";
-    anywhere: "the answer is B", "option (C)", or a letter in parentheses "(D)".
-    A bare capital followed by a space ("A plant needs water") is an article, not an answer."""
+    """The chosen letter, or None (reported as unparseable). Only the text before the model's own
+    next "Question:" turn is read (a base model often writes the next question, and its answer, itself).
+    In order:
+
+    1. the first stated answer, anywhere: "the answer is B", "Answer: (B)", "answer is option B",
+       "B is correct", "B is the right answer";
+    2. a letter at the start: "(b)", "B", "B.", "B)", "B" alone on its line;
+    3. the first "option (C)" or "choice C", anywhere;
+    4. the first letter in parentheses, "(D)", anywhere.
+
+    A letter said to be wrong ("option A is incorrect", "(B) is not ...") is never the answer, and a
+    bare capital followed by a space ("A plant needs water") is an article, not an answer.
+
+    >>> choice_letter("Option B is incorrect, the answer is D", 4), choice_letter("A. 3\\nB. 4\\nAnswer: C", 4)
+    ('D', 'C')
+    >>> choice_letter("B\\nQuestion: Which is larger?\\nA. 1\\nB. 2\\nAnswer: B", 4), choice_letter("A is not correct", 4)
+    ('B', None)
+    """
     up = "ABCDEFGHIJ"[:n_choices]
-    t = (text or "").strip()
+    if not up:
+        return None
+    t = re.split(r"(?:^|\n)\s*Question:", (text or "").strip(), maxsplit=1)[0]
+    letter = rf"\(?([{up}])\)?(?![A-Za-z])" + _NOT_WRONG
+    m = re.search(rf"\b(?i:answer)(?:\s+is)?\s*[:\-]?\s*(?:(?i:option|choice)\s+)?{letter}"
+                  rf"|(?<![A-Za-z])\(?([{up}])\)?\s+is\s+(?:the\s+)?(?:correct|right)\b", t)
+    if m:
+        return next(g for g in m.groups() if g)
     prefix = r"^(?:[Aa]nswer(?:\s+is)?\s*[:\-]?\s*)?"
-    for pattern in (prefix + rf"\(([{up}{up.lower()}])\)", prefix + rf"([{up}])(?=$|[.:,)\]]|[ \t]*\n)",
-                    rf"^[Aa]nswer(?:\s+is)?\s*[:\-]?\s*([{up}])(?![A-Za-z])"):
-        m = re.match(pattern, t)
+    for pattern in (prefix + rf"\(([{up}{up.lower()}])\)", prefix + rf"([{up}])(?=$|[.:,)\]]|[ \t]*\n)"):
+        m = re.match(pattern + _NOT_WRONG, t)
         if m:
             return m.group(1).upper()
-    m = re.search(rf"(?i:answer|option|choice)\s+(?:is\s+)?\(?([{up}])\)?(?![A-Za-z])", t)
-    if m:
-        return m.group(1)
-    m = re.search(rf"\(([{up}])\)", t)
+    m = re.search(rf"(?i:option|choice)\s+(?:is\s+)?{letter}", t) or re.search(rf"\(([{up}])\)" + _NOT_WRONG, t)
     return m.group(1) if m else None
 
 

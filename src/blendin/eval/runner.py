@@ -5,7 +5,14 @@
 
 ``out_dir/results.jsonl`` gets one line per sample and configuration as each finishes; a run killed
 and started again with the same ``out_dir`` skips what is there (no sample lost, none done twice).
-``out_dir/summary.json`` holds one object per configuration; ``markdown(summary)`` prints it.
+The settings the grid shares (models, prompt format, max_new_tokens, sampling, stop strings, remote
+servers, judge) are kept in ``out_dir/run.json``, and a run into a folder made with other settings
+is refused instead of merged (``eval.runinfo``). ``out_dir/summary.json`` holds one object per
+configuration; ``markdown(summary)`` prints it.
+
+A sample whose decoding failed (``result.error``, a one-line message) is written as a row with
+``"error"`` and no score; it counts as done on a resume (a deterministic failure would fail again:
+delete its row to retry it), and the summary counts errors apart and scores the other samples.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 from ..config import BlendConfig
 from ..jsonl import ResultWriter, read_rows
 from .extract import choice_letter, last_number, numbers_equal, refused
+from .runinfo import record_run, task_config
 from .tasks import Task, item_id, n_choices
 
 
@@ -63,7 +71,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     from ..decoding import generate_many
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    record_run(out, task, configs, judge)  # refuses a folder made with other settings; creates the folder
     results = out / "results.jsonl"
     done = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in read_rows(results)}
     writer = ResultWriter(str(results))
@@ -71,9 +79,9 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     pool = ThreadPoolExecutor(4) if judging else None
     try:
         for config in configs:
-            config = replace(config, prompt=task.prompt, stop=tuple(config.stop) + task.stop)
+            config = task_config(task, config)
             todo = [it for it in items if (task.name, *key(config), item_id(it)) not in done]
-            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0}
+            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0}
             start = last = time.perf_counter()
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for it in todo]
@@ -83,7 +91,8 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 # wall time since the previous sample finished: these shares add up to the run's wall
                 # time (across resumed runs too), so tokens / shares is the batch's throughput
                 wall_share, last = now - last, now
-                extracted, ok = score(task, item, result.text)
+                error = getattr(result, "error", None)
+                extracted, ok = (None, None) if error else score(task, item, result.text)
                 row = {
                     "id": item_id(item), "task": task.name, "method": config.method, "gamma": config.gamma,
                     "alpha": config.alpha_label, "output": result.text, "extracted": extracted, "correct": ok,
@@ -91,21 +100,18 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                     "interventions": result.interventions, "intervention_rate": result.intervention_rate,
                     "mean_alpha": result.mean_alpha,
                     "alphas": [round(st.alpha, 4) for st in result.steps if st.alpha is not None],
-                    "seconds": result.seconds, "wall_share": wall_share,
+                    "seconds": result.seconds, "wall_share": wall_share, "error": error,
                 }
-                if traces:
+                if traces and not error:
                     _write_trace(result, Path(traces) / f"{task.name}_{config.method}_g{config.gamma}_a{config.alpha_label}", row["id"])
-                if judging:
+                if judging and not error:
                     pending.append((pool.submit(judge.score, prompts[i], result.text, bool(item.get("is_safety"))), row))
                 else:
                     _record(writer, row, tally)
                 while pending and (pending[0][0].done() or len(pending) > 16):
                     _record(writer, _judged(*pending.pop(0), judge), tally)
                 if progress is not None and tally["n"]:
-                    rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
-                    print(f"\r{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {tally['n']}/{len(todo)} "
-                          f"score {tally['score'] / tally['n']:.3f} interventions {100 * rate:.1f}% "
-                          f"({time.perf_counter() - start:.0f} s)", end="", file=progress, flush=True)
+                    _progress(progress, task, config, tally, len(todo), time.perf_counter() - start)
             for fut, row in pending:
                 _record(writer, _judged(fut, row, judge), tally)
             if progress is not None and todo:
@@ -131,6 +137,17 @@ def _record(writer, row: dict, tally: dict) -> None:
     tally["score"] += row["score"] or 0.0
     tally["tokens"] += row["tokens"]
     tally["interventions"] += row["interventions"]
+    tally["errors"] += bool(row.get("error"))
+
+
+def _progress(stream, task: Task, config: BlendConfig, tally: dict, total: int, seconds: float) -> None:
+    """One line, rewritten in place: samples done, score so far (failed samples apart), interventions."""
+    rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
+    scored = tally["n"] - tally["errors"]
+    mean = f"{tally['score'] / scored:.3f}" if scored else "-"
+    errors = f" errors {tally['errors']}" if tally["errors"] else ""
+    print(f"\r{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {tally['n']}/{total} "
+          f"score {mean}{errors} interventions {100 * rate:.1f}% ({seconds:.0f} s)", end="", file=stream, flush=True)
 
 
 def _write_trace(result, folder: Path, sample_id) -> None:
@@ -142,18 +159,29 @@ def _write_trace(result, folder: Path, sample_id) -> None:
 
 def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
     """One object per (task, method, gamma, alpha): n, score, 95% Wilson interval, rates, and
-    tokens_per_second (throughput: tokens over the wall time the samples took, batching included)."""
+    tokens_per_second (throughput: tokens over the wall time the samples took, batching included).
+
+    ``n`` counts every sample; ``errors`` those whose decoding failed. The score, its interval,
+    ``unparseable``, the intervention rate and mean alpha are over the other samples.
+
+    >>> row = dict(task="t", method="base", gamma=0.4, alpha="auto", tokens=2, interventions=0, mean_alpha=None, seconds=1.0)
+    >>> s = summarise([{**row, "correct": True, "extracted": "1"}, {**row, "correct": None, "extracted": None, "error": "boom"}])[0]
+    >>> s["n"], s["errors"], s["score"], s["unparseable"]
+    (2, 1, 1.0, 0)
+    """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if task is None or r["task"] == task:
             groups.setdefault((r["task"], r["method"], r["gamma"], r["alpha"]), []).append(r)
     out = []
-    for (t, method, gamma, alpha), rs in groups.items():
+    for (t, method, gamma, alpha), every in groups.items():
+        rs = [r for r in every if not r.get("error")]  # failed samples are counted apart
         judged = [r["correct"] for r in rs if r["correct"] is not None]
         by_judge = [r for r in rs if r.get("judge")]  # scored 1-5 by a judge model
         graded = [r["score"] for r in by_judge if r["score"] is not None]
-        tokens = sum(r["tokens"] for r in rs)
-        seconds = sum(r.get("wall_share", r["seconds"]) for r in rs)
+        decoded = sum(r["tokens"] for r in rs)
+        tokens = sum(r["tokens"] for r in every)  # throughput: the failed samples took wall time too
+        seconds = sum(r.get("wall_share", r["seconds"]) for r in every)
         alphas = [r["mean_alpha"] for r in rs if r["mean_alpha"] is not None]
         if judged:
             s, ci, unparseable = sum(judged) / len(judged), wilson(sum(judged), len(judged)), sum(r["extracted"] is None for r in rs)
@@ -162,9 +190,9 @@ def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
         else:
             s, ci, unparseable = None, None, None
         out.append({
-            "task": t, "method": method, "gamma": gamma, "alpha": alpha, "n": len(rs),
-            "score": s, "score_ci": ci, "unparseable": unparseable,
-            "intervention_rate": sum(r["interventions"] for r in rs) / tokens if tokens else 0.0,
+            "task": t, "method": method, "gamma": gamma, "alpha": alpha, "n": len(every),
+            "score": s, "score_ci": ci, "unparseable": unparseable, "errors": len(every) - len(rs),
+            "intervention_rate": sum(r["interventions"] for r in rs) / decoded if decoded else 0.0,
             "mean_alpha": sum(alphas) / len(alphas) if alphas else None,
             "tokens_per_second": tokens / seconds if seconds else 0.0,
         })
@@ -189,19 +217,24 @@ def mean_ci(xs: list[float], z: float = 1.96) -> list[float] | None:
 
 
 def markdown(summary: list[dict]) -> str:
-    head = "| task | method | gamma | alpha | n | score | 95% CI | unparseable | interventions | mean alpha | tokens/s |"
-    lines = [head, "|" + "---|" * 11]
+    head = "| task | method | gamma | alpha | n | score | 95% CI | unparseable | errors | interventions | mean alpha | tokens/s |"
+    lines = [head, "|" + "---|" * 12]
     for s in summary:
         f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"
         ci = "-" if s["score_ci"] is None else f"{s['score_ci'][0]:.3f}-{s['score_ci'][1]:.3f}"
         lines.append(f"| {s['task']} | {s['method']} | {s['gamma']} | {s['alpha']} | {s['n']} | {f(s['score'])} | {ci} | "
-                     f"{'-' if s['unparseable'] is None else s['unparseable']} | {100 * s['intervention_rate']:.1f}% | "
+                     f"{'-' if s['unparseable'] is None else s['unparseable']} | {s.get('errors', 0)} | {100 * s['intervention_rate']:.1f}% | "
                      f"{f(s['mean_alpha'], 2)} | {s['tokens_per_second']:.1f} |")
     return "\n".join(lines)
 
 
 def diagnose(results: list, threshold: float = 0.2, gamma: float = 0.4, fixed_alpha: bool = False) -> dict:
-    """The pair health check on a sample of BlendIn results (see the paper: >~20% interventions fails)."""
+    """The pair health check on a sample of BlendIn results (see the paper: >~20% interventions fails).
+
+    Results whose decoding failed (``result.error``) are left out and counted in ``errors``; with
+    none left, ``reliable`` is None and the verdict says nothing was measured."""
+    failed = [r for r in results if getattr(r, "error", None)]
+    results = [r for r in results if not getattr(r, "error", None)]
     steps = [s for r in results for s in r.steps]
     guided = [s for s in steps if s.intervened]
     alphas = sorted(s.alpha for s in guided if s.alpha is not None)
@@ -210,15 +243,18 @@ def diagnose(results: list, threshold: float = 0.2, gamma: float = 0.4, fixed_al
     agree = [s for s in guided if s.agreement is not None and s.base_top_prob is not None and abs(s.agreement - s.base_top_prob) < 1e-12]
     masses = [s.guide_mass_exact for s in guided if s.guide_mass_exact is not None]
     coverage = results[0].vocab_coverage if results else None
-    reliable = rate <= threshold
-    if reliable:
+    reliable = rate <= threshold if results else None
+    if reliable is None:
+        advice = "nothing to judge: no prompt was decoded" + (f" ({len(failed)} failed: {failed[0].error})" if failed else "")
+    elif reliable:
         advice = "guidance looks reliable for this pair"
     else:
         tries = ["the adaptive alpha (--alpha auto)"] if fixed_alpha else []
         tries.append(f"a lower gamma (e.g. --gamma {max(0.05, round(gamma - 0.1, 2))})")
         advice = f"guidance looks unreliable (> {100 * threshold:.0f}% interventions): try " + " or ".join(tries)
     return {
-        "samples": len(results), "tokens": len(steps), "intervention_rate": rate,
+        "samples": len(results), "errors": len(failed), "first_error": failed[0].error if failed else None,
+        "tokens": len(steps), "intervention_rate": rate,
         "top_token_agreement": len(agree) / len(guided) if guided else None,
         "alpha": {"mean": sum(alphas) / len(alphas), "median": alphas[len(alphas) // 2], "min": alphas[0], "max": alphas[-1]} if alphas else None,
         "vocab_exact_share": coverage["exact_share"] if coverage else None,
@@ -231,7 +267,8 @@ def diagnosis_text(d: dict, pair: str, task: str, gamma: float) -> str:
     """The diagnosis as a few aligned lines, ending with the verdict."""
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
     lines = [
-        f"pair: {pair}; {d['samples']} prompts of {task}, {d['tokens']} tokens, gamma {gamma}",
+        f"pair: {pair}; {d['samples']} prompts of {task}, {d['tokens']} tokens, gamma {gamma}"
+        + (f" ({d['errors']} more failed: {d['first_error']})" if d.get("errors") else ""),
         f"  intervention rate      {pct(d['intervention_rate'])}  (threshold {pct(d['threshold'])})",
         f"  top-token agreement    {pct(d['top_token_agreement'])}  of interventions",
     ]

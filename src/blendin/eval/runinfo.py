@@ -1,0 +1,160 @@
+"""``run.json``: the settings a run folder's results were made with, so a resume never mixes two.
+
+A folder's ``results.jsonl`` rows are keyed by (task, method, gamma, alpha, id): the grid varies
+those. Everything else that changes an output or a score is shared by the whole grid and written
+once, before the first row, to ``out_dir/run.json``::
+
+    {"format": 1, "tasks": {"gsm8k": {"base": "gemma-3-270m", "guide": "...", "max_new_tokens": 256,
+                                      "temperature": 0.0, "top_p": 1.0, "seed": null, "stop": ["Question:"],
+                                      "nudge_chunk": 16, "prompt": {...}, "base_remote": null,
+                                      "guide_remote": null, "judge": null}}}
+
+that is every field of ``BlendConfig`` except the grid's own (method, gamma, alpha) and
+``trace_top`` (it only adds detail to the steps), after the task's prompt format and stop strings
+are applied; the remote settings without ``api_key`` (a secret) and ``concurrency`` (throughput
+only); for judge tasks the judge's url, model and max_tokens (never its key). The batch size and the
+item file or ``--limit`` are not recorded: items are keyed by id, and batching does not change them.
+
+A run into a folder whose ``run.json`` says otherwise for its task is refused with one line naming
+the settings that differ (``check_run``, called by the CLI before any model loads, and by
+``run_eval``); so is a folder with ``results.jsonl`` rows and no ``run.json`` (runs made before it
+existed), since nothing says what those rows were made with. The fix is another ``--out``, or
+deleting the folder. A field that ``BlendConfig`` gains later counts as a difference: conservative,
+a resume is refused rather than risk a mixed score. Each task has its own entry, so tasks can share
+a folder as before.
+
+    >>> from blendin.config import BlendConfig
+    >>> from blendin.eval.tasks import get_task
+    >>> s = run_settings(get_task("gsm8k"), BlendConfig(max_new_tokens=5, stop=("###",)))
+    >>> s["max_new_tokens"], s["stop"], "method" in s, "trace_top" in s
+    (5, ['###', 'Question:'], False, False)
+    >>> differences({"seed": None, "prompt": {"system": "a", "answer_cue": "b"}}, {"seed": 1, "prompt": {"system": "a", "answer_cue": "c"}})
+    ['prompt.answer_cue', 'seed']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields, is_dataclass, replace
+from pathlib import Path
+
+from ..config import BlendConfig
+from ..errors import ConfigError
+from ..jsonl import read_rows
+
+FORMAT = 1
+GRID_FIELDS = ("method", "gamma", "alpha", "trace_top")  # vary within a run folder, or change no output
+UNRECORDED = ("api_key", "concurrency")  # a secret; a throughput knob
+_MISSING = object()
+
+
+def task_config(task, config: BlendConfig) -> BlendConfig:
+    """The configuration a task's items are decoded with: its prompt format (the user's choice of
+    base prompt kept), its stop strings added."""
+    prompt = replace(task.prompt, base_prompt=config.prompt.base_prompt)
+    return replace(config, prompt=prompt, stop=tuple(config.stop) + tuple(task.stop))
+
+
+def run_settings(task, config: BlendConfig, judge=None) -> dict:
+    """What ``run.json`` records for ``task`` run with ``config`` (a grid member, before ``task_config``)."""
+    config = task_config(task, config)
+    out = {}
+    for f in fields(config):
+        if f.name in GRID_FIELDS:
+            continue
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            value = {k: v for k, v in asdict(value).items() if k not in UNRECORDED}
+        out[f.name] = value
+    judging = judge is not None and task.scoring == "judge"
+    out["judge"] = {k: getattr(judge, k, None) for k in ("url", "model", "max_tokens")} if judging else None
+    return json.loads(json.dumps(out))  # as it reads back: tuples become lists
+
+
+def differences(old, new, prefix: str = "") -> list[str]:
+    """Names of the settings that differ, sorted; nested ones dotted ('prompt.system')."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix or "settings"]
+    names = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, _MISSING), new.get(k, _MISSING)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += differences(a, b, f"{prefix}{k}.")
+        elif a is _MISSING or b is _MISSING or a != b:
+            names.append(f"{prefix}{k}")
+    return names
+
+
+def _show(value) -> str:
+    text = "(absent)" if value is _MISSING else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _lookup(settings: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(settings, dict) or part not in settings:
+            return _MISSING
+        settings = settings[part]
+    return settings
+
+
+def _advice(out: Path) -> str:
+    return f"use another --out, or delete {out} to start again"
+
+
+def check_run(out_dir, task, config: BlendConfig, judge=None) -> dict:
+    """The settings to record for this run; ConfigError if ``out_dir`` holds results made otherwise.
+
+    Reads only: safe to call before any model loads."""
+    out = Path(out_dir)
+    settings = run_settings(task, config, judge)
+    path = out / "run.json"
+    rows = read_rows(out / "results.jsonl")
+    if not path.exists():
+        if rows:
+            raise ConfigError(f"{out} has results but no run.json (a run from before blendin recorded its settings), "
+                              f"so nothing says what they were made with; {_advice(out)}")
+        return settings
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}); {_advice(out)}") from None
+    if not isinstance(recorded, dict) or recorded.get("format") != FORMAT or not isinstance(recorded.get("tasks"), dict):
+        raise ConfigError(f"{path} is not a run.json of format {FORMAT} (another blendin version?); {_advice(out)}")
+    old = recorded["tasks"].get(task.name)
+    if old is None:
+        if any(r.get("task") == task.name for r in rows):
+            raise ConfigError(f"{out} has {task.name} results but run.json has no settings for {task.name}, "
+                              f"so nothing says what they were made with; {_advice(out)}")
+        return settings
+    diff = differences(old, settings)
+    if diff:
+        shown = "; ".join(f"{name}: {_show(_lookup(old, name))} there, {_show(_lookup(settings, name))} now" for name in diff)
+        raise ConfigError(f"{out} holds {task.name} results made with other settings ({shown}); {_advice(out)}")
+    return settings
+
+
+def record_run(out_dir, task, configs: list[BlendConfig], judge=None) -> None:
+    """Check ``out_dir`` (``check_run``) and write this run's settings to its run.json.
+
+    The configurations must differ only in method, gamma and alpha (one grid)."""
+    if not configs:
+        return
+    settings = run_settings(task, configs[0], judge)
+    for config in configs[1:]:
+        diff = differences(settings, run_settings(task, config, judge))
+        if diff:
+            raise ConfigError(f"one run folder holds one grid, and these configurations also differ in {', '.join(diff)}: "
+                              "run them into separate out_dirs")
+    check_run(out_dir, task, configs[0], judge)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "run.json"
+    recorded = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"format": FORMAT, "tasks": {}}
+    if recorded["tasks"].get(task.name) == settings:
+        return
+    recorded["tasks"][task.name] = settings
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(recorded, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
