@@ -30,13 +30,14 @@ def test_top1_ties_go_to_lowest_id():
     assert top1(torch.tensor([0.1, 0.45, 0.45])) == (pytest.approx(0.45), 1)
 
 
-def test_mix_hand_computed_and_renormalised():
+def test_mix_hand_computed_each_side_normalised():
     base = torch.tensor([0.5, 0.3, 0.2])
-    guide = torch.tensor([0.0, 0.2, 0.6])  # sums to 0.8: mix renormalises
+    guide = torch.tensor([0.0, 0.2, 0.6])  # sums to 0.8 (a top-k): normalised to [0, 0.25, 0.75] first
+    before = guide.clone()
     out = mix(base, guide, 0.5)
-    expected = torch.tensor([0.25, 0.25, 0.4]) / 0.9
-    assert torch.allclose(out, expected)
+    assert torch.allclose(out, torch.tensor([0.25, 0.275, 0.475]))  # the guide's share is exactly alpha
     assert float(out.sum()) == pytest.approx(1.0)
+    assert torch.equal(guide, before)
 
 
 def test_mix_alpha_edges():

@@ -37,11 +37,22 @@ def auto_alpha(base_top_prob: float, guide_top_prob: float, agreement: float) ->
 
 
 def mix(base_probs: torch.Tensor, guide_probs: torch.Tensor, alpha: float) -> torch.Tensor:
-    """p = alpha * guide_probs + (1 - alpha) * base_probs, renormalised. Shapes [V_base] -> [V_base]."""
+    """p = alpha * guide_probs + (1 - alpha) * base_probs, each side normalised. Shapes [V_base] -> [V_base].
+
+    A side may be partial: a server's top-k logprobs leave out the mass of the other tokens
+    (``base_probs`` sums to its coverage c < 1). Each side is normalised over the tokens it covers
+    before mixing, so the guide's share of the mixture is exactly ``alpha`` whatever the coverage
+    (renormalising only the sum would give the guide alpha / (alpha + (1 - alpha) * c)). The
+    decisions use the probabilities as given: m_b, m_g and p_b[t_g] stay exact.
+
+    >>> base_top_k = torch.tensor([0.3, 0.2, 0.0, 0.0], dtype=torch.float64)   # coverage 0.5
+    >>> mix(base_top_k, torch.tensor([0.0, 0.5, 0.5, 0.0], dtype=torch.float64), alpha=0.5).tolist()
+    [0.3, 0.45, 0.25, 0.0]
+    """
     if base_probs.shape != guide_probs.shape:
         raise ValueError(
             f"mix needs both distributions in the base vocabulary: got {tuple(base_probs.shape)} "
             f"and {tuple(guide_probs.shape)}; map the guide's through VocabBridge.to_base first"
         )
-    mixed = alpha * guide_probs + (1.0 - alpha) * base_probs
+    mixed = alpha * (guide_probs / guide_probs.sum()) + (1.0 - alpha) * (base_probs / base_probs.sum())
     return mixed / mixed.sum()

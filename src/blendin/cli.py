@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec, parse_alpha
 from .errors import BlendinError, ConfigError
@@ -41,6 +42,8 @@ def _add_decoding_options(p: argparse.ArgumentParser, key_flag: str = "--api-key
     p.add_argument("--system", default=f.system, help="system line for both models")
     p.add_argument("--question-prefix", default=f.question_prefix, help="put before the question in the base's prompt")
     p.add_argument("--answer-cue", default=f.answer_cue, help="ends the base's prompt")
+    p.add_argument("--base-prompt", default=f.base_prompt, help="plain (default: a pretrained base) or chat "
+                   "(the base reads its own chat template too, for an instruction-tuned base)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every step")
     for role in ("base", "guide"):
         p.add_argument(f"--{role}-url", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer)")
@@ -55,7 +58,7 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
     return BlendConfig(
         base=a.base, guide=a.guide, method=a.method, gamma=a.gamma, alpha=parse_alpha(a.alpha),
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
-        stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue),
+        stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt),
         base_remote=_remote(a, "base"), guide_remote=_remote(a, "guide"),
         trace_top=5 if getattr(a, "trace_html", None) else 0,
     )
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="run folder; a re-run with the same folder resumes")
     ev.add_argument("--base", default=DEFAULT_BASE)
     ev.add_argument("--guide", default=DEFAULT_GUIDE)
+    ev.add_argument("--base-prompt", default="plain", help="plain (default) or chat: the base reads its own chat template too")
     ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server (e.g. http://127.0.0.1:8001/v1)")
     ev.add_argument("--judge-model", help="justeval: the judge's model name on that server")
     ev.add_argument("--judge-api-key", default=None, help="default: $BLENDIN_JUDGE_API_KEY or $OPENAI_API_KEY")
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--batch-size", type=int, default=16)
     dg.add_argument("--base", default=DEFAULT_BASE)
     dg.add_argument("--guide", default=DEFAULT_GUIDE)
+    dg.add_argument("--base-prompt", default="plain", help="plain (default) or chat: the base reads its own chat template too")
     dg.add_argument("--json", action="store_true")
     rep = sub.add_parser("report", help="PNG plots from eval run folders")
     rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out")
@@ -200,15 +205,24 @@ def _generate_file(config: BlendConfig, a) -> int:
     pair = load_pair(config)
     writer = ResultWriter(a.output)
     tokens = interventions = 0
+    failed: list[str] = []
     try:
         for n, (i, result) in enumerate(generate_many(pair, todo, config, batch_size=a.batch_size), 1):
+            if result.error is not None:  # not written: a rerun of the same command tries it again
+                failed.append(str(todo[i]["id"]))
+                print(f"[{n}/{len(todo)}] id={todo[i]['id']}: failed: {result.error}", file=sys.stderr)
+                continue
             writer.write({"id": todo[i]["id"], **result.to_dict()})
             tokens, interventions = tokens + result.tokens, interventions + result.interventions
             print(f"[{n}/{len(todo)}] id={todo[i]['id']}: {result.summary()}", file=sys.stderr)
     finally:
         writer.close()
     rate = interventions / tokens if tokens else 0.0
-    print(f"blendin: {len(todo)} prompts, {tokens} tokens, intervention rate {100 * rate:.1f}% -> {a.output}", file=sys.stderr)
+    print(f"blendin: {len(todo) - len(failed)} prompts, {tokens} tokens, intervention rate {100 * rate:.1f}% -> {a.output}", file=sys.stderr)
+    if failed:
+        print(f"blendin: {len(failed)} prompts failed (ids {', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); "
+              "they are not in the output: run the same command again to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -229,22 +243,28 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def cmd_eval(a) -> int:
+    from .eval.runinfo import check_run
     from .eval.runner import grid, markdown, run_eval
     from .eval.tasks import get_task, load_items
 
     task = get_task(a.task)
     methods = [m.strip() for m in a.method.split(",") if m.strip()]
     base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
-                       trace_top=5 if a.trace_html else 0)
+                       prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0)
     # grid builds each configuration through BlendConfig, so every combination is checked before models load
     configs = grid(base, methods, _floats(a.gamma, "gamma"), [parse_alpha(x) for x in a.alpha.split(",")])
     judge = _judge(a, task)
+    check_run(a.out, task, base, judge)  # a folder made with other settings is refused before models load
     items = load_items(task, a.data, a.limit)
     from .pair import load_pair
 
     pair = load_pair(base, methods=tuple(methods))
     summary = run_eval(pair, task, items, configs, a.out, batch_size=a.batch_size, judge=judge, traces=a.trace_html)
     print(markdown(summary))
+    failed = sum(s.get("errors", 0) for s in summary)
+    if failed:
+        print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in {a.out}/results.jsonl); "
+              "a rerun skips them: delete their rows to try them again", file=sys.stderr)
     return 0
 
 
@@ -272,13 +292,13 @@ def cmd_diagnose(a) -> int:
 
     task = get_task(a.task)
     config = BlendConfig(base=a.base, guide=a.guide, method="blendin", gamma=a.gamma, alpha=parse_alpha(a.alpha),
-                         max_new_tokens=a.max_new_tokens, prompt=task.prompt)
+                         max_new_tokens=a.max_new_tokens, prompt=replace(task.prompt, base_prompt=a.base_prompt))
     items = load_items(task, a.data, a.n)
     pair = load_pair(config)
     results = [r for _, r in generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size)]
     d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
     print(json.dumps(d) if a.json else diagnosis_text(d, f"{a.base} guided by {a.guide}", task.name, a.gamma))
-    return 0
+    return 0 if d["samples"] else 1  # every prompt failed: nothing was measured
 
 
 def cmd_report(a) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from .errors import ConfigError
 
 METHODS = ("base", "guide", "switch", "nudging", "blendin")
+BASE_PROMPTS = ("plain", "chat")
 DEFAULT_BASE = "gemma-3-270m"
 DEFAULT_GUIDE = "smollm2-135m-instruct"
 
@@ -31,6 +32,9 @@ class PromptFormat:
 
     The base sees plain text: ``{system}\\n{question_prefix}{user}\\n{answer_cue}``.
     The guide sees ``[system, user]`` through its own tokenizer's chat template.
+    ``base_prompt="chat"`` gives the base the chat template too, where it has one: for a base that is
+    itself instruction-tuned. The default is plain text, as the method intends a pretrained base (and
+    a pretrained model's files often carry a chat template it was never trained on).
 
     subtle: the cue ends with a newline. A chat template leaves the guide at the start of a line,
     so its first token has no leading space ('To'); after a bare "Answer:" that token would glue
@@ -40,6 +44,14 @@ class PromptFormat:
     system: str = "Answer the question by walking through the reasoning step by step."
     question_prefix: str = "Question: "
     answer_cue: str = "Answer:\n"
+    base_prompt: str = "plain"  # "chat": the base too reads its chat template (an instruction-tuned base)
+
+    def __post_init__(self):
+        if self.base_prompt not in BASE_PROMPTS:
+            raise ConfigError(
+                f"unknown base prompt '{self.base_prompt}'{did_you_mean(self.base_prompt, BASE_PROMPTS)}; "
+                f"choose one of: {', '.join(BASE_PROMPTS)}"
+            )
 
 
 @dataclass(frozen=True)

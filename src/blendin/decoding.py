@@ -134,11 +134,12 @@ class Generation:
             base_ids, guide_ids = prompt.base_ids, prompt.guide_ids
         else:
             fmt = config.prompt
-            base_ids = prompt_ids(pair.base.tokenizer, fmt, prompt, chat=False) if config.uses_base else None
+            base_ids = prompt_ids(pair.base.tokenizer, fmt, prompt, chat=fmt.base_prompt == "chat") if config.uses_base else None
             guide_ids = prompt_ids(pair.guide.tokenizer, fmt, prompt, chat=True) if config.uses_guide else None
         self.base = Track(pair.base, list(base_ids)) if config.uses_base else None
         self.guide = Track(pair.guide, list(guide_ids)) if config.uses_guide else None
         self.cancelled = False  # set by another thread (a client went away): run_rows drops the row
+        self.error: BaseException | None = None  # set by run_rows when this row alone failed
         self.sampler = Sampler(config.temperature, config.top_p, config.seed)
         self.transcript = Transcript()
         self.steps: list[Step] = []
@@ -147,9 +148,12 @@ class Generation:
         self._base_turn = False  # set after a nudge: the base writes the next token whatever m_b is
 
     def __iter__(self) -> Iterator[Step]:
+        """The steps as they are decoded; a failure is raised (alone, the row has no batch to spare)."""
         for _, step in run_rows([self]):
             if step is not None:
                 yield step
+        if self.error is not None:
+            raise self.error
 
     def decode(self):
         """The row's coroutine: yields ``Step``s and ``Need``s until it stops."""
@@ -216,7 +220,7 @@ class Generation:
         guide, text = self.guide.follow(self.transcript.text), self.transcript.text
         kept = len(guide.gen_ids)
         budget = min(self.config.nudge_chunk, self.config.max_new_tokens - len(self.steps))
-        draft: list[tuple[int, float, float, int]] = []  # (token, m_g, chosen prob, guide top token)
+        draft: list[tuple] = []  # (token, m_g, chosen prob, guide top token, alternatives for traces)
         words = lambda: split_words(guide.tok, [d[0] for d in draft])  # noqa: E731
 
         def draft_until(n_words: int):
@@ -225,7 +229,7 @@ class Generation:
                 guide_probs = yield Need(guide)
                 m_g, guide_top = top1(guide_probs)
                 token = self.sampler.choose(guide_probs)
-                draft.append((token, m_g, float(guide_probs[token]), guide_top))
+                draft.append((token, m_g, float(guide_probs[token]), guide_top, self._alternatives(None, guide_probs)))
                 if token not in guide.tok.eos_ids:
                     guide.push(token)
 
@@ -249,11 +253,11 @@ class Generation:
         i = 0
         for word, (m_b_word, probs) in zip(accepted, checks):
             for j, token in enumerate(word):
-                _, m_g, chosen, guide_top = draft[i]
+                _, m_g, chosen, guide_top, alternatives = draft[i]
                 i += 1
                 first = j == 0
                 agreement = _prob_of(probs, self.pair.bridge.base_id(guide_top)) if first else None
-                step = Step("", "guide", m_b_word if first else None, m_g, 1.0, agreement, chosen, None, token)
+                step = Step("", "guide", m_b_word if first else None, m_g, 1.0, agreement, chosen, None, token, alternatives)
                 yield self._emit(guide, token, step, drafted=True)
                 if self.stop_reason is not None:
                     break
@@ -330,13 +334,14 @@ class Generation:
             interventions=interventions,
             intervention_rate=interventions / n if n else 0.0,
             mean_alpha=_mean(alphas),
-            stop_reason=self.stop_reason or "length",
+            stop_reason="error" if self.error is not None else self.stop_reason or "length",
             seconds=self.seconds,
             tokens_per_second=n / self.seconds if self.seconds > 0 else 0.0,
             vocab_coverage=coverage,
             steps=steps,
             requests=requests,
             remote=remote or None,
+            error=None if self.error is None else _error_line(self.error),
         )
 
 
@@ -346,6 +351,11 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
     At most ``width`` rows are open at once; a row that ends leaves at once and the next row takes its
     place. Each round, every open row runs until it needs a distribution; then each model computes
     the distributions of all the rows waiting on it in one pass (``forward_sessions``).
+
+    A row that fails (its decoding raises, or its model raises for it alone: a prompt over a
+    server's context length, say) ends by itself: ``row.error`` holds the exception, it is yielded
+    as (row, None) like a finished row, and the other rows go on. When a batched pass fails, its
+    rows are retried one by one to find which of them fail.
     """
     from .backends.base import forward_sessions
 
@@ -360,15 +370,18 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
                 return
             open_rows[row] = row.decode()
 
+    def drop(row):
+        open_rows.pop(row).close()
+        row.close()  # frees its cache rows even if its coroutine never started
+        waiting.pop(row, None)
+        replies.pop(row, None)
+
     refill()
     waiting: dict[Generation, Need] = {}
     base_passed_over = False
     while open_rows:
-        for row in [r for r in open_rows if r.cancelled]:
-            open_rows.pop(row).close()
-            row.close()  # frees its cache rows even if its coroutine never started
-            waiting.pop(row, None)
-            replies.pop(row, None)
+        for row in [r for r in open_rows if r.cancelled or r.error is not None]:
+            drop(row)
             yield row, None
         for row, co in list(open_rows.items()):
             if row in waiting:
@@ -381,6 +394,10 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
                 waiting[row] = message
             except StopIteration:
                 del open_rows[row]
+                yield row, None
+            except Exception as exc:  # noqa: BLE001 - this row fails alone
+                row.error = exc
+                drop(row)
                 yield row, None
         refill()
         if not waiting:
@@ -397,9 +414,15 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
         group = min(by_model.values(), key=lambda rows: on_base(rows) != base_passed_over)
         base_passed_over = len(by_model) > 1 and not on_base(group)
         needs = [waiting.pop(row) for row in group]
-        forward_sessions(needs[0].track.model, [n.track.session for n in needs])
+        try:
+            forward_sessions(needs[0].track.model, [n.track.session for n in needs])
+        except Exception:  # noqa: BLE001 - find the rows that fail alone below; the others go on
+            pass
         for row, need in zip(group, needs):
-            replies[row] = need.track.probs()
+            try:
+                replies[row] = need.track.probs()
+            except Exception as exc:  # noqa: BLE001
+                row.error = exc
 
 
 def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig, batch_size: int = 8) -> Iterator[tuple[int, GenerationResult]]:
@@ -462,6 +485,11 @@ def split_words(tok, ids: list[int]) -> list[list[int]]:
         else:
             words[-1].append(token)
     return words
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _with_token(step: Step, text: str) -> Step:

@@ -1,7 +1,8 @@
 """Turning a user's text into each model's prompt.
 
 The base (a pretrained model) gets plain text; the guide (an instruction-tuned model) gets the same
-conversation through its own tokenizer's chat template, never a template guessed from its name:
+conversation through its own tokenizer's chat template, never a template guessed from its name
+(``PromptFormat.base_prompt="chat"`` gives an instruction-tuned base its template too):
 
     >>> base_prompt(PromptFormat(), "What is 2+3?")
     'Answer the question by walking through the reasoning step by step.\\nQuestion: What is 2+3?\\nAnswer:\\n'
@@ -70,9 +71,9 @@ def base_chat_text(fmt: PromptFormat, messages: list[dict]) -> str:
 
 def render_chat(base_tok, guide_tok, fmt: PromptFormat, messages: list[dict]) -> Rendered:
     """Chat messages ([{"role", "content"}], roles system/user/assistant) for both models: the guide
-    through its chat template, the base as plain text. Without a system message, ``fmt.system`` is used."""
+    through its chat template, the base as plain text (or its template, ``fmt.base_prompt="chat"``). Without a system message, ``fmt.system`` is used."""
     messages = with_system(fmt, messages)
-    base = tuple(chat_ids(base_tok, fmt, messages, chat=False)) if base_tok else None
+    base = tuple(chat_ids(base_tok, fmt, messages, chat=fmt.base_prompt == "chat")) if base_tok else None
     guide = tuple(chat_ids(guide_tok, fmt, messages, chat=True)) if guide_tok else None
     return Rendered(base, guide)
 

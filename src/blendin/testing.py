@@ -2,7 +2,8 @@
 
 It takes prompts as token ids or text, greedy decoding, ``logprobs`` up to ``max_logprobs`` (more is
 a 400, as vLLM answers), ``return_tokens_as_token_ids``; and it can fail on purpose: ``fail_next``
-answers 500 that many times, ``text_only`` refuses token-id prompts like a text-only server.
+answers 500 that many times, ``text_only`` refuses token-id prompts like a text-only server, and
+``max_model_len`` refuses prompt + max_tokens above it with vLLM's context-length 400.
 Binds 127.0.0.1 on a free port.
 """
 
@@ -41,8 +42,9 @@ def wait_until_up(url: str, proc, timeout: float, what: str) -> None:
 
 
 class CompletionServer:
-    def __init__(self, model, max_logprobs: int = 20, text_only: bool = False):
+    def __init__(self, model, max_logprobs: int = 20, text_only: bool = False, max_model_len: int | None = None):
         self.model, self.max_logprobs, self.text_only = model, max_logprobs, text_only
+        self.max_model_len = max_model_len  # prompt + max_tokens above it: vLLM's context-length 400
         self.fail_next = 0
         self.requests = 0
         self.session = None
@@ -98,6 +100,10 @@ class CompletionServer:
             ids = [int(i) for i in prompt]
         else:
             ids = tok.encode_prompt(prompt)
+        asked = len(ids) + int(body.get("max_tokens", 16))
+        if self.max_model_len is not None and asked > self.max_model_len:
+            return 400, {"error": {"message": f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                                              f"requested {asked} tokens ({len(ids)} in the messages, {asked - len(ids)} in the completion)."}}
         as_ids = bool(body.get("return_tokens_as_token_ids"))
         key = (lambda t: f"token_id:{t}") if as_ids else (lambda t: tok.decode([t]) if t not in tok.special_ids else tok.pieces()[t])
         tokens, token_lps, tops = [], [], []

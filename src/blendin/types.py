@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 Source = Literal["base", "blend", "guide"]
-StopReason = Literal["eos", "length", "stop"]
+StopReason = Literal["eos", "length", "stop", "error"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class GenerationResult:
     steps: tuple[Step, ...]
     requests: int = 0  # HTTP round trips to remote models
     remote: dict | None = None  # per remote model: url, prompt_protocol, top_k, chunk, mean top-k mass
+    error: str | None = None  # why this row failed (stop_reason "error"); the other rows of its batch go on
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -6,7 +6,9 @@ same surface bytes, after normalising the two common piece spellings:
     SentencePiece   '▁world' -> b' world',  '<0x0A>' -> b'\\n'  (byte fallback)
     byte-level BPE  'Ġworld' -> b' world',  'Ċ' -> b'\\n'        (GPT-2's byte-to-unicode table)
 
-- The guide's end-of-sequence tokens map to the base's end-of-sequence token.
+- The guide's end tokens (end of sequence and end of turn) map to the base's end-of-sequence token.
+- One tokenizer on both sides (``identity``): each token is its own twin, but control tokens are still
+  dropped and end tokens still land on one of the base's end tokens, so a guided answer ends.
 - A guide token with no exact counterpart *projects* onto the first base token of its re-encoding
   (SmolLM2's 'Ġmuff' has no Gemma twin, so its mass goes to Gemma's first token of ' muff'), so
   probability mass is not silently dropped. Bytes that are not valid UTF-8 on their own go to the
@@ -76,6 +78,9 @@ class VocabBridge:
         self.identity = identity
         self._valid = torch.nonzero(guide_to_base >= 0).squeeze(1)  # guide ids that map somewhere
         self._target = guide_to_base[self._valid]
+        if identity:  # the cheap path: keep in place, drop controls, move end tokens' mass
+            self._keep = guide_to_base == torch.arange(len(guide_to_base))  # [V_guide] bool
+            self._moved = torch.nonzero((guide_to_base >= 0) & ~self._keep).squeeze(1)
         self.exact_share = float(exact[:guide_vocab].sum()) / max(guide_vocab, 1)
 
     @classmethod
@@ -83,8 +88,13 @@ class VocabBridge:
         """Match two tokenizers (see the module docstring). Sizes are the models' logit sizes."""
         gp, bp = guide_tok.pieces(), base_tok.pieces()
         if gp == bp:
+            # One tokenizer: every token is its own twin, except that control tokens are dropped and
+            # the guide's end tokens (end of turn too) land on an end token of the base.
             ids = torch.arange(guide_size)
             ids[ids >= min(base_size, len(bp))] = -1
+            for gid in guide_tok.special_ids | guide_tok.eos_ids:
+                if gid < guide_size:
+                    ids[gid] = _end_target(gid, guide_tok, base_tok)
             return cls(ids, ids >= 0, base_size, len(gp), identity=True)
 
         exact_index: dict[bytes, int] = {}
@@ -126,7 +136,11 @@ class VocabBridge:
         Several guide tokens may land on one base token: their probabilities add up. Pure.
         """
         if self.identity and guide_probs.shape[0] == self.base_size:
-            return guide_probs
+            out = torch.where(self._keep, guide_probs, torch.zeros((), dtype=guide_probs.dtype))
+            if len(self._moved):
+                out.index_add_(0, self.guide_to_base[self._moved], guide_probs[self._moved])
+            total = out.sum()
+            return out / total if total > 0 else out
         out = torch.zeros(self.base_size, dtype=guide_probs.dtype)
         out.index_add_(0, self._target, guide_probs[self._valid])
         total = out.sum()
@@ -143,6 +157,14 @@ class VocabBridge:
 
     def describe(self) -> dict:
         return {"identity": self.identity, "exact_share": round(self.exact_share, 6)}
+
+
+def _end_target(gid: int, guide_tok, base_tok) -> int:
+    """Where a control token of the guide goes: an end token to itself if it also ends the base,
+    else to the base's end-of-sequence; any other control token nowhere (-1)."""
+    if gid not in guide_tok.eos_ids or base_tok.eos_id is None:
+        return -1
+    return gid if gid in base_tok.eos_ids else base_tok.eos_id
 
 
 def _project(surfaces: dict[int, bytes], base_tok, lookup) -> dict[int, int]:

@@ -13,6 +13,8 @@ after the text moved on only reads the new tail.
 
 Capability flags (instead of isinstance checks):
     full_distribution   logprobs covers the whole vocabulary (not only a top-k)
+    batched             ``forward_batch(sessions)`` serves many sessions in one pass
+    context_length      the longest context in tokens, or None where unknown (a remote server)
 """
 
 from __future__ import annotations

@@ -21,12 +21,14 @@ from .base import PrefixSession
 class FakeTokenizer:
     """``byte_level=True`` spells spaces 'Ġ' (GPT-2 style), else '▁' (SentencePiece style)."""
 
-    def __init__(self, pieces: Sequence[str], eos: str = "<eos>", specials: Sequence[str] = (), byte_level=False, chat_template: str | None = None):
+    def __init__(self, pieces: Sequence[str], eos: str = "<eos>", specials: Sequence[str] = (), byte_level=False,
+                 chat_template: str | None = None, ends: Sequence[str] = ()):
+        """``ends``: more control tokens that end a generation (an end of turn), besides ``eos``."""
         self._pieces = list(pieces)
         self.byte_level = byte_level
         self.eos_id = self._pieces.index(eos)
-        self.eos_ids = frozenset([self.eos_id])
-        self.special_ids = frozenset([self.eos_id, *(self._pieces.index(s) for s in specials)])
+        self.eos_ids = frozenset([self.eos_id, *(self._pieces.index(e) for e in ends)])
+        self.special_ids = frozenset([*self.eos_ids, *(self._pieces.index(s) for s in specials)])
         self.chat_template = chat_template  # e.g. "<user>{user}<bot>" (the system text is prepended)
         self._surface = [
             p if i in self.special_ids else surface(p, byte_level)[0].decode("utf-8", "replace")
@@ -65,14 +67,19 @@ class FakeTokenizer:
 
 
 class ScriptedModel:
-    """A model whose next-token distribution is ``script(context_text)``; counts its sessions' work."""
+    """A model whose next-token distribution is ``script(context_text)``; counts its sessions' work.
 
-    full_distribution = True
+    ``partial=True`` hands the script's probabilities out as they are, not normalised, like a
+    server's top-k logprobs (``full_distribution`` is then False).
+    """
 
-    def __init__(self, tokenizer: FakeTokenizer, script: Callable[[str], dict[str, float]], name: str = "scripted"):
+    def __init__(self, tokenizer: FakeTokenizer, script: Callable[[str], dict[str, float]], name: str = "scripted",
+                 context_length: int | None = None, partial: bool = False):
         self.tokenizer = tokenizer
         self.script = script
         self.name = name
+        self.context_length = context_length
+        self.full_distribution = not partial
         self.vocab_size = len(tokenizer.pieces())
         self.sessions: list[ScriptedSession] = []
 
@@ -89,7 +96,7 @@ class ScriptedModel:
             probs[pieces.index(piece)] += p
         if probs.sum() <= 0:
             raise ValueError(f"the script gave no probability mass after {text!r}")
-        return probs / probs.sum()
+        return probs if not self.full_distribution else probs / probs.sum()
 
 
 class ScriptedSession(PrefixSession):

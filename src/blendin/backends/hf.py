@@ -23,20 +23,60 @@ class HFTokenizer:
 
     def __init__(self, tok, extra_eos: Sequence[int] = ()):
         self.tok = tok
-        self.eos_id = tok.eos_token_id
-        self.eos_ids = frozenset([i for i in [tok.eos_token_id, *extra_eos] if i is not None])
         added_special = [i for i, t in tok.added_tokens_decoder.items() if getattr(t, "special", False)]
         self.special_ids = frozenset(tok.all_special_ids) | frozenset(added_special)
+        self.eos_ids = end_token_ids(tok, extra_eos, self.special_ids)
+        self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else min(self.eos_ids, default=None)
         self._pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
         starts = [p[:1] for p in self._pieces if p]
         self.byte_level = starts.count("Ġ") > starts.count("▁")
         # subtle: some SentencePiece decoders strip the first leading space of a sequence; decoding
         # after an anchor token keeps it, so that pieces of a continuation join up exactly
+        # (a normalizer that prepends '▁' unconditionally encodes " a" as "▁▁a", which hides the strip
+        # from the first test; the second sees it: "a" decodes differently alone and after the anchor)
         self._anchor = tok.encode("a", add_special_tokens=False)
-        self._strips = self._decode(tok.encode(" a", add_special_tokens=False)) != " a"
+        alone = self._decode(self._anchor)
+        self._strips = (
+            self._decode(tok.encode(" a", add_special_tokens=False)) != " a"
+            or self._decode(self._anchor * 2)[len(alone) :] != alone
+        )
+        # subtle: SentencePiece tokenizers with a dummy prefix (Llama-2, Mistral) encode "Hello" as
+        # "▁Hello", which reads " Hello"; a continuation must not gain that space, so it is encoded
+        # after a head text that cannot merge with it (the unknown token, a newline) and the head's
+        # ids are dropped. Only heads that round-trip some probes here are kept, tried in order.
+        self._heads: list[tuple[str, list[int]]] = []
+        if self.decode(self._encode_plain("a")) == " a":
+            self._heads = self._find_heads()
+
+    def _encode_plain(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def _find_heads(self) -> list[tuple[str, list[int]]]:
+        probes = ("a", " a", "a b", "ab.", "  a", "1 a")
+        found = []
+        for head in dict.fromkeys([str(self.tok.unk_token or ""), "\n"]):
+            head_ids = self._encode_plain(head) if head else []
+            if head_ids and all(self._decodes_to(self._encode_after(head, head_ids, p), p) for p in probes):
+                found.append((head, head_ids))
+        return found
+
+    def _decodes_to(self, ids: list[int] | None, text: str) -> bool:
+        return ids is not None and self.decode(ids) == text
+
+    def _encode_after(self, head: str, head_ids: list[int], text: str) -> list[int] | None:
+        """The ids of ``text`` encoded after ``head``, or None when the head's ids are not a prefix."""
+        ids = self._encode_plain(head + text)
+        n = len(head_ids)
+        return ids[n:] if len(ids) > n and ids[:n] == head_ids else None
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False) if text else []
+        if not text:
+            return []
+        for head, head_ids in self._heads:
+            ids = self._encode_after(head, head_ids, text)
+            if ids is not None:
+                return ids
+        return self._encode_plain(text)
 
     def encode_prompt(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=True)
@@ -65,6 +105,41 @@ class HFTokenizer:
             raise
 
 
+# Control tokens that end a turn or a document, by their text (llama.cpp marks "end of generation"
+# tokens the same way); only counted where the tokenizer has them as special tokens.
+END_TOKEN_TEXTS = frozenset({
+    "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<end_of_turn>", "<|end|>",
+    "<EOT>", "<|return|>", "<end_of_utterance>", "</s>", "<eos>", "<|end▁of▁sentence|>", "<｜end▁of▁sentence｜>",
+})
+
+
+def end_token_ids(tok, extra: Sequence[int] = (), special_ids: frozenset[int] = frozenset()) -> frozenset[int]:
+    """Every id that ends a generation: the tokenizer's eos, ``extra`` (the generation config's
+    ``eos_token_id``, which may be a list), the chat template's end of turn, and special tokens
+    spelled as one of ``END_TOKEN_TEXTS``. A model may stop with any of them: Qwen2.5 ends a chat
+    turn with ``<|im_end|>`` and a document with ``<|endoftext|>``; Gemma a turn with ``<end_of_turn>``."""
+    ids = {i for i in [tok.eos_token_id, *extra] if i is not None}
+    ids |= {i for i in special_ids if tok.convert_ids_to_tokens(i) in END_TOKEN_TEXTS}
+    end_of_turn = _template_end_of_turn(tok)
+    if end_of_turn is not None and end_of_turn in special_ids:
+        ids.add(end_of_turn)
+    return frozenset(ids)
+
+
+def _template_end_of_turn(tok) -> int | None:
+    """The first token the chat template writes after an assistant message, or None."""
+    if not getattr(tok, "chat_template", None):
+        return None
+    mark = "blendin-end-of-turn-probe"
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": mark}], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render this; the other sources still count
+        return None
+    after = text.split(mark, 1)[1] if mark in text else ""
+    ids = tok.encode(after, add_special_tokens=False) if after.strip() else []
+    return ids[0] if ids else None
+
+
 class HFModel:
     """A causal LM and its tokenizer. ``vocab_size`` is the logit size (may exceed the tokenizer's).
 
@@ -82,6 +157,7 @@ class HFModel:
         self.tokenizer = HFTokenizer(tokenizer, extra_eos=[i for i in extra if i is not None])
         self.name = name
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.context_length = getattr(model.config, "max_position_embeddings", None)  # tokens, or None if unknown
         layer_types = set(getattr(model.config, "layer_types", None) or [])
         self.batched = layer_types <= {"full_attention", "sliding_attention"} and model.config._attn_implementation == "sdpa"
         self.runner = SlotRunner(model) if self.batched else None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,7 @@ class RemoteModel:
         self.tokenizer = tokenizer
         self.name = name or model
         self.vocab_size = len(tokenizer.pieces())
+        self.context_length = None  # the server knows it; a too-long request is answered with a 400
         self.api_key = api_key if api_key is not None else os.environ.get("BLENDIN_API_KEY") or os.environ.get("OPENAI_API_KEY")
         self.top_k, self.chunk, self.timeout, self.retries = top_k, chunk, timeout, retries
         self.accepts_token_ids: bool | None = None  # found out on the first request
@@ -107,14 +109,24 @@ class RemoteModel:
                     self.accepts_token_ids = True
                 return self._parse(body), sent
             message = _error_text(body)
-            if self.accepts_token_ids is None and isinstance(payload["prompt"], list) and (
-                status in (400, 422) or "prompt" in message.lower()
-            ):
+            refused = status in (400, 422)
+            if refused and "logprob" in message.lower() and self.top_k > 1:
+                # vLLM's --max-logprobs (default 20): "... greater than max allowed: 20"; the prompt
+                # protocol is not at fault, so token-id prompts are kept
+                cap = _stated_cap(message)
+                self.top_k = cap if cap is not None and 1 <= cap < self.top_k else max(1, self.top_k // 2)
+                continue
+            if refused and _is_context_error(message):
+                if n > 1:  # the chunk's tokens may be what does not fit: ask for one
+                    n = 1
+                    continue
+                raise RemoteError(
+                    f"the context is too long for '{self.model_name}' at {self.url}: {len(ids)} prompt tokens and "
+                    f"1 new token do not fit (the server says: {message}); shorten the prompt or lower max_new_tokens"
+                )
+            if self.accepts_token_ids is None and isinstance(payload["prompt"], list) and (refused or "prompt" in message.lower()):
                 # a text-only server (llama-cpp-python answers 500 with a validation error): send text
                 self.accepts_token_ids = False
-                continue
-            if status in (400, 422) and "logprob" in message.lower() and self.top_k > 1:
-                self.top_k = max(1, self.top_k // 2)  # e.g. vLLM's --max-logprobs (default 20)
                 continue
             raise RemoteError(f"{self.url} answered {status}: {message}")
 
@@ -215,8 +227,11 @@ class RemoteSession(PrefixSession):
         hit = self._from_chunk(self.ids)
         if hit is None:
             self._adapt()
-            self._chunk_at = list(self.ids)
-            self._chunk, sent = self.model.complete(self._chunk_at, self._size)
+            # subtle: set the chunk and its context together, after the answer: a failed request must
+            # not leave the old chunk looking like an answer for the new context
+            self._chunk_at, self._chunk = [], []
+            chunk, sent = self.model.complete(list(self.ids), self._size)
+            self._chunk_at, self._chunk = list(self.ids), chunk
             self.requests += sent
             self._used = 1
             hit = self._chunk[0]
@@ -258,6 +273,27 @@ def _surface_index(tokenizer) -> dict[str, int]:
         if piece:
             index.setdefault(piece, tid)
     return index
+
+
+_CONTEXT_WORDS = ("maximum context length", "context length", "context window", "context_length_exceeded", "too many tokens")
+
+
+def _is_context_error(message: str) -> bool:
+    """vLLM: "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens
+    ..."; llama.cpp: "Requested tokens (2100) exceed context window of 2048"; OpenAI: code
+    context_length_exceeded."""
+    low = message.lower()
+    return any(w in low for w in _CONTEXT_WORDS)
+
+
+def _stated_cap(message: str) -> int | None:
+    """The logprobs cap a server names ("... max allowed: 5"), or None.
+
+    >>> _stated_cap("Requested sample logprobs of 20, which is greater than max allowed: 5")
+    5
+    """
+    m = re.search(r"max(?:imum)?(?: allowed)?(?: logprobs)?\s*(?:is|of|:|=)?\s*(\d+)", message, re.IGNORECASE)
+    return int(m.group(1)) if m else None
 
 
 def _error_text(body: bytes) -> str:
