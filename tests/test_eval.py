@@ -278,7 +278,7 @@ def test_failed_samples_are_recorded_and_counted_apart(tmp_path, monkeypatch):
     s = summary[0]
     assert s["n"] == 3 and s["errors"] == 1 and s["score"] == 0.5 and s["unparseable"] == 0  # over the two that decoded
     assert s["score_ci"] == wilson(1, 2)
-    assert "| unparseable | errors |" in markdown(summary) and "| 3 | 0.500 | 0.095-0.905 | 0 | 1 |" in markdown(summary)
+    assert "| unparseable | errors |" in markdown(summary) and "| 3 | 0.500 | [0.095, 0.905] | 0 | 1 |" in markdown(summary)
     monkeypatch.undo()
     _eval(_number_pair(), tmp_path, methods=("base",))
     assert len(read_rows(tmp_path / "run" / "results.jsonl")) == 3  # a failed sample counts as done

@@ -8,7 +8,12 @@ and started again with the same ``out_dir`` skips what is there (no sample lost,
 The settings the grid shares (models, prompt format, max_new_tokens, sampling, stop strings, remote
 servers, judge) are kept in ``out_dir/run.json``, and a run into a folder made with other settings
 is refused instead of merged (``eval.runinfo``). ``out_dir/summary.json`` holds one object per
-configuration; ``markdown(summary)`` prints it.
+configuration, rewritten (whole: a temporary file renamed over it) as each configuration finishes, so
+an interrupted grid keeps the summary of the configurations it finished; ``markdown(summary)`` prints it.
+
+Progress goes to ``progress`` (stderr; None: quiet), one line per configuration (``ProgressLine``):
+rewritten in place on a terminal, a whole line every 30 s in a log file, and always ended before
+anything else is printed, an interrupt or an error included.
 
 A sample whose decoding failed (``result.error``, a one-line message) is written as a row with
 ``"error"`` and no score; it counts as done on a resume (a deterministic failure would fail again:
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -77,6 +84,8 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     writer = ResultWriter(str(results))
     judging = judge is not None and task.scoring == "judge"
     pool = ThreadPoolExecutor(4) if judging else None
+    line = ProgressLine(progress) if progress is not None else None
+    summary: list[dict] = []
     try:
         for config in configs:
             config = task_config(task, config)
@@ -103,25 +112,38 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                     "seconds": result.seconds, "wall_share": wall_share, "error": error,
                 }
                 if traces and not error:
-                    _write_trace(result, Path(traces) / f"{task.name}_{config.method}_g{config.gamma}_a{config.alpha_label}", row["id"])
+                    _write_trace(result, Path(traces) / f"{task.name}_{config.method}_g{config.gamma}_a{config.alpha_label}", row["id"], prompts[i])
                 if judging and not error:
                     pending.append((pool.submit(judge.score, prompts[i], result.text, bool(item.get("is_safety"))), row))
                 else:
                     _record(writer, row, tally)
                 while pending and (pending[0][0].done() or len(pending) > 16):
                     _record(writer, _judged(*pending.pop(0), judge), tally)
-                if progress is not None and tally["n"]:
-                    _progress(progress, task, config, tally, len(todo), time.perf_counter() - start)
+                if line is not None and tally["n"]:
+                    line.update(_progress(task, config, tally, len(todo), time.perf_counter() - start))
             for fut, row in pending:
                 _record(writer, _judged(fut, row, judge), tally)
-            if progress is not None and todo:
-                print(file=progress)
+            if line is not None and pending:
+                line.update(_progress(task, config, tally, len(todo), time.perf_counter() - start))
+            if line is not None:
+                line.end()
+            summary = write_summary(out, task.name)  # what is finished survives an interrupt
     finally:
+        if line is not None:
+            line.end()  # an interrupt or an error is printed on a line of its own
         writer.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-    summary = summarise(read_rows(results), task.name)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def write_summary(out: Path, task: str) -> list[dict]:
+    """Summarise ``task``'s rows in ``out/results.jsonl`` into ``out/summary.json``, whole or not at
+    all: written to a temporary file first and renamed over the old one (``os.replace``)."""
+    summary = summarise(read_rows(out / "results.jsonl"), task)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.replace(tmp, out / "summary.json")
     return summary
 
 
@@ -140,21 +162,81 @@ def _record(writer, row: dict, tally: dict) -> None:
     tally["errors"] += bool(row.get("error"))
 
 
-def _progress(stream, task: Task, config: BlendConfig, tally: dict, total: int, seconds: float) -> None:
-    """One line, rewritten in place: samples done, score so far (failed samples apart), interventions."""
+def _progress(task: Task, config: BlendConfig, tally: dict, total: int, seconds: float) -> str:
+    """Samples done, score so far (failed samples apart), interventions, time."""
     rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
     scored = tally["n"] - tally["errors"]
     mean = f"{tally['score'] / scored:.3f}" if scored else "-"
     errors = f" errors {tally['errors']}" if tally["errors"] else ""
-    print(f"\r{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {tally['n']}/{total} "
-          f"score {mean}{errors} interventions {100 * rate:.1f}% ({seconds:.0f} s)", end="", file=stream, flush=True)
+    return (f"{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {tally['n']}/{total} "
+            f"score {mean}{errors} interventions {100 * rate:.1f}% ({seconds:.0f} s)")
 
 
-def _write_trace(result, folder: Path, sample_id) -> None:
+class ProgressLine:
+    """A progress line on ``stream`` that reads right on a terminal and in a log file.
+
+    On a terminal the line is rewritten in place (``\\r``, cut to the terminal's width so it never
+    wraps). Anywhere else (a log file, a pipe) no ``\\r`` is written: a whole line for the first
+    update, then at most one every ``every`` seconds, and the last state when the line ends.
+    ``end()`` ends the line (the next ``update`` starts a new one); it does nothing when no line is
+    open, so it can be called again in a ``finally``.
+
+    >>> import io
+    >>> log = io.StringIO()
+    >>> line = ProgressLine(log, every=30)
+    >>> for n, now in [(1, 0.0), (2, 10.0), (3, 31.0), (4, 40.0)]:
+    ...     line.update(f"{n}/5", now=now)
+    >>> line.end(); line.end()
+    >>> log.getvalue()
+    '1/5\\n3/5\\n4/5\\n'
+    """
+
+    def __init__(self, stream, every: float = 30.0):
+        self.stream, self.every = stream, every
+        isatty = getattr(stream, "isatty", None)
+        self.terminal = bool(isatty and isatty())
+        self.shown = 0  # terminal: the width of the text on the open line (0: none open)
+        self.logged_at: float | None = None  # log: when the last whole line was written
+        self.unlogged: str | None = None  # log: the newest text not written yet
+
+    def update(self, text: str, now: float | None = None) -> None:
+        if self.terminal:
+            text = text[:max(20, _columns(self.stream) - 1)]
+            self._write("\r" + text.ljust(self.shown))
+            self.shown = max(len(text), 1)
+            return
+        now = time.monotonic() if now is None else now
+        if self.logged_at is None or now - self.logged_at >= self.every:
+            self._write(text + "\n")
+            self.logged_at, self.unlogged = now, None
+        else:
+            self.unlogged = text
+
+    def end(self) -> None:
+        if self.shown:
+            self._write("\n")
+        elif self.unlogged is not None:
+            self._write(self.unlogged + "\n")
+        self.shown, self.logged_at, self.unlogged = 0, None, None
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _columns(stream) -> int:
+    """The width of the terminal ``stream`` writes to (stdout's, or 80, when it cannot tell)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size().columns
+
+
+def _write_trace(result, folder: Path, sample_id, prompt: str | None = None) -> None:
     from ..diagnostics.html import trace_html
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{sample_id}.html").write_text(trace_html(result), encoding="utf-8")
+    (folder / f"{sample_id}.html").write_text(trace_html(result, prompt=prompt), encoding="utf-8")
 
 
 def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
@@ -200,11 +282,15 @@ def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval for k successes in n. ``wilson(8, 10)`` is about [0.49, 0.94]."""
+    """95% Wilson score interval for k successes in n, within [0, 1].
+
+    >>> wilson(8, 10), wilson(0, 20)
+    ([0.4902, 0.9433], [0.0, 0.1611])
+    """
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
+    return [_bound(max(0.0, centre - half)), _bound(min(1.0, centre + half))]
 
 
 def mean_ci(xs: list[float], z: float = 1.96) -> list[float] | None:
@@ -213,7 +299,24 @@ def mean_ci(xs: list[float], z: float = 1.96) -> list[float] | None:
         return None
     m = sum(xs) / len(xs)
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    return [round(m - z * sd / math.sqrt(len(xs)), 4), round(m + z * sd / math.sqrt(len(xs)), 4)]
+    return [_bound(m - z * sd / math.sqrt(len(xs))), _bound(m + z * sd / math.sqrt(len(xs)))]
+
+
+def _bound(x: float, digits: int = 4) -> float:
+    """``x`` rounded, never -0.0 (0 successes in 20 gave ``-0.0`` through rounding error)."""
+    return round(x, digits) + 0.0
+
+
+def interval(ci: list[float] | None, digits: int = 3) -> str:
+    """An interval as it reads in tables and text: brackets and a comma, no minus sign on zero.
+
+    >>> interval([-0.0, 0.1611]), interval([0.4902, 0.9433], 2), interval(None)
+    ('[0.000, 0.161]', '[0.49, 0.94]', '-')
+    """
+    if ci is None:
+        return "-"
+    lo, hi = (f"{_bound(x, digits):.{digits}f}" for x in ci)
+    return f"[{lo}, {hi}]"
 
 
 def markdown(summary: list[dict]) -> str:
@@ -221,8 +324,7 @@ def markdown(summary: list[dict]) -> str:
     lines = [head, "|" + "---|" * 12]
     for s in summary:
         f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"
-        ci = "-" if s["score_ci"] is None else f"{s['score_ci'][0]:.3f}-{s['score_ci'][1]:.3f}"
-        lines.append(f"| {s['task']} | {s['method']} | {s['gamma']} | {s['alpha']} | {s['n']} | {f(s['score'])} | {ci} | "
+        lines.append(f"| {s['task']} | {s['method']} | {s['gamma']} | {s['alpha']} | {s['n']} | {f(s['score'])} | {interval(s['score_ci'])} | "
                      f"{'-' if s['unparseable'] is None else s['unparseable']} | {s.get('errors', 0)} | {100 * s['intervention_rate']:.1f}% | "
                      f"{f(s['mean_alpha'], 2)} | {s['tokens_per_second']:.1f} |")
     return "\n".join(lines)
@@ -274,7 +376,7 @@ def diagnosis_text(d: dict, pair: str, task: str, gamma: float) -> str:
     ]
     if d["alpha"]:
         al = d["alpha"]
-        lines.append(f"  alpha                  mean {al['mean']:.2f}, median {al['median']:.2f}, range {al['min']:.2f}-{al['max']:.2f}")
+        lines.append(f"  alpha                  mean {al['mean']:.2f}, median {al['median']:.2f}, range {interval([al['min'], al['max']], 2)}")
     lines.append(f"  vocabulary coverage    {pct(d['vocab_exact_share'])} of guide tokens exact; "
                  f"{pct(d['mean_guide_mass_exact'])} of guide mass at interventions")
     lines.append(f"verdict: {d['verdict']}")

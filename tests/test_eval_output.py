@@ -1,0 +1,142 @@
+"""What an eval run shows and leaves behind: the progress line, summary.json as configurations
+finish, intervals that read right; and the README's ``--json`` field list against the records."""
+
+import dataclasses
+import io
+import json
+import math
+import re
+import typing
+from pathlib import Path
+
+import pytest
+
+from blendin import BlendConfig
+from blendin.eval.runner import diagnosis_text, grid, markdown, run_eval, summarise, wilson
+from blendin.eval.tasks import get_task, load_items
+from blendin.types import GenerationResult, Step, StopReason
+
+from test_eval import _number_pair, _task_file
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _stopping_at(count, exc):
+    """generate_many that raises ``exc`` once ``count`` results came out over the whole run."""
+    from blendin import decoding
+
+    real, seen = decoding.generate_many, [0]
+
+    def generate_many(pair, prompts, config, batch_size=8):
+        for i, result in real(pair, prompts, config, batch_size=batch_size):
+            if seen[0] == count:
+                raise exc
+            seen[0] += 1
+            yield i, result
+    return generate_many
+
+
+def _run(tmp_path, progress, out="run"):
+    task = get_task("gsm8k")
+    items = load_items(task, str(_task_file(tmp_path, ["18", "18", "7"])))
+    return run_eval(_number_pair(), task, items, grid(BlendConfig(max_new_tokens=5), ["base", "blendin"], [0.4], [None]),
+                    tmp_path / out, progress=progress)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), RuntimeError("boom")])
+def test_an_interrupt_or_error_starts_on_a_line_of_its_own(tmp_path, monkeypatch, exc):
+    from blendin import decoding
+
+    monkeypatch.setattr(decoding, "generate_many", _stopping_at(2, exc))
+    term = Terminal()
+    with pytest.raises(type(exc)):
+        _run(tmp_path, term)
+    out = term.getvalue()
+    assert out.startswith("\r") and out.endswith("\n")  # rewritten in place, then ended
+    assert out.rstrip("\n").rsplit("\r", 1)[1].startswith("gsm8k base g=0.4 a=auto: 2/3 score 1.000")
+
+
+def test_a_terminal_line_is_rewritten_and_ended_per_configuration(tmp_path):
+    term = Terminal()
+    _run(tmp_path, term)
+    lines = term.getvalue().split("\n")
+    assert len(lines) == 3 and lines[2] == ""  # one line per configuration, each ended
+    assert lines[0].count("\r") == 3 and lines[0].rsplit("\r", 1)[1].startswith("gsm8k base g=0.4 a=auto: 3/3 score 0.667")
+    assert lines[1].rsplit("\r", 1)[1].startswith("gsm8k blendin g=0.4 a=auto: 3/3")
+
+
+def test_a_log_gets_whole_lines_without_carriage_returns(tmp_path, monkeypatch):
+    from blendin import decoding
+
+    log = io.StringIO()
+    _run(tmp_path, log)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and log.getvalue().endswith("\n")
+    # each configuration: its first sample at once, then at most every 30 s, and its last state
+    assert [l.split(" score")[0] for l in lines] == ["gsm8k base g=0.4 a=auto: 1/3", "gsm8k base g=0.4 a=auto: 3/3",
+                                                     "gsm8k blendin g=0.4 a=auto: 1/3", "gsm8k blendin g=0.4 a=auto: 3/3"]
+    monkeypatch.setattr(decoding, "generate_many", _stopping_at(2, KeyboardInterrupt()))
+    log = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, log, out="again")
+    assert [l.split(" score")[0] for l in log.getvalue().splitlines()] == ["gsm8k base g=0.4 a=auto: 1/3", "gsm8k base g=0.4 a=auto: 2/3"]
+
+
+def test_summary_json_is_written_as_each_configuration_finishes(tmp_path, monkeypatch):
+    from blendin import decoding
+
+    monkeypatch.setattr(decoding, "generate_many", _stopping_at(4, KeyboardInterrupt()))  # in the second configuration
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, None)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [(s["method"], s["n"]) for s in summary] == [("base", 3)]  # the finished one
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["results.jsonl", "run.json", "summary.json"]  # no temp file left
+    monkeypatch.undo()
+    summary = _run(tmp_path, None)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+    assert [(s["method"], s["n"]) for s in summary] == [("base", 3), ("blendin", 3)]
+
+
+def _no_negative_zero(x):
+    return x is None or (math.copysign(1.0, x) > 0 or x != 0)
+
+
+def test_intervals_read_right():
+    lo, hi = wilson(0, 20)
+    assert lo == 0.0 and math.copysign(1.0, lo) == 1.0 and hi == pytest.approx(0.1611)
+    assert wilson(20, 20)[1] == 1.0
+    row = dict(task="t", method="base", gamma=0.4, alpha="auto", tokens=2, interventions=0, mean_alpha=None, seconds=1.0)
+    s = summarise([{**row, "correct": False, "extracted": "1"}] * 20)[0]
+    assert "-0.0" not in json.dumps(s) and all(_no_negative_zero(x) for x in s["score_ci"])
+    table = markdown([s])
+    assert "| 0.000 | [0.000, 0.161] |" in table and "-0.000" not in table
+    assert "| [0.000, 0.161] |" in markdown([{**s, "score_ci": [-0.0, 0.1611]}])  # a summary.json written before
+    assert "| 0.095-0.905 |" not in markdown([{**s, "score_ci": wilson(1, 2)}]) and "| [0.095, 0.905] |" in markdown([{**s, "score_ci": wilson(1, 2)}])
+
+
+def test_diagnosis_text_prints_the_alpha_range_as_an_interval():
+    d = {"samples": 2, "tokens": 10, "intervention_rate": 0.1, "threshold": 0.2, "top_token_agreement": 0.5,
+         "alpha": {"mean": 0.6, "median": 0.6, "min": 0.5, "max": 0.75}, "vocab_exact_share": 0.9,
+         "mean_guide_mass_exact": 0.99, "verdict": "guidance looks reliable for this pair"}
+    text = diagnosis_text(d, "b guided by g", "gsm8k", 0.4)
+    assert "range [0.50, 0.75]" in text and "0.50-0.75" not in text
+
+
+def _json_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    return text.split("### JSON output (`--json`)", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_json_output_names_every_field():
+    section = _json_section()
+    named = {w for span in re.findall(r"`([^`]*)`", section) for w in re.findall(r"\w+", span)}
+    for record in (GenerationResult, Step):
+        missing = [f.name for f in dataclasses.fields(record) if f.name not in named]
+        assert not missing, f"README's JSON output section does not name {record.__name__}.{missing}"
+    for reason in typing.get_args(StopReason):
+        assert f'"{reason}"' in section, f"stop_reason {reason!r} not listed"
