@@ -39,7 +39,8 @@ def client(server):
 
 
 def reference(pair, rendered, **changes):
-    """What the engine decodes alone for this prompt (greedy unless told otherwise)."""
+    """What the engine decodes alone for this prompt (greedy unless told otherwise); a raw completion
+    passes ``turn_stop=False``, as the server's completions route does (chat stops at the next turn)."""
     return generate(pair, rendered, BlendConfig().with_(**changes))
 
 
@@ -61,7 +62,7 @@ def test_models_lists_the_served_pair(client):
 
 def test_completion_matches_the_engine(client, embedded_pair):
     r = client.completions.create(model="blendin", prompt=PROMPT, max_tokens=24)
-    ref = reference(embedded_pair, raw(embedded_pair, PROMPT), max_new_tokens=24)
+    ref = reference(embedded_pair, raw(embedded_pair, PROMPT), max_new_tokens=24, turn_stop=False)
     assert r.choices[0].text == ref.text
     assert r.choices[0].finish_reason == ("length" if ref.stop_reason == "length" else "stop")
     assert r.usage.completion_tokens == ref.tokens
@@ -88,7 +89,7 @@ def test_streamed_completion_equals_unstreamed(client):
 
 def test_stop_string_is_cut_in_both_modes(client, embedded_pair):
     whole = client.completions.create(model="blendin", prompt=PROMPT, max_tokens=40, stop=["Question"])
-    ref = reference(embedded_pair, raw(embedded_pair, PROMPT), max_new_tokens=40, stop=("Question",))
+    ref = reference(embedded_pair, raw(embedded_pair, PROMPT), max_new_tokens=40, stop=("Question",), turn_stop=False)
     assert whole.choices[0].text == ref.text and "Question" not in ref.text
     assert whole.choices[0].finish_reason == ("stop" if ref.stop_reason == "stop" else "length")
     streamed = client.completions.create(model="blendin", prompt=PROMPT, max_tokens=40, stop=["Question"], stream=True)
@@ -228,7 +229,7 @@ def test_full_queue_answers_429(embedded_pair):
 def test_64_concurrent_requests_all_answered_correctly(server, embedded_pair):
     url, engine = server
     prompts = [f"Question: What is {a} + {b}?\nAnswer:" for a, b in [(1, 2), (3, 4), (10, 20), (7, 8)]]
-    expected = {p: reference(embedded_pair, raw(embedded_pair, p), max_new_tokens=8).text for p in prompts}
+    expected = {p: reference(embedded_pair, raw(embedded_pair, p), max_new_tokens=8, turn_stop=False).text for p in prompts}
 
     def one(i):
         p = prompts[i % len(prompts)]

@@ -1,10 +1,12 @@
 """`blendin serve` end to end over scripted models (fast: no real model): logprobs in the vocabulary
 of the token returned, the seed and body-size limits, context lengths, and faults that stay inside
-their own request and never show their internals."""
+their own request and never show their internals; the server's log: a start-up line and a line per
+request."""
 
 import json
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -239,3 +241,74 @@ def test_a_failing_row_fails_only_its_own_request_in_a_shared_batch(caplog):
     assert good.json()["choices"][0]["text"] == " yes" * 6 and good.json()["choices"][0]["finish_reason"] == "length"
     assert bad.status_code == 500 and "secret" not in bad.text and "secret-internal-detail" in caplog.text
     assert after.status_code == 200
+
+
+# -- the log: a start-up line, and one line per request ---------------------------------------------
+
+def test_every_request_is_logged_in_one_line(caplog):
+    pair = scripted_pair(SWITCH_BASE, SWITCH_GUIDE)
+    with caplog.at_level(logging.INFO, logger="blendin.server"), serving(pair) as (url, _):
+        assert complete(url, n=2, blendin={"method": "switch"}).status_code == 200
+        streamed = post(url, "/chat/completions", {"model": "blendin", "messages": [{"role": "user", "content": "Q"}],
+                                                   "stream": True, "blendin": {"method": "switch"}})
+        assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
+        assert complete(url, max_tokens=0).status_code == 400
+        assert httpx.get(url + "/nowhere", timeout=30).status_code == 404
+        assert httpx.get(url.removesuffix("/v1") + "/health", timeout=30).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "blendin.server" and r.levelno == logging.INFO]
+    expected = [
+        # ' maybe cat' and the end: 3 tokens a row, the guide's at ' cat'
+        r"POST /v1/completions 200 rows=2 method=switch tokens=6 interventions=2 \(33\.3%\) \d+ ms",
+        r"POST /v1/chat/completions 200 rows=1 method=switch tokens=3 interventions=1 \(33\.3%\) \d+ ms",  # at the stream's end
+        r"POST /v1/completions 400 \d+ ms: max_tokens: .*",
+        r"GET /v1/nowhere 404 \d+ ms: no route GET /v1/nowhere; .*",
+        r"GET /health 200 \d+ ms",
+    ]
+    assert len(lines) == len(expected), lines
+    for pattern, line in zip(expected, lines):
+        assert re.fullmatch(pattern, line), (pattern, line)
+
+
+def test_a_row_that_fails_mid_stream_is_logged_with_its_error(caplog):
+    def script(text):
+        if text.split("\n", 1)[1]:
+            raise RuntimeError("secret-internal-detail")  # the second pass: after the 200 went out
+        return {"▁yes": 1.0}
+
+    pair = Pair(base=ScriptedModel(base_tokenizer(), script), guide=None)
+    with caplog.at_level(logging.INFO, logger="blendin.server"), serving(pair, config(method="base")) as (url, _):
+        r = httpx.post(url + "/completions", json={"model": "blendin", "prompt": "Q\n", "stream": True}, timeout=30)
+    assert r.status_code == 200 and "internal error [err-" in r.text
+    line = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("POST ")][0]
+    assert re.fullmatch(r"POST /v1/completions 200 rows=1 method=base tokens=0 interventions=0 \(0\.0%\) \d+ ms: "
+                        r"decoding failed: internal error \[err-\w+\]; .*", line), line
+    assert "secret" not in line  # the traceback is logged apart, under the id
+
+
+@pytest.fixture
+def server_logger():
+    """The "blendin.server" logger as it was: ``serve`` configures it for the process."""
+    log = logging.getLogger("blendin.server")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield log
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+def test_serve_logs_a_start_up_line_and_requests_to_stderr(monkeypatch, capsys, server_logger):
+    import uvicorn
+
+    import blendin.pair
+    from blendin.server import serve
+
+    ran = {}
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda cfg, methods=None: scripted_pair(SWITCH_BASE, SWITCH_GUIDE))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw, app=app))
+    serve(config(base="my-base", guide="my-guide", method="switch"), ServeSettings(host="127.0.0.1", port=8123))
+    err = capsys.readouterr().err
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO blendin: serving 'blendin' "
+                     r"\(base my-base, guide my-guide, method switch\) at http://127\.0\.0\.1:8123/v1$", err, re.M), err
+    assert ran["access_log"] is False and ran["port"] == 8123
+    with serving(scripted_pair(SWITCH_BASE, SWITCH_GUIDE), config(method="switch")) as (url, _):  # the logger serve() set up
+        complete(url)
+    assert re.search(r"INFO blendin: POST /v1/completions 200 rows=1 method=switch tokens=3 interventions=1 \(33\.3%\) \d+ ms$",
+                     capsys.readouterr().err, re.M)

@@ -1,10 +1,12 @@
 """One self-contained HTML page per answer: each token shaded by who chose it and with what weight.
 
-    open("trace.html", "w").write(trace_html(result))
+    open("trace.html", "w").write(trace_html(result, prompt="What is 12 * 7?"))
 
-Base tokens are plain; blended tokens are tinted blue, as deep as their alpha; tokens the guide
-chose alone are amber. Hovering a token shows a card: base top-1, guide top-1, alpha, agreement and
-the competing tokens (when the result was made with ``trace_top``). No scripts, no external files.
+The page shows the question (``prompt``, the user's text), then the answer. Base tokens are plain;
+blended tokens are tinted blue, as deep as their alpha; tokens the guide chose alone are amber.
+Hovering a token shows a card: base top-1, guide top-1, alpha, agreement and the competing tokens
+(when the result was made with ``trace_top``). Under the answer, why it ended (``stop_reason``): a
+page of a cut-off answer should say so. No scripts, no external files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ STYLE = """
 body { font: 15px/1.7 system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; color: #222; }
 header { color: #555; margin-bottom: 1rem; } .legend span { padding: 0 .4rem; margin-right: .5rem; }
 #answer { white-space: pre-wrap; border: 1px solid #ddd; border-radius: 6px; padding: 1rem; }
+#question { white-space: pre-wrap; background: #f6f6f6; border-radius: 6px; padding: .6rem 1rem; margin-bottom: 1rem; }
+.label { color: #555; font-size: .85em; margin: 0 0 .2rem; } #stop { color: #555; margin-top: .6rem; }
 .tok { position: relative; border-radius: 3px; cursor: default; }
 .tok.guide { background: rgba(255, 176, 0, .45); }
 .tok.eos { color: #999; font-size: .75em; }
@@ -28,7 +32,17 @@ header { color: #555; margin-bottom: 1rem; } .legend span { padding: 0 .4rem; ma
 """
 
 
-def trace_html(result: GenerationResult) -> str:
+STOP_REASONS = {
+    "eos": "the model wrote its end-of-sequence token",
+    "length": "the token limit (max_new_tokens) was reached: the answer may be cut off",
+    "stop": "a stop string was written (the base's next turn, or one asked for); the text ends before it",
+    "error": "decoding failed",
+}
+
+
+def trace_html(result: GenerationResult, prompt: str | None = None) -> str:
+    """The page for ``result``; ``prompt``: the question it answers (shown above the answer), as the
+    user gave it (left out when None)."""
     spans = "".join(_span(i, s) for i, s in enumerate(result.steps))
     alpha = "-" if result.mean_alpha is None else f"{result.mean_alpha:.2f}"
     head = (f"<b>{escape(result.method)}</b> · base {escape(result.base)} · guide {escape(result.guide)} · "
@@ -36,8 +50,19 @@ def trace_html(result: GenerationResult) -> str:
             f"{result.interventions} interventions ({100 * result.intervention_rate:.1f}%) · mean alpha {alpha}")
     legend = ('<div class="legend"><span>base</span><span style="background: rgba(40,110,255,.5)">blend (deeper = larger alpha)</span>'
               '<span class="tok guide">guide</span></div>')
+    question = "" if prompt is None else f'<p class="label">Question</p><div id="question">{escape(prompt)}</div>'
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>blendin trace</title><style>{STYLE}</style></head>'
-            f'<body><header>{head}{legend}</header><div id="answer">{spans}</div></body></html>\n')
+            f'<body><header>{head}{legend}</header>{question}<p class="label">Answer</p><div id="answer">{spans}</div>'
+            f'{_stop_line(result)}</body></html>\n')
+
+
+def _stop_line(result: GenerationResult) -> str:
+    """Why the answer ended, in words, with the JSON's ``stop_reason`` (and the error, if any)."""
+    reason = result.stop_reason
+    words = STOP_REASONS.get(reason, "")
+    if reason == "error" and result.error:
+        words = f"{words}: {result.error}"
+    return f'<div id="stop">stopped: <b>{escape(reason)}</b>{" (" + escape(words) + ")" if words else ""}</div>'
 
 
 def _span(i: int, s) -> str:

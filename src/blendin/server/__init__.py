@@ -7,10 +7,15 @@
 
     with ServerThread(build(pair, BlendConfig(), ServeSettings(port=0))) as url:   # tests, benchmarks
         ...  # url = "http://127.0.0.1:PORT/v1"
+
+``blendin serve`` logs to stderr on the logger "blendin.server" (INFO): a start-up line with the address
+and the models, one line per request (``app.RequestLog``), and the traceback of any fault of the server.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 
@@ -41,10 +46,34 @@ def serve(config: BlendConfig, settings: ServeSettings) -> None:
     app = build(pair, config, settings)
     import uvicorn
 
-    print(f"blendin: serving '{settings.model_name}' ({config.base} + {config.guide}, {config.method}) "
-          f"at http://{settings.host}:{settings.port}/v1", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    log = configure_logging()
+    log.info("%s", startup_line(config, settings))
+    # uvicorn's access log stays off: the request lines above carry its fields and the decoding's
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     app.state.engine.stop()
+
+
+def startup_line(config: BlendConfig, settings: ServeSettings) -> str:
+    """What ``blendin serve`` says once the models are loaded: the name served, models, method, address."""
+    return (f"serving '{settings.model_name}' (base {config.base}, guide {config.guide}, method {config.method}) "
+            f"at http://{settings.host}:{settings.port}/v1")
+
+
+def configure_logging(level: int = logging.INFO) -> logging.Logger:
+    """The "blendin.server" logger, writing to the current stderr at ``level`` (INFO: a line per
+    request). It replaces the handler an earlier call added and does not propagate, so a process that
+    configured logging itself gets each line once; called by ``serve``, not by ``build`` (an app
+    embedded in tests or another program logs wherever that program says)."""
+    log = logging.getLogger("blendin.server")
+    for handler in [h for h in log.handlers if getattr(h, "_blendin", False)]:
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s blendin: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler._blendin = True
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    return log
 
 
 def _require_web() -> None:

@@ -10,6 +10,12 @@ here (not by FastAPI's automatic validation) so that every failure has the OpenA
 (refused as soon as it is, even a chunked one), 429 queue full; 500 only for faults of the server
 itself, logged with their traceback and answered with an id, never the exception's text. No request
 can load a model or read a file.
+
+Every request is logged as one line when its response has been sent (a stream's at its end), on the
+logger "blendin.server" at INFO (``RequestLog``)::
+
+    POST /v1/chat/completions 200 rows=1 method=blendin tokens=64 interventions=6 (9.4%) 2400 ms
+    POST /v1/completions 400 2 ms: max_tokens is 5000, above this server's cap of 1024 (...)
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 
 from fastapi import FastAPI, Request
@@ -27,6 +34,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .engine import Engine, QueueFull
 from .protocol import ChatCompletionRequest, CompletionRequest, error_body, internal_error, validation_error_body
 from .service import RequestError, Service, chunk_logprobs, finish_reason
+
+log = logging.getLogger("blendin.server")
+NOTE = "blendin.log"  # the scope key where a decoding route leaves its part of the request's log line
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param=None, code=None) -> JSONResponse:
@@ -55,9 +65,77 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+class RequestLog:
+    """ASGI middleware: one line per HTTP request on "blendin.server" (INFO), written once the response
+    has been sent, so that a stream's line has its tokens and its whole time: method, route, status,
+    then what a decoding route noted in ``scope[NOTE]`` (rows: prompts x n, the blending method,
+    tokens, interventions), milliseconds, and for an error its message (read from the error body, or
+    noted by a stream that failed after its 200). uvicorn's own access log is off: this line has
+    more in it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        seen = {"status": None, "body": b""}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body" and (seen["status"] or 0) >= 400 and len(seen["body"]) < 8192:
+                seen["body"] += message.get("body", b"")  # an error body is small JSON: its message goes in the line
+            await send(message)
+
+        fault = False
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            fault = True  # answered 500 by the app's fault handler, which logs the traceback under an id
+            raise
+        finally:
+            note = scope.get(NOTE, {})
+            error = note.get("error") or _error_message(seen["body"])
+            if fault:
+                error = "a fault of the server (its traceback is logged under an error id)"
+            status = 500 if fault and seen["status"] is None else seen["status"]
+            log.info("%s", request_line(scope["method"], scope["path"], status, note, 1000 * (time.perf_counter() - start), error))
+
+
+def request_line(method: str, path: str, status: int | None, note: dict, ms: float, error: str | None = None) -> str:
+    """'POST /v1/completions 200 rows=2 method=blendin tokens=32 interventions=3 (9.4%) 812 ms'; an
+    error's message after a colon; status '-' where no response was sent (the client left first)."""
+    parts = [method, path, "-" if status is None else str(status)]
+    if "rows" in note:
+        parts += [f"rows={note['rows']}", f"method={note['method']}"]
+    if "tokens" in note:
+        rate = note["interventions"] / note["tokens"] if note["tokens"] else 0.0
+        parts += [f"tokens={note['tokens']}", f"interventions={note['interventions']} ({100 * rate:.1f}%)"]
+    line = " ".join(parts) + f" {ms:.0f} ms"
+    return f"{line}: {error}" if error else line
+
+
+def _error_message(body: bytes) -> str | None:
+    """The message of an OpenAI-shaped error body, or None (not an error body)."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _note_results(request: Request, results) -> None:
+    """Add the finished rows' tokens and interventions to the request's log line."""
+    done = [r for r in results if r is not None]
+    note = request.scope.setdefault(NOTE, {})
+    note.update(tokens=sum(r.tokens for r in done), interventions=sum(r.interventions for r in done))
+
+
 def build_app(service: Service, engine: Engine) -> FastAPI:
     settings = service.settings
     app = FastAPI(title="blendin", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(RequestLog)
     started = time.time()
 
     @app.exception_handler(StarletteHTTPException)
@@ -120,6 +198,7 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
             jobs = service.completion_jobs(req) if kind == "completion" else service.chat_jobs(req)
         except RequestError as exc:
             return _error(exc.status, str(exc), param=exc.param, code=exc.code)
+        request.scope[NOTE] = {"rows": len(jobs), "method": jobs[0][1].method}
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         try:
@@ -142,6 +221,7 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
                     results[event[1]] = event[2]
         finally:
             watcher.cancel()
+            _note_results(request, results)
             if any(r is None for r in results):
                 ticket.cancel()
         body = service.completion_body(req, jobs, results) if kind == "completion" else service.chat_body(req, jobs, results)
@@ -203,9 +283,12 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
                 results[i] = result
                 yield chunk(i, None, finish=finish_reason(result), extra=service.blendin_summary([result]))
             elif event[0] == "gone":
+                request.scope[NOTE]["error"] = "the client went away"
                 return
             else:
-                yield "data: " + json.dumps(_row_error(event)[0]) + "\n\n"
+                body = _row_error(event)[0]
+                request.scope[NOTE]["error"] = body["error"]["message"]
+                yield "data: " + json.dumps(body) + "\n\n"
                 ticket.cancel()
                 return
         if req.stream_options is not None and req.stream_options.include_usage:
@@ -215,5 +298,6 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
         yield "data: [DONE]\n\n"
     finally:
         watcher.cancel()
+        _note_results(request, results)
         if any(r is None for r in results):
             ticket.cancel()

@@ -141,9 +141,9 @@ class Engine:
             ticket.post(("done", i, result))
             return
         # subtle: a stop string is cut from the text once complete, so the text that could be its
-        # beginning is held back until the next tokens show it is not
+        # beginning is held back until the next tokens show it is not (``stops``: the next turn too)
         text = row.transcript.text
-        hold = max((len(s) for s in row.config.stop), default=1) - 1
+        hold = max((len(s) for s in (*row.config.stops, *row.config.stops_at_start)), default=1) - 1
         safe = max(self._sent[row], len(text) - hold) if row.stop_reason is None else self._sent[row]
         delta = text[self._sent[row]:safe]
         self._sent[row] = safe

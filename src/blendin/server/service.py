@@ -8,6 +8,11 @@ The server's ``BlendConfig`` gives every default; a request changes only what it
 OpenAI fields, and ``blendin``: method, gamma, alpha). Chat is rendered for the guide with its chat
 template and for the base as plain text (``prompts.render_chat``); completions are continued as
 they stand by both models (``prompts.render_raw``), and token-id prompts are in the base's vocabulary.
+
+Where an answer ends: a chat reply stops at the base's next turn ('\\nQuestion:', the server's
+``turn_stop``, off with ``blendin serve --no-turn-stop``), since the server wrote that format itself;
+a raw completion continues the client's own text, whose format the server does not know, and stops
+only where the request's ``stop`` (or the server's ``--stop``) says, as vLLM does.
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ class Service:
             raise RequestError(f"model '{name}' is not served here; this server serves '{self.settings.model_name}' (GET /v1/models)",
                                param="model", status=404, code="model_not_found")
 
-    def request_config(self, req, max_tokens: int | None, top_logprobs: int) -> BlendConfig:
+    def request_config(self, req, max_tokens: int | None, top_logprobs: int, turn_stop: bool) -> BlendConfig:
+        """The server's config with what the request names; ``turn_stop``: whether this route's
+        prompts are in the base's question/answer format, so that its next turn ends the answer."""
         c, s, ext = self.config, self.settings, req.blendin
         max_tokens = max_tokens if max_tokens is not None else min(c.max_new_tokens, s.max_tokens_cap)
         if max_tokens > s.max_tokens_cap:
             raise RequestError(f"max_tokens is {max_tokens}, above this server's cap of {s.max_tokens_cap} (blendin serve --max-tokens-cap)", param="max_tokens")
-        changes = dict(max_new_tokens=max_tokens, stop=c.stop + req.stops(), trace_top=top_logprobs)
+        changes = dict(max_new_tokens=max_tokens, stop=c.stop + req.stops(), trace_top=top_logprobs, turn_stop=turn_stop and c.turn_stop)
         for field in ("temperature", "top_p", "seed"):
             if getattr(req, field) is not None:
                 changes[field] = getattr(req, field)
@@ -106,7 +113,7 @@ class Service:
 
     def completion_jobs(self, req: CompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
         self.check_model(req.model)
-        config = self.request_config(req, req.max_tokens, req.logprobs or 0)
+        config = self.request_config(req, req.max_tokens, req.logprobs or 0, turn_stop=False)  # raw text: no turn format
         vocab = self.pair.base.vocab_size if self.pair.base is not None else None
         prompts = []
         for p in req.prompts():
@@ -125,7 +132,7 @@ class Service:
         self.check_model(req.model)
         top = (req.top_logprobs or 1) if req.logprobs else 0
         max_tokens = req.max_completion_tokens or req.max_tokens
-        config = self.request_config(req, max_tokens, top)
+        config = self.request_config(req, max_tokens, top, turn_stop=True)
         rendered = render_chat(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None,
                                config.prompt, req.as_dicts())
         return self._rows(config, [rendered], req.n, max_tokens_given=max_tokens is not None)
