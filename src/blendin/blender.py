@@ -5,6 +5,7 @@
     result = blender("What is 12 * 7?")                   # -> GenerationResult
     results = blender(["What is 2+2?", "Name a color."])  # -> list, in order, decoded together
     nudged = blender.with_(method="nudging")              # same loaded models, other settings
+    blender.with_(turn_stop=False)("...")                 # write on past the base's next "\nQuestion:"
     for step in blender.stream("Why is the sky blue?"): print(step.token, end="")
 """
 

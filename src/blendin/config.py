@@ -90,6 +90,9 @@ class BlendConfig:
     temperature 0 is greedy; top_p and seed apply when sampling.
     nudge_chunk: how many tokens the guide drafts at once under nudging (the paper uses 16).
     base_remote / guide_remote: serve that model from an OpenAI-compatible server (see RemoteSpec).
+    turn_stop: end the answer where the base's plain-text format starts the next turn, a line
+    beginning with the question prefix ("\\nQuestion:"), as if it were one of ``stop``; a pretrained
+    base would otherwise write the user's next question and answer it too. ``stops`` lists what applies.
     """
 
     base: str = DEFAULT_BASE
@@ -107,6 +110,7 @@ class BlendConfig:
     base_remote: RemoteSpec | None = None
     guide_remote: RemoteSpec | None = None
     trace_top: int = 0  # keep each step's top-k tokens of each model (for --trace-html); 0 = none
+    turn_stop: bool = True  # stop at the base's next turn ("\nQuestion:"); see ``stops``
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -116,7 +120,7 @@ class BlendConfig:
             )
         _check_range("gamma", self.gamma, 0.0, 1.0)
         if self.alpha is not None:
-            _check_range("alpha", self.alpha, 0.0, 1.0, hint="or leave it unset (auto) for BlendIn's adaptive alpha")
+            _check_range("alpha", self.alpha, 0.0, 1.0, hint="or None (BlendIn's adaptive alpha)")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
         if not _finite(self.temperature) or self.temperature < 0:
@@ -130,6 +134,8 @@ class BlendConfig:
         object.__setattr__(self, "stop", tuple(self.stop))
         if any(not isinstance(s, str) or s == "" for s in self.stop):
             raise ConfigError("stop strings must be non-empty text")
+        if not isinstance(self.turn_stop, bool):
+            raise ConfigError(f"turn_stop must be True or False (stop at the base's next turn, or not), got {self.turn_stop!r}")
 
     @property
     def alpha_label(self) -> str | float:
@@ -143,6 +149,37 @@ class BlendConfig:
     def uses_guide(self) -> bool:
         return self.method != "base"
 
+    @property
+    def turn_marker(self) -> str | None:
+        """What begins the base's next turn in its plain-text prompt: the question prefix without its
+        spaces ('Question:'). None where ``turn_stop`` stops nothing: it is off, the prefix is empty,
+        or the base reads its chat template (``base_prompt="chat"``), whose end token ends the turn."""
+        if not self.turn_stop or self.prompt.base_prompt != "plain":
+            return None
+        return self.prompt.question_prefix.strip() or None
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        """Every stop string a generation applies: ``stop``, then the next turn at a line start
+        ('\\nQuestion:'), unless one of ``stop`` occurs in it already (that one fires first).
+
+            >>> BlendConfig().stops, BlendConfig(stop=("Question:",)).stops, BlendConfig(turn_stop=False).stops
+            (('\\nQuestion:',), ('Question:',), ())
+        """
+        marker = self.turn_marker
+        if marker is None:
+            return self.stop
+        turn = "\n" + marker
+        return self.stop if any(s in turn for s in self.stop) else (*self.stop, turn)
+
+    @property
+    def stops_at_start(self) -> tuple[str, ...]:
+        """What stops an answer that begins with it: the turn marker, where the answer itself starts
+        at a line start (the answer cue ends with a newline), so that 'Question: ...' written at once
+        is the next turn too, not only after a newline."""
+        cue, marker = self.prompt.answer_cue, self.turn_marker
+        return (marker,) if marker and (not cue or cue.endswith("\n")) else ()
+
     def with_(self, **changes) -> "BlendConfig":
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
@@ -155,7 +192,7 @@ def parse_alpha(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(f"alpha must be 'auto' or a number in [0, 1], got '{text}'") from None
+        raise ConfigError(f"alpha must be a number in [0, 1] or 'auto' (BlendIn's adaptive alpha), got '{text}'") from None
 
 
 def _finite(x) -> bool:
@@ -165,4 +202,4 @@ def _finite(x) -> bool:
 def _check_range(name, value, lo, hi, hint=""):
     if not _finite(value) or not lo <= value <= hi:
         extra = f" {hint}" if hint else ""
-        raise ConfigError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}{extra}")
+        raise ConfigError(f"{name} must be a number in [{lo:g}, {hi:g}]{extra}, got {value!r}")

@@ -300,10 +300,15 @@ class Generation:
         return step
 
     def _apply_stop_strings(self, new_chars: int) -> None:
-        text = self.transcript.text
-        longest = max((len(s) for s in self.config.stop), default=0)
+        """Cut the text before the first stop string (``config.stops``: the caller's, and the base's
+        next turn, '\\nQuestion:') and stop; an answer that begins with the next turn ('Question: ...',
+        ``config.stops_at_start``) is cut to nothing. Only the tail the new text can reach is searched."""
+        text, stops = self.transcript.text, self.config.stops
+        longest = max((len(s) for s in stops), default=0)
         window = max(0, len(text) - new_chars - longest)
-        hits = [i for i in (text.find(s, window) for s in self.config.stop) if i >= 0]
+        hits = [i for i in (text.find(s, window) for s in stops) if i >= 0]
+        if text.startswith(self.config.stops_at_start):
+            hits.append(0)
         if hits:
             self.transcript.cut(min(hits))
             self.stop_reason = "stop"

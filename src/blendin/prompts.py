@@ -7,7 +7,9 @@ conversation through its own tokenizer's chat template, never a template guessed
     >>> base_prompt(PromptFormat(), "What is 2+3?")
     'Answer the question by walking through the reasoning step by step.\\nQuestion: What is 2+3?\\nAnswer:\\n'
 
-A guide whose tokenizer has no chat template gets the base's plain text instead.
+A guide whose tokenizer has no chat template gets the base's plain text instead. The answer ends
+where this format would start the next turn, a line beginning 'Question:' (``BlendConfig.turn_stop``
+and ``stops``), wherever blendin wrote the prompt; a raw completion prompt is the client's own text.
 
 The server renders ahead of time, into a ``Rendered`` prompt (token ids per model): a chat
 conversation (``render_chat``), or a raw completion prompt both models continue (``render_raw``).

@@ -9,11 +9,12 @@ once, before the first row, to ``out_dir/run.json``::
                                       "nudge_chunk": 16, "prompt": {...}, "base_remote": null,
                                       "guide_remote": null, "judge": null}}}
 
-that is every field of ``BlendConfig`` except the grid's own (method, gamma, alpha) and
-``trace_top`` (it only adds detail to the steps), after the task's prompt format and stop strings
-are applied; the remote settings without ``api_key`` (a secret) and ``concurrency`` (throughput
-only); for judge tasks the judge's url, model and max_tokens (never its key). The batch size and the
-item file or ``--limit`` are not recorded: items are keyed by id, and batching does not change them.
+that is every field of ``BlendConfig`` except the grid's own (method, gamma, alpha),
+``trace_top`` (it only adds detail to the steps) and ``turn_stop`` (always off under a task, see
+``task_config``), after the task's prompt format and stop strings are applied; the remote settings
+without ``api_key`` (a secret) and ``concurrency`` (throughput only); for judge tasks the judge's
+url, model and max_tokens (never its key). The batch size and the item file or ``--limit`` are not
+recorded: items are keyed by id, and batching does not change them.
 
 A run into a folder whose ``run.json`` says otherwise for its task is refused with one line naming
 the settings that differ (``check_run``, called by the CLI before any model loads, and by
@@ -45,15 +46,18 @@ from ..jsonl import read_rows
 
 FORMAT = 1
 GRID_FIELDS = ("method", "gamma", "alpha", "trace_top")  # vary within a run folder, or change no output
+# the same in every run (task_config turns it off): recording it would only refuse the folders made before it existed
+FIXED_FIELDS = ("turn_stop",)
 UNRECORDED = ("api_key", "concurrency")  # a secret; a throughput knob
 _MISSING = object()
 
 
 def task_config(task, config: BlendConfig) -> BlendConfig:
     """The configuration a task's items are decoded with: its prompt format (the user's choice of
-    base prompt kept), its stop strings added."""
+    base prompt kept), its stop strings added, and only those: a task says itself where its answers
+    end (``Task.stop``), so the generic stop at the base's next turn is off (``turn_stop``)."""
     prompt = replace(task.prompt, base_prompt=config.prompt.base_prompt)
-    return replace(config, prompt=prompt, stop=tuple(config.stop) + tuple(task.stop))
+    return replace(config, prompt=prompt, stop=tuple(config.stop) + tuple(task.stop), turn_stop=False)
 
 
 def run_settings(task, config: BlendConfig, judge=None) -> dict:
@@ -61,7 +65,7 @@ def run_settings(task, config: BlendConfig, judge=None) -> dict:
     config = task_config(task, config)
     out = {}
     for f in fields(config):
-        if f.name in GRID_FIELDS:
+        if f.name in GRID_FIELDS or f.name in FIXED_FIELDS:
             continue
         value = getattr(config, f.name)
         if is_dataclass(value):
