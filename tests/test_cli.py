@@ -22,16 +22,16 @@ def run_main(capsys, *argv, stdin=None, monkeypatch=None):
     "argv, message",
     [
         (["generate", "--method", "blendn", "hi"], "did you mean 'blendin'"),
-        (["generate", "--gamma", "1.5", "hi"], "gamma must be a number in [0, 1]"),
-        (["generate", "--alpha", "2", "hi"], "alpha must be a number in [0, 1]"),
-        (["generate", "--alpha", "lots", "hi"], "alpha must be 'auto' or a number"),
-        (["generate", "--temperature", "-1", "hi"], "temperature must be >= 0"),
-        (["generate", "--max-new-tokens", "0", "hi"], "max_new_tokens must be"),
+        (["generate", "--gamma", "1.5", "hi"], "--gamma must be a number in [0, 1]"),
+        (["generate", "--alpha", "2", "hi"], "--alpha must be a number in [0, 1] or 'auto' (BlendIn's adaptive alpha), got 2"),
+        (["generate", "--alpha", "lots", "hi"], "--alpha must be a number in [0, 1] or 'auto'"),
+        (["generate", "--temperature", "-1", "hi"], "--temperature must be >= 0"),
+        (["generate", "--max-new-tokens", "0", "hi"], "--max-new-tokens must be a whole number >= 1, got 0"),
         (["generate", "   "], "the prompt is empty"),
         (["generate", "--base", "no-such-model", "hi"], "Tried: embedded names"),
         (["generate", "--base-url", "http://127.0.0.1:8000", "hi"], "--base-url and --base-model go together"),
         (["generate", "--guide-model", "x", "hi"], "--guide-url and --guide-model go together"),
-        (["generate", "--base-url", "u", "--base-model", "m", "--chunk", "0", "hi"], "chunk must be"),
+        (["generate", "--base-url", "u", "--base-model", "m", "--chunk", "0", "hi"], "--chunk must be"),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, argv, message):

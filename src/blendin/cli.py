@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from dataclasses import replace
+import tempfile
+from pathlib import Path
 
-from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec, parse_alpha
+from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec
+from .cliargs import (Help, Parser, UsageError, alpha, alpha_value, flagged, fraction, number,
+                      unknown_options, whole)
 from .errors import BlendinError, ConfigError
 
 DEMO_QUESTION = (
@@ -26,39 +30,68 @@ DEMO_QUESTION = (
 )
 
 
-def _add_decoding_options(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
-    d = BlendConfig()
-    p.add_argument("--base", default=DEFAULT_BASE, help=f"base model: embedded name, GGUF file, folder or hub id (default {DEFAULT_BASE})")
-    p.add_argument("--guide", default=DEFAULT_GUIDE, help=f"guide model, as --base (default {DEFAULT_GUIDE})")
-    p.add_argument("--method", default=d.method, help=f"{' | '.join(METHODS)} (default {d.method})")
-    p.add_argument("--gamma", type=float, default=d.gamma, help="the base decides alone when its top-1 probability is >= gamma (default 0.4)")
-    p.add_argument("--alpha", default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--temperature", type=float, default=d.temperature, help="0 is greedy (default)")
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
-    p.add_argument("--stop", action="append", default=[], help="stop before this text (repeatable)")
+SEED_MAX = 2**64 - 1  # torch's generators take at most 64 bits (as the server's seed field)
+MIN_DIAGNOSE_SAMPLE = 20  # the paper's pair check: 20 prompts
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("blendin")
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown: not installed)"
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", default=DEFAULT_BASE, metavar="MODEL", help="the base model: an embedded name, a GGUF file, a model folder or a Hugging Face id")
+    p.add_argument("--guide", default=DEFAULT_GUIDE, metavar="MODEL", help="the guide model, as --base")
+
+
+def _add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The options of generate, demo and serve (for serve, the defaults of requests that leave them out).
+
+    ``command`` picks the ones that apply: --json prints a result (not serve's); --concurrency matters
+    for many prompts at once (generate's --input, serve's requests), not for demo's one."""
+    d, f = BlendConfig(), PromptFormat()
+    key_flag = "--upstream-api-key" if command == "serve" else "--api-key"
+    _add_models(p)
+    p.add_argument("--method", default=d.method, help=" | ".join(METHODS))
+    p.add_argument("--gamma", type=number, default=d.gamma, help="the base decides alone when its top-1 probability is >= gamma")
+    p.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
+    p.add_argument("--max-new-tokens", type=whole(1), default=d.max_new_tokens, help="the most tokens to generate"
+                   + (" (a request's max_tokens, up to --max-tokens-cap, overrides it)" if command == "serve" else ""))
+    p.add_argument("--temperature", type=number, default=d.temperature, help="0 is greedy; above 0 samples")
+    p.add_argument("--top-p", type=number, default=d.top_p, help="when sampling, draw from the most likely tokens holding this much probability")
+    p.add_argument("--seed", type=whole(0, SEED_MAX), default=None, help="makes sampling reproducible (default: none, a new draw each run)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
+    p.add_argument("--no-turn-stop", dest="turn_stop", action="store_false",
+                   help="write on past the base's next turn (by default the answer ends at a line starting with the question prefix, '\\nQuestion:')")
     f = PromptFormat()
     p.add_argument("--system", default=f.system, help="system line for both models")
     p.add_argument("--question-prefix", default=f.question_prefix, help="put before the question in the base's prompt")
     p.add_argument("--answer-cue", default=f.answer_cue, help="ends the base's prompt")
-    p.add_argument("--base-prompt", default=f.base_prompt, help="plain (default: a pretrained base) or chat "
-                   "(the base reads its own chat template too, for an instruction-tuned base)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with every step")
+    p.add_argument("--base-prompt", default=f.base_prompt, help="plain, for a pretrained base, or chat: the base reads "
+                   "its own chat template too, for an instruction-tuned base")
+    if command != "serve":
+        p.add_argument("--json", action="store_true", help="print one JSON object with every step")
     for role in ("base", "guide"):
-        p.add_argument(f"--{role}-url", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer)")
-        p.add_argument(f"--{role}-model", help=f"the {role}'s model name on that server")
-    p.add_argument(key_flag, dest="api_key", default=None, help="for the remote models' servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
-    p.add_argument("--top-k", type=int, default=20, help="logprobs asked from servers per position (default 20)")
-    p.add_argument("--chunk", type=int, default=8, help="the most greedy tokens asked from a server per request (1 = one per token)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once to a server, with --input (default 8)")
+        p.add_argument(f"--{role}-url", metavar="URL", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer; "
+                       "default: none, it runs here)")
+        p.add_argument(f"--{role}-model", metavar="NAME", help=f"the {role}'s model name on that server (with --{role}-url)")
+    p.add_argument(key_flag, dest="api_key", default=None, metavar="KEY", help="for the remote models' servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
+    p.add_argument("--top-k", type=whole(1), default=RemoteSpec.top_k, help="logprobs asked from servers per position")
+    p.add_argument("--chunk", type=whole(1), default=RemoteSpec.chunk, help="the most greedy tokens asked from a server per request; 1 asks for one token at a time")
+    if command != "demo":
+        p.add_argument("--concurrency", type=whole(1), default=RemoteSpec.concurrency,
+                       help="requests in flight at once to each server" + (", with --input" if command == "generate" else ""))
 
 
 def config_from_args(a: argparse.Namespace) -> BlendConfig:
     return BlendConfig(
-        base=a.base, guide=a.guide, method=a.method, gamma=a.gamma, alpha=parse_alpha(a.alpha),
+        base=a.base, guide=a.guide, method=a.method, gamma=a.gamma, alpha=a.alpha,
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
-        stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt),
+        stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt), turn_stop=a.turn_stop,
         base_remote=_remote(a, "base"), guide_remote=_remote(a, "guide"),
         trace_top=5 if getattr(a, "trace_html", None) else 0,
     )
@@ -70,88 +103,159 @@ def _remote(a: argparse.Namespace, role: str):
         return None
     if not url or not model:
         raise ConfigError(f"--{role}-url and --{role}-model go together: the server's address and the model name it serves")
-    return RemoteSpec(url, model, api_key=a.api_key, top_k=a.top_k, chunk=a.chunk, concurrency=a.concurrency)
+    return RemoteSpec(url, model, api_key=a.api_key, top_k=a.top_k, chunk=a.chunk,
+                      concurrency=getattr(a, "concurrency", RemoteSpec.concurrency))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blendin", description="Guided decoding by probabilistic model blending (BlendIn).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="answer one prompt, or a JSONL file of prompts")
+    parser = Parser(prog="blendin", description="Guided decoding by probabilistic model blending (BlendIn).", formatter_class=Help)
+    parser.add_argument("--version", action="version", version=f"blendin {_version()}", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .eval.tasks import TASKS
+
+    task_tokens = ", ".join(f"{t.name} {t.max_new_tokens}" for t in TASKS.values())
+
+    def command(name: str, text: str, more: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text + more, formatter_class=Help)
+
+    gen = command("generate", "answer one prompt, or a JSONL file of prompts (--input with --output)")
     gen.add_argument("prompt", nargs="?", help="the question, or '-' to read it from stdin")
-    gen.add_argument("--input", help="JSONL file, one {\"prompt\", \"id\"?, \"system\"?} per line (instead of PROMPT)")
-    gen.add_argument("--output", help="JSONL results file for --input; a re-run skips ids already in it")
-    gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together with --input (default 16: about 6x the speed of one at a time on 2 cores)")
-    gen.add_argument("--trace-html", help="also write a page showing who chose each token (hover a token for details)")
-    _add_decoding_options(gen)
-    demo = sub.add_parser("demo", help="answer a worked example on the embedded pair")
-    _add_decoding_options(demo)
+    gen.add_argument("--input", metavar="FILE", help="JSONL file, one {\"prompt\", \"id\"?, \"system\"?} per line, instead of PROMPT; needs --output")
+    gen.add_argument("--output", metavar="FILE", help="JSONL results file, with --input (required with it); a re-run skips the ids already in it")
+    gen.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together with --input (16 runs about 6x the speed of one at a time on 2 cores)")
+    gen.add_argument("--trace-html", metavar="FILE", help="also write a page showing who chose each token (hover a token for details); with PROMPT")
+    _add_decoding_options(gen, "generate")
+    demo = command("demo", "answer a worked example on the embedded pair")
+    _add_decoding_options(demo, "demo")
     demo.set_defaults(max_new_tokens=128)
-    ev = sub.add_parser("eval", help="score methods on a benchmark task; results.jsonl + summary.json in --out")
-    ev.add_argument("--task", required=True, help="gsm8k | arc_challenge | mmlu | truthfulqa | xstest | justeval")
-    ev.add_argument("--data", help="the task's JSONL file (schema of shared/data) or a folder laid out like it; default: the Hugging Face hub")
-    ev.add_argument("--limit", type=int, help="the first N items")
-    ev.add_argument("--method", default="blendin", help="comma list, e.g. base,guide,switch,nudging,blendin")
+
+    ev = command("eval", "score methods on a benchmark task; results.jsonl + summary.json in --out")
+    ev.add_argument("--task", required=True, help=" | ".join(TASKS))
+    ev.add_argument("--data", help="the task's JSONL file (schema of shared/data) or a folder laid out like it (default: the Hugging Face hub)")
+    ev.add_argument("--limit", type=whole(1), metavar="N", help="evaluate the first N items (default: all)")
+    ev.add_argument("--method", default="blendin", help="comma list of base, guide, switch, nudging, blendin")
     ev.add_argument("--gamma", default="0.4", help="comma list, e.g. 0.3,0.4")
-    ev.add_argument("--alpha", default="auto", help="comma list of 'auto' or numbers")
-    ev.add_argument("--max-new-tokens", type=int, help="default: the task's (gsm8k 256, multiple choice 64)")
-    ev.add_argument("--batch-size", type=int, default=16)
-    ev.add_argument("--out", required=True, help="run folder; a re-run with the same folder resumes")
-    ev.add_argument("--base", default=DEFAULT_BASE)
-    ev.add_argument("--guide", default=DEFAULT_GUIDE)
-    ev.add_argument("--base-prompt", default="plain", help="plain (default) or chat: the base reads its own chat template too")
-    ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server (e.g. http://127.0.0.1:8001/v1)")
-    ev.add_argument("--judge-model", help="justeval: the judge's model name on that server")
-    ev.add_argument("--judge-api-key", default=None, help="default: $BLENDIN_JUDGE_API_KEY or $OPENAI_API_KEY")
-    ev.add_argument("--judge-max-tokens", type=int, default=512, help="the judge's reply length (default 512)")
-    ev.add_argument("--trace-html", metavar="DIR", help="also write one trace page per sample into DIR")
-    dg = sub.add_parser("diagnose", help="pair health check: intervention rate on a small sample, and a verdict")
-    dg.add_argument("--task", default="gsm8k")
-    dg.add_argument("--data", help="as for eval")
-    dg.add_argument("--n", type=int, default=20, help="prompts in the sample (default 20)")
-    dg.add_argument("--threshold", type=float, default=0.2, help="intervention rate above which guidance looks unreliable")
-    dg.add_argument("--gamma", type=float, default=0.4)
-    dg.add_argument("--alpha", default="auto")
-    dg.add_argument("--max-new-tokens", type=int, default=128)
-    dg.add_argument("--batch-size", type=int, default=16)
-    dg.add_argument("--base", default=DEFAULT_BASE)
-    dg.add_argument("--guide", default=DEFAULT_GUIDE)
-    dg.add_argument("--base-prompt", default="plain", help="plain (default) or chat: the base reads its own chat template too")
-    dg.add_argument("--json", action="store_true")
-    rep = sub.add_parser("report", help="PNG plots from eval run folders")
+    ev.add_argument("--alpha", default="auto", help="comma list of 'auto' (BlendIn's adaptive alpha) or numbers in [0, 1]")
+    ev.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own: {task_tokens})")
+    ev.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
+    ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing); a re-run with the same folder resumes")
+    _add_models(ev)
+    ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
+    ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "
+                    "(default: none, outputs are written and not scored)")
+    ev.add_argument("--judge-model", help="justeval: the judge's model name on that server (with --judge-url)")
+    ev.add_argument("--judge-api-key", default=None, metavar="KEY", help="the judge server's key (default: $BLENDIN_JUDGE_API_KEY or $OPENAI_API_KEY)")
+    ev.add_argument("--judge-max-tokens", type=whole(1), default=512, help="the judge's reply length")
+    ev.add_argument("--trace-html", metavar="DIR", help="also write one trace page per sample into DIR (default: none)")
+
+    dg = command("diagnose", "pair health check: intervention rate on a small sample of a task, and a verdict")
+    dg.add_argument("--task", default="gsm8k", help="the task whose first items are the sample, decoded as eval decodes them")
+    dg.add_argument("--data", help="as for eval (default: the Hugging Face hub)")
+    dg.add_argument("--limit", type=whole(1), default=MIN_DIAGNOSE_SAMPLE, metavar="N",
+                    help=f"prompts in the sample: the task's first N (below {MIN_DIAGNOSE_SAMPLE}, the paper's sample, "
+                    "a warning says what the verdict is worth)")
+    dg.add_argument("--n", dest="limit", type=whole(1), default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old name of --limit
+    dg.add_argument("--threshold", type=fraction, default=0.2, help="intervention rate above which guidance looks unreliable (the paper's 20%%)")
+    dg.add_argument("--gamma", type=number, default=0.4, help="the base decides alone when its top-1 probability is >= gamma")
+    dg.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
+    dg.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own, as eval: {task_tokens})")
+    dg.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
+    _add_models(dg)
+    dg.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
+    dg.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
+
+    rep = command("report", "PNG plots from eval run folders")
     rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out")
-    rep.add_argument("--out", default="report", help="folder for the PNG files (default ./report)")
-    sv = sub.add_parser("serve", help="an OpenAI-compatible API (/v1/completions, /v1/chat/completions) over the pair")
+    rep.add_argument("--out", default="report", metavar="DIR", help="folder for the PNG files (created if missing)")
+
+    sv = command("serve", "an OpenAI-compatible API (/v1/completions, /v1/chat/completions) over the pair",
+                 "; the decoding options below are the defaults of requests that leave them out")
     from .server.settings import ServeSettings
 
     d = ServeSettings()
-    sv.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
-    sv.add_argument("--port", type=int, default=d.port)
-    sv.add_argument("--api-key", dest="server_api_key", default=None, help="clients must send 'Authorization: Bearer KEY' (default: $BLENDIN_SERVE_API_KEY; unset = no key)")
-    sv.add_argument("--served-model-name", default=d.model_name, help=f"the model id clients ask for (default {d.model_name})")
-    sv.add_argument("--batch-size", type=int, default=d.batch_size, help="rows decoded together (default 16)")
-    sv.add_argument("--max-tokens-cap", type=int, default=d.max_tokens_cap, help="largest max_tokens a request may ask")
-    sv.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens, help="longest prompt accepted, in tokens")
-    sv.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes, help="largest request body accepted")
-    sv.add_argument("--max-queue", type=int, default=d.max_queue, help="rows that may wait for a place in the batch; beyond it: 429")
-    _add_decoding_options(sv, key_flag="--upstream-api-key")
-    prep = sub.add_parser("prepare", help="install-time step: convert and cache the models")
-    prep.add_argument("--base", default=DEFAULT_BASE)
-    prep.add_argument("--guide", default=DEFAULT_GUIDE)
+    sv.add_argument("--host", default=d.host, help="address to bind; 127.0.0.1 is this machine only")
+    sv.add_argument("--port", type=whole(0, 65535), default=d.port, help="port to listen on; 0 takes any free one")
+    sv.add_argument("--api-key", dest="server_api_key", default=None, metavar="KEY", help="clients must send 'Authorization: Bearer KEY' (default: $BLENDIN_SERVE_API_KEY; unset = no key)")
+    sv.add_argument("--served-model-name", default=d.model_name, help="the model id clients ask for")
+    sv.add_argument("--batch-size", type=whole(1), default=d.batch_size, help="rows decoded together")
+    sv.add_argument("--max-tokens-cap", type=whole(1), default=d.max_tokens_cap, help="largest max_tokens a request may ask")
+    sv.add_argument("--max-prompt-tokens", type=whole(1), default=d.max_prompt_tokens, help="longest prompt accepted, in tokens")
+    sv.add_argument("--max-request-bytes", type=whole(1), default=d.max_request_bytes, help="largest request body accepted, in bytes")
+    sv.add_argument("--max-queue", type=whole(1), default=d.max_queue, help="rows that may wait for a place in the batch; beyond it: 429")
+    _add_decoding_options(sv, "serve")
+
+    prep = command("prepare", "install-time step: convert and cache the models")
+    _add_models(prep)
+    parser.commands = sub.choices  # name -> parser, for the message on unknown options
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise UsageError(unknown_options(parser.commands[args.command], extra))
+    except UsageError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     try:
         commands = {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare, "eval": cmd_eval,
                     "diagnose": cmd_diagnose, "report": cmd_report, "serve": cmd_serve}
         return commands[args.command](args)
     except BlendinError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {flagged(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+# -- paths written: checked before any model loads ------------------------------------------------
+
+def _check_file_target(path: str, flag: str, example: str) -> None:
+    """ConfigError naming ``flag`` unless ``path`` can be written as a file: not a folder, in a folder
+    that exists and takes new files (tried, not guessed from permissions). Creates nothing."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; name a file, e.g. {flag} {p / example}")
+    _check_folder(p.parent, path, flag, create=False)
+    if p.exists():
+        try:
+            with p.open("a"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path} cannot be written ({exc.strerror or exc})") from None
+
+
+def _check_dir_target(path: str, flag: str) -> None:
+    """ConfigError naming ``flag`` unless ``path`` is a folder that can be written, or can be created."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; {flag} takes a folder (created if missing)")
+    _check_folder(p, path, flag, create=True)
+
+
+def _check_folder(folder: Path, path: str, flag: str, create: bool) -> None:
+    """``folder`` takes new files (or, with ``create``, its nearest existing parent does)."""
+    here = folder if str(folder) else Path(".")
+    while create and not here.exists() and here != here.parent:
+        here = here.parent
+    if here.exists() and not here.is_dir():
+        raise ConfigError(f"{flag} {path}: {here} is a file, not a folder")
+    if not here.exists():
+        missing = here
+        while not missing.parent.exists() and missing != missing.parent:
+            missing = missing.parent
+        if missing.parent.exists() and not missing.parent.is_dir():
+            raise ConfigError(f"{flag} {path}: {missing.parent} is a file, not a folder")
+        raise ConfigError(f"{flag} {path}: the folder {here} does not exist; create it first (mkdir -p {here})")
+    try:
+        fd, probe = tempfile.mkstemp(dir=here, prefix=".blendin-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write in the folder {here} ({exc.strerror or exc})") from None
 
 
 def _run(config: BlendConfig, prompt: str, as_json: bool, trace_html: str | None = None) -> None:
@@ -164,7 +268,7 @@ def _run(config: BlendConfig, prompt: str, as_json: bool, trace_html: str | None
         from .diagnostics.html import trace_html as render
 
         with open(trace_html, "w", encoding="utf-8") as f:
-            f.write(render(result))
+            f.write(render(result, prompt=prompt))
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -181,6 +285,8 @@ def cmd_generate(a) -> int:
     prompt = sys.stdin.read() if a.prompt == "-" else a.prompt
     if not prompt.strip():
         raise ConfigError("the prompt is empty: pass the question as text, or '-' and text on stdin")
+    if a.trace_html:
+        _check_file_target(a.trace_html, "--trace-html", "trace.html")
     _run(config, prompt.strip(), a.json, a.trace_html)
     return 0
 
@@ -190,10 +296,13 @@ def _generate_file(config: BlendConfig, a) -> int:
 
     if not (a.input and a.output) or a.prompt is not None:
         raise ConfigError("--input and --output go together, without PROMPT: blendin generate --input q.jsonl --output r.jsonl")
-    if a.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if a.trace_html:
+        raise ConfigError("--trace-html draws the page of one answer: give it with PROMPT, not with --input")
+    if Path(a.output).resolve() == Path(a.input).resolve():
+        raise ConfigError(f"--output {a.output} is the --input file; name another file for the results, e.g. --output results.jsonl")
+    _check_file_target(a.output, "--output", "results.jsonl")
     items = read_prompts(a.input)
-    done = finished_ids(a.output)
+    done = finished_ids(a.output)  # refuses a file that is not blendin's results
     todo = [item for item in items if item["id"] not in done]
     if done:
         print(f"blendin: {len(items) - len(todo)} of {len(items)} prompts already in {a.output}; doing the other {len(todo)}", file=sys.stderr)
@@ -237,9 +346,22 @@ def cmd_demo(a) -> int:
 
 def _floats(text: str, name: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"--{name} takes a comma list of numbers, got '{text}'") from None
+    if not values:
+        raise ConfigError(f"--{name} needs at least one number, got '{text}'")
+    return values
+
+
+def _alphas(text: str) -> list[float | None]:
+    try:
+        values = [alpha_value(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--alpha {exc} (in '{text}')") from None
+    if not values:
+        raise ConfigError(f"--alpha needs at least one value ('auto' or a number in [0, 1]), got '{text}'")
+    return values
 
 
 def cmd_eval(a) -> int:
@@ -249,14 +371,21 @@ def cmd_eval(a) -> int:
 
     task = get_task(a.task)
     methods = [m.strip() for m in a.method.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError(f"--method needs at least one method ({', '.join(METHODS)}), got '{a.method}'")
     base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
                        prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0)
     # grid builds each configuration through BlendConfig, so every combination is checked before models load
-    configs = grid(base, methods, _floats(a.gamma, "gamma"), [parse_alpha(x) for x in a.alpha.split(",")])
+    configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
     judge = _judge(a, task)
+    _check_dir_target(a.out, "--out")
+    if a.trace_html:
+        _check_dir_target(a.trace_html, "--trace-html")
     check_run(a.out, task, base, judge)  # a folder made with other settings is refused before models load
+    from .pair import check_pair, load_pair
+
+    check_pair(base, methods=tuple(methods))  # both models' names, before the items load
     items = load_items(task, a.data, a.limit)
-    from .pair import load_pair
 
     pair = load_pair(base, methods=tuple(methods))
     summary = run_eval(pair, task, items, configs, a.out, batch_size=a.batch_size, judge=judge, traces=a.trace_html)
@@ -286,24 +415,56 @@ def _judge(a, task):
 
 def cmd_diagnose(a) -> int:
     from .decoding import generate_many
+    from .eval.runinfo import task_config
     from .eval.runner import diagnose, diagnosis_text
     from .eval.tasks import get_task, load_items
-    from .pair import load_pair
+    from .pair import check_pair, load_pair
 
     task = get_task(a.task)
-    config = BlendConfig(base=a.base, guide=a.guide, method="blendin", gamma=a.gamma, alpha=parse_alpha(a.alpha),
-                         max_new_tokens=a.max_new_tokens, prompt=replace(task.prompt, base_prompt=a.base_prompt))
-    items = load_items(task, a.data, a.n)
+    # eval's configuration for the task (prompt format, stop strings, answer length), so that the rate
+    # measured here is the one eval measures on the same items
+    config = task_config(task, BlendConfig(
+        base=a.base, guide=a.guide, method="blendin", gamma=a.gamma, alpha=a.alpha,
+        max_new_tokens=a.max_new_tokens or task.max_new_tokens, prompt=PromptFormat(base_prompt=a.base_prompt)))
+    check_pair(config)
+    items = load_items(task, a.data, a.limit)
     pair = load_pair(config)
     results = [r for _, r in generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size)]
     d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
-    print(json.dumps(d) if a.json else diagnosis_text(d, f"{a.base} guided by {a.guide}", task.name, a.gamma))
+    d["warning"] = _small_sample(results, d)
+    print(json.dumps(d) if a.json else diagnosis_text(d, f"{a.base} guided by {a.guide}", task.name, a.gamma), flush=True)
+    if d["warning"]:
+        print(f"blendin: warning: {d['warning']}", file=sys.stderr)
     return 0 if d["samples"] else 1  # every prompt failed: nothing was measured
+
+
+def _small_sample(results: list, d: dict) -> str | None:
+    """What a verdict on fewer than the paper's 20 prompts is worth: the 95% interval of the prompts'
+    mean intervention rate, and whether it reaches across the threshold. None for 20 or more."""
+    from .eval.runner import mean_ci
+
+    n = d["samples"]
+    if not n or n >= MIN_DIAGNOSE_SAMPLE:
+        return None
+    text = (f"a verdict on {n} prompt{'s' if n != 1 else ''} is a rough sign, not a measurement: the paper's check "
+            f"uses {MIN_DIAGNOSE_SAMPLE} (--limit {MIN_DIAGNOSE_SAMPLE} or more)")
+    rates = [r.intervention_rate for r in results if not getattr(r, "error", None) and r.tokens]
+    ci = mean_ci(rates)
+    if ci is None:
+        return text + "; one prompt gives no idea of the spread between prompts"
+    lo, hi = max(0.0, ci[0]), min(1.0, ci[1])
+    if hi - lo < 0.005:
+        return text + f"; these prompts all had the same rate ({100 * lo:.0f}%), which says nothing yet of how much prompts differ"
+    text += f"; these prompts' intervention rates put their mean between {100 * lo:.0f}% and {100 * hi:.0f}% (95% interval)"
+    if lo <= d["threshold"] <= hi:
+        text += f", on both sides of the {100 * d['threshold']:.0f}% threshold: the verdict could go either way"
+    return text
 
 
 def cmd_report(a) -> int:
     from .diagnostics.plots import report
 
+    _check_dir_target(a.out, "--out")
     for path in report(a.runs, a.out):
         print(path)
     return 0
@@ -315,12 +476,7 @@ def cmd_serve(a) -> int:
     from .server import serve
     from .server.settings import ServeSettings
 
-    config = config_from_args(a)
-    for flag in ("batch_size", "max_tokens_cap", "max_prompt_tokens", "max_request_bytes", "max_queue"):
-        if getattr(a, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
-    if not 0 <= a.port < 65536:
-        raise ConfigError(f"--port must be in 0..65535, got {a.port}")
+    config = config_from_args(a)  # the numbers were checked as the arguments were read (whole)
     settings = ServeSettings(host=a.host, port=a.port, api_key=a.server_api_key or os.environ.get("BLENDIN_SERVE_API_KEY") or None,
                              model_name=a.served_model_name, batch_size=a.batch_size, max_tokens_cap=a.max_tokens_cap,
                              max_prompt_tokens=a.max_prompt_tokens, max_request_bytes=a.max_request_bytes, max_queue=a.max_queue)

