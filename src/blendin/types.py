@@ -32,7 +32,9 @@ class Step:
     guide_mass_exact: share of the guide's probability mass on tokens with an exact base counterpart.
     token_id: the token's id in the vocabulary of the model that wrote it (the base's for
         base/blend steps and for switch, the guide's for guide and nudging steps).
-    alternatives: the most likely tokens of each model consulted at this step, for traces.
+    alternatives: the most likely tokens of each distribution at this step, for traces and logprobs:
+        "base", "guide" (in its own vocabulary) and "blend" (the mixture a blended or switched token
+        was decoded from), each [[text, prob], ...] best first.
     """
 
     token: str
@@ -44,7 +46,7 @@ class Step:
     chosen_prob: float
     guide_mass_exact: float | None = None
     token_id: int | None = None
-    alternatives: dict | None = None  # with BlendConfig.trace_top: {"base"/"guide": [[text, prob], ...]}
+    alternatives: dict | None = None  # with BlendConfig.trace_top: {"base"/"guide"/"blend": [[text, prob], ...]}
 
     @property
     def intervened(self) -> bool:
