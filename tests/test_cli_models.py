@@ -13,19 +13,6 @@ from blendin.cli import main
 from blendin.errors import ModelLoadError
 
 
-class ModelLoaded(Exception):
-    """A model started to load: every check before it passed."""
-
-
-@pytest.fixture
-def no_models(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise ModelLoaded(str(args[0]) if args else "")
-
-    for name in ("_load_folder", "_converted", "_remote_model"):
-        monkeypatch.setattr(blendin.models, name, refuse)
-
-
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """An empty Hugging Face cache, online mode, and no ids remembered from earlier tests."""

@@ -8,34 +8,11 @@ import re
 
 import pytest
 
-import blendin.models
-from blendin import BlendConfig
 from blendin.backends.fake import ScriptedModel
 from blendin.cli import build_parser, main
 from blendin.pair import Pair
 
 from scripted import base_tokenizer, guide_tokenizer
-
-
-class ModelLoaded(Exception):
-    """A model started to load: every check before it passed."""
-
-
-@pytest.fixture
-def no_models(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise ModelLoaded(str(args[0]) if args else "")
-
-    for name in ("_load_folder", "_converted", "_remote_model"):
-        monkeypatch.setattr(blendin.models, name, refuse)
-
-
-@pytest.fixture
-def models(tmp_path):
-    for name in ("base", "guide"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text("{}")
-    return ["--base", str(tmp_path / "base"), "--guide", str(tmp_path / "guide")]
 
 
 def task_file(tmp_path, n=3):

@@ -7,31 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import blendin.models
+from cli_fixtures import ModelLoaded
 from blendin.cli import main
-
-
-class ModelLoaded(Exception):
-    """A model started to load: every check before it passed."""
-
-
-@pytest.fixture
-def no_models(monkeypatch):
-    """Loading a model raises ModelLoaded (nothing real loads in these tests)."""
-    def refuse(*args, **kwargs):
-        raise ModelLoaded(str(args[0]) if args else "")
-
-    for name in ("_load_folder", "_converted", "_remote_model"):
-        monkeypatch.setattr(blendin.models, name, refuse)
-
-
-@pytest.fixture
-def models(tmp_path):
-    """--base/--guide naming two model folders that exist (nothing in them loads: see no_models)."""
-    for name in ("base", "guide"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text("{}")
-    return ["--base", str(tmp_path / "base"), "--guide", str(tmp_path / "guide")]
 
 
 @pytest.fixture
