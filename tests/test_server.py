@@ -252,7 +252,7 @@ def test_blendin_serve_command():
 
     blendin = str(Path(sys.executable).with_name("blendin"))
     bad = subprocess.run([blendin, "serve", "--batch-size", "0"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "--batch-size must be >= 1" in bad.stderr
+    assert bad.returncode == 2 and "--batch-size must be a whole number >= 1, got 0" in bad.stderr
     port = free_port()
     proc = subprocess.Popen([blendin, "serve", "--port", str(port), "--api-key", "k1", "--max-tokens-cap", "8"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -266,7 +266,9 @@ def test_blendin_serve_command():
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) in (0, -15)  # uvicorn shuts down, then re-raises SIGTERM
-    assert f"127.0.0.1:{port}/v1" in proc.stdout.read()
+    log = proc.stderr.read()  # the start-up line and one line per request, through logging
+    assert f"127.0.0.1:{port}/v1" in log
+    assert "POST /v1/completions 200" in log and "POST /v1/completions 401" in log
 
 
 def test_blendin_server_as_the_justeval_judge_with_traces(server, tmp_path):
