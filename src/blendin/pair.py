@@ -30,10 +30,19 @@ class Pair:
 def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> None:
     """ModelLoadError if a model that ``config.method`` (or ``methods``) needs cannot be found, naming
     it; converts and loads nothing (``models.check``), so a bad guide fails before the base loads."""
+    from .errors import ModelLoadError
     from .models import check
 
-    for spec, remote in _needed(config, methods).values():
-        check(spec, tokenizer_only=remote is not None)
+    problems = []
+    for role, (spec, remote) in _needed(config, methods).items():
+        try:
+            check(spec, tokenizer_only=remote is not None)
+        except ModelLoadError as exc:
+            problems.append((role, exc))
+    if len(problems) == 1:
+        raise problems[0][1]
+    if problems:  # both at once: a user fixing one should not discover the other afterwards
+        raise ModelLoadError("\n".join(f"{role} model: {exc}" for role, exc in problems))
 
 
 def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pair:

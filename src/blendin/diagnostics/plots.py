@@ -23,7 +23,7 @@ def report(run_dirs: list[str], out_dir: str) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("plots need matplotlib: pip install matplotlib (or pip install 'blendin[report]')") from None
+        raise ConfigError("plots need matplotlib: pip install matplotlib (in a blendin checkout: .venv/bin/pip install -e '.[report]')") from None
     runs = {}
     for d in run_dirs:
         rows = read_rows(Path(d) / "results.jsonl")

@@ -128,8 +128,22 @@ def load_items(task: Task, data: str | None = None, limit: int | None = None) ->
                         raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
                 if limit is not None and len(items) >= limit:
                     break
+        _check_items(task, items, path)
         return items
     return _from_hub(task, limit)
+
+
+def _check_items(task: Task, items: list[dict], path) -> None:
+    """Every item has what ``task`` reads (its prompt and its gold answer), before any model loads:
+    another task's file fails here, naming the field, not hours later with a KeyError."""
+    for n, item in enumerate(items, 1):
+        try:
+            task.render(item)
+            task.gold(item)
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            missing = f"no field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"--data {path}: item {n} is not a '{task.name}' item ({missing}); "
+                              f"pass the {task.name} file ({task.file})") from None
 
 
 def _from_hub(task: Task, limit: int | None) -> list[dict]:
