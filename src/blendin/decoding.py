@@ -27,7 +27,7 @@ import torch
 
 from .blend import mix, top1
 from .config import BlendConfig
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .pair import Pair
 from .policies import policy_for
 from .prompts import Rendered, prompt_ids
@@ -346,7 +346,7 @@ class Generation:
             steps=steps,
             requests=requests,
             remote=remote or None,
-            error=None if self.error is None else _error_line(self.error),
+            error=None if self.error is None else first_line(self.error),
         )
 
 
@@ -490,11 +490,6 @@ def split_words(tok, ids: list[int]) -> list[list[int]]:
         else:
             words[-1].append(token)
     return words
-
-
-def _error_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _with_token(step: Step, text: str) -> Step:

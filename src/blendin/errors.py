@@ -11,3 +11,9 @@ class ConfigError(BlendinError, ValueError):
 
 class ModelLoadError(BlendinError):
     """A model could not be found or loaded; the message lists what was tried."""
+
+
+def first_line(exc: BaseException) -> str:
+    """'TypeName: first line of the message', for one-line reports of an exception."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

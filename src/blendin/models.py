@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .chunks import ChunkedGGUF
 from .config import did_you_mean
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _remote_model(folder, spec: str, remote):
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"could not load the tokenizer of '{spec}' (for {remote.url}): {_first_line(exc)}") from None
+        raise ModelLoadError(f"could not load the tokenizer of '{spec}' (for {remote.url}): {first_line(exc)}") from None
     return RemoteModel(remote.url, remote.model, HFTokenizer(tok), name=spec, api_key=remote.api_key,
                        top_k=remote.top_k, chunk=remote.chunk, concurrency=remote.concurrency)
 
@@ -232,7 +232,7 @@ def _check_hub(spec: str, path: Path) -> None:
     try:
         cached = _in_hub_cache(spec)
     except HFValidationError as exc:
-        raise ModelLoadError(f"model '{spec}' not found: not a file or folder, and not a valid Hugging Face id ({_first_line(exc)})") from None
+        raise ModelLoadError(f"model '{spec}' not found: not a file or folder, and not a valid Hugging Face id ({first_line(exc)})") from None
     if cached:
         _HUB_CACHED.add(spec)
         return
@@ -273,7 +273,7 @@ def _probe_hub(spec: str, tried: str) -> None:
                              "then log in (hf auth login) or set HF_TOKEN")
     if isinstance(exc, RepositoryNotFoundError):
         raise ModelLoadError(f"{tried}; the Hugging Face hub (no such model; a private one needs hf auth login or HF_TOKEN)")
-    raise ModelLoadError(f"{tried}; the Hugging Face hub, which cannot be reached ({_first_line(exc)}). "
+    raise ModelLoadError(f"{tried}; the Hugging Face hub, which cannot be reached ({first_line(exc)}). "
                          "Connect to the network, or pass a local model folder or GGUF file; "
                          "HF_HUB_OFFLINE=1 looks hub ids up in the hub's cache only, never on the network")
 
@@ -319,7 +319,7 @@ def _converted(gguf: Path, folder: Path, discard: bool = False) -> Path:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     except Exception as exc:
-        raise ModelLoadError(f"could not read the GGUF file {gguf}: {_first_line(exc)}") from None
+        raise ModelLoadError(f"could not read the GGUF file {gguf}: {first_line(exc)}") from None
     # subtle: transformers marks GGUF-loaded models as quantised and refuses to save them; the weights
     # are already de-quantised to float32, so drop the marker and save plain safetensors
     model.hf_quantizer = None
@@ -358,12 +358,7 @@ def _load_folder(folder, spec: str):
         raise
     except Exception as exc:
         raise ModelLoadError(
-            f"could not load model '{spec}' from {where}: {_first_line(exc)}\n"
+            f"could not load model '{spec}' from {where}: {first_line(exc)}\n"
             "Pass an embedded name, a GGUF file, a local model folder, or a hub id (online, or in the hub's cache)."
         ) from None
     return HFModel(model, tok, name=spec)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
