@@ -179,6 +179,8 @@ def _eval(pair, tmp_path, base=BlendConfig(max_new_tokens=5), methods=("base", "
     ({"seed": 1}, "seed: null there, 1 now"), ({"temperature": 0.7}, "temperature"), ({"top_p": 0.9}, "top_p"),
     ({"stop": ("###",)}, "stop: "), ({"nudge_chunk": 4}, "nudge_chunk"),
     ({"base_remote": RemoteSpec("http://h:8000", "m")}, "base_remote: null there"),
+    ({"dtype": "bfloat16"}, 'placement.base.dtype: "float32" there, "bfloat16" now'),
+    ({"guide_dtype": "bf16"}, 'placement.guide.dtype: "float32" there'),
 ])
 def test_resume_refuses_a_folder_made_with_other_settings(tmp_path, changes, field):
     pair = _number_pair()
@@ -198,6 +200,23 @@ def test_resume_with_the_same_settings_grows_the_grid(tmp_path):
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())
     assert recorded["format"] == 1 and recorded["tasks"]["gsm8k"]["max_new_tokens"] == 5
     assert check_run(tmp_path / "run", get_task("xstest"), BlendConfig())  # another task has its own settings
+
+
+def test_placement_is_recorded_as_it_resolved_and_older_folders_count_as_cpu_float32(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    pair = _number_pair()
+    _eval(pair, tmp_path, limit=2)
+    path = tmp_path / "run" / "run.json"
+    recorded = json.loads(path.read_text())
+    assert recorded["tasks"]["gsm8k"]["placement"] == {"base": {"device": "cpu", "dtype": "float32"}, "guide": {"device": "cpu", "dtype": "float32"}}
+    assert "dtype" not in recorded["tasks"]["gsm8k"]  # "auto" is not recorded: what it became here is
+    del recorded["tasks"]["gsm8k"]["placement"]  # as a folder from before --device/--dtype
+    path.write_text(json.dumps(recorded))
+    assert _eval(pair, tmp_path, base=BlendConfig(max_new_tokens=5, device="cpu", dtype="float32"))  # resumes
+    with pytest.raises(ConfigError, match='placement.base.dtype: "float32" there, "bfloat16" now'):
+        _eval(pair, tmp_path, base=BlendConfig(max_new_tokens=5, dtype="bfloat16"))
 
 
 def test_a_folder_without_run_json_is_refused(tmp_path):

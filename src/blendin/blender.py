@@ -2,6 +2,7 @@
 
     from blendin import Blender
     blender = Blender()                                   # embedded pair, BlendIn, gamma 0.4
+    Blender(base="Qwen/Qwen3-8B-Base", guide="Qwen/Qwen3-1.7B", device="cuda", dtype="bfloat16")
     result = blender("What is 12 * 7?")                   # -> GenerationResult
     results = blender(["What is 2+2?", "Name a color."])  # -> list, in order, decoded together
     nudged = blender.with_(method="nudging")              # same loaded models, other settings
@@ -30,9 +31,9 @@ class Blender:
         self.pair = pair
 
     def with_(self, **options) -> "Blender":
-        """The same models with other settings (a new base or guide loads that model)."""
+        """The same models with other settings (another base, guide, device or dtype loads the pair again)."""
         config = self.config.with_(**options)
-        if (config.base, config.guide) != (self.config.base, self.config.guide):
+        if _loaded_as(config) != _loaded_as(self.config):
             return Blender(config)
         return Blender(config, pair=self.pair)
 
@@ -48,3 +49,8 @@ class Blender:
         from .decoding import stream
 
         return stream(self.pair, prompt, self.config)
+
+
+def _loaded_as(config: BlendConfig) -> tuple:
+    """What the loaded models depend on: which they are, where they run, in which precision, and remotes."""
+    return (config.base, config.guide, config.placement("base"), config.placement("guide"), config.base_remote, config.guide_remote)

@@ -43,9 +43,19 @@ def _version() -> str:
         return "(version unknown: not installed)"
 
 
-def _add_models(p: argparse.ArgumentParser) -> None:
+def _add_models(p: argparse.ArgumentParser, placement: bool = True) -> None:
     p.add_argument("--base", default=DEFAULT_BASE, metavar="MODEL", help="the base model: an embedded name, a GGUF file, a model folder or a Hugging Face id")
     p.add_argument("--guide", default=DEFAULT_GUIDE, metavar="MODEL", help="the guide model, as --base")
+    if placement:
+        p.add_argument("--device", default="auto", help="where local models run: auto (a GPU where there is one), cpu, cuda, cuda:N")
+        p.add_argument("--dtype", default="auto", help="their precision: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16, float16")
+        p.add_argument("--guide-device", default=None, metavar="DEVICE", help="the guide's device, where it differs from --device (default: as --device)")
+        p.add_argument("--guide-dtype", default=None, metavar="DTYPE", help="the guide's dtype, where it differs from --dtype (default: as --dtype)")
+
+
+def _placement(a: argparse.Namespace) -> dict:
+    """The BlendConfig fields of --device, --dtype, --guide-device and --guide-dtype."""
+    return {"device": a.device, "dtype": a.dtype, "guide_device": a.guide_device, "guide_dtype": a.guide_dtype}
 
 
 def _add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
@@ -93,7 +103,7 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
         stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt), turn_stop=a.turn_stop,
         base_remote=_remote(a, "base"), guide_remote=_remote(a, "guide"),
-        trace_top=5 if getattr(a, "trace_html", None) else 0,
+        trace_top=5 if getattr(a, "trace_html", None) else 0, **_placement(a),
     )
 
 
@@ -185,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_options(sv, "serve")
 
     prep = command("prepare", "install-time step: convert and cache the models")
-    _add_models(prep)
+    _add_models(prep, placement=False)
     parser.commands = sub.choices  # name -> parser, for the message on unknown options
     return parser
 
@@ -374,7 +384,7 @@ def cmd_eval(a) -> int:
     if not methods:
         raise ConfigError(f"--method needs at least one method ({', '.join(METHODS)}), got '{a.method}'")
     base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
-                       prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0)
+                       prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0, **_placement(a))
     # grid builds each configuration through BlendConfig, so every combination is checked before models load
     configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
     judge = _judge(a, task)
@@ -425,7 +435,7 @@ def cmd_diagnose(a) -> int:
     # measured here is the one eval measures on the same items
     config = task_config(task, BlendConfig(
         base=a.base, guide=a.guide, method="blendin", gamma=a.gamma, alpha=a.alpha,
-        max_new_tokens=a.max_new_tokens or task.max_new_tokens, prompt=PromptFormat(base_prompt=a.base_prompt)))
+        max_new_tokens=a.max_new_tokens or task.max_new_tokens, prompt=PromptFormat(base_prompt=a.base_prompt), **_placement(a)))
     check_pair(config)
     items = load_items(task, a.data, a.limit)
     pair = load_pair(config)

@@ -129,7 +129,8 @@ def alpha(text: str) -> float | None:
 # config fields named by library messages, as a CLI user knows them
 FIELD_FLAGS = {"gamma": "--gamma", "alpha": "--alpha", "max_new_tokens": "--max-new-tokens", "temperature": "--temperature",
                 "top_p": "--top-p", "seed": "--seed", "stop strings": "--stop", "top_k": "--top-k", "chunk": "--chunk",
-                "concurrency": "--concurrency", "batch_size": "--batch-size"}
+                "concurrency": "--concurrency", "batch_size": "--batch-size",
+               "device": "--device", "dtype": "--dtype", "guide_device": "--guide-device", "guide_dtype": "--guide-dtype"}
 
 
 def flagged(message: str) -> str:

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .errors import ConfigError
+from .placement import Placement, check_names, dtype_name
 
 METHODS = ("base", "guide", "switch", "nudging", "blendin")
 BASE_PROMPTS = ("plain", "chat")
@@ -90,6 +91,8 @@ class BlendConfig:
     temperature 0 is greedy; top_p and seed apply when sampling.
     nudge_chunk: how many tokens the guide drafts at once under nudging (the paper uses 16).
     base_remote / guide_remote: serve that model from an OpenAI-compatible server (see RemoteSpec).
+    device / dtype: where local models run and in which precision (``placement.Placement``; ``auto``
+    takes a GPU where there is one); guide_device / guide_dtype set the guide's apart.
     turn_stop: end the answer where the base's plain-text format starts the next turn, a line
     beginning with the question prefix ("\\nQuestion:"), as if it were one of ``stop``; a pretrained
     base would otherwise write the user's next question and answer it too. ``stops`` lists what applies.
@@ -111,6 +114,10 @@ class BlendConfig:
     guide_remote: RemoteSpec | None = None
     trace_top: int = 0  # keep each step's top-k tokens of each model (for --trace-html); 0 = none
     turn_stop: bool = True  # stop at the base's next turn ("\nQuestion:"); see ``stops``
+    device: str = "auto"  # auto | cpu | cuda | cuda:N, for local models (see ``placement``)
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    guide_device: str | None = None  # the guide's own, where it differs from the base's (None: the same)
+    guide_dtype: str | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -134,8 +141,18 @@ class BlendConfig:
         object.__setattr__(self, "stop", tuple(self.stop))
         if any(not isinstance(s, str) or s == "" for s in self.stop):
             raise ConfigError("stop strings must be non-empty text")
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        object.__setattr__(self, "guide_dtype", dtype_name(self.guide_dtype))
+        check_names(self.device, self.dtype)
+        check_names(self.guide_device or self.device, self.guide_dtype or self.dtype, flag="guide_device")
         if not isinstance(self.turn_stop, bool):
             raise ConfigError(f"turn_stop must be True or False (stop at the base's next turn, or not), got {self.turn_stop!r}")
+
+    def placement(self, role: str) -> Placement:
+        """Where the ``role`` ("base" or "guide") model runs: ``device``/``dtype``, or the guide's own."""
+        if role == "guide":
+            return Placement(self.guide_device or self.device, self.guide_dtype or self.dtype)
+        return Placement(self.device, self.dtype)
 
     @property
     def alpha_label(self) -> str | float:

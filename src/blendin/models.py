@@ -9,7 +9,7 @@ A model spec is one of:
 
 GGUF files are de-quantised to float32 by transformers (a minute for the embedded pair), so the
 converted model and tokenizer are kept as safetensors under ``cache_dir()``; later loads read that
-copy in about a second. A GGUF file joined from chunks is deleted once converted (the packages
+copy in about a second. One copy (float32) serves every dtype: it is cast as it loads (``--dtype``). A GGUF file joined from chunks is deleted once converted (the packages
 still hold the chunks). ``$BLENDIN_CACHE`` moves the cache (default: ``~/.cache/blendin``).
 """
 
@@ -87,18 +87,25 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "blendin"
 
 
-def load_model(spec: str, remote=None):
+def load_model(spec: str, remote=None, placement=None):
     """An ``HFModel`` for ``spec`` (see the module docstring), converting and caching GGUF on first use.
 
+    ``placement`` (a ``placement.Placement``; default: auto, auto) says on which device and in which
+    dtype the model runs; the cached copy stays float32 on disk and is cast as it loads.
     With ``remote`` (a ``config.RemoteSpec``), only the tokenizer loads from ``spec`` and the model
-    answers from that server.
+    answers from that server (``placement`` is then unused).
     """
+    from .placement import Placement
+
+    placement = placement or Placement()
+    if remote is None:
+        placement.check()  # no GPU for --device cuda: say so before a conversion or a load
     folder, gguf = resolve(spec)
     if gguf is not None:
         folder = _converted(gguf, folder, discard=spec in EMBEDDED and EMBEDDED[spec].chunks is not None)
     if remote is not None:
         return _remote_model(folder, spec, remote)
-    return _load_folder(folder, spec)
+    return _load_folder(folder, spec, placement)
 
 
 def _remote_model(folder, spec: str, remote):
@@ -338,17 +345,19 @@ def _converted(gguf: Path, folder: Path, discard: bool = False) -> Path:
     return folder
 
 
-def _load_folder(folder, spec: str):
-    import torch
+def _load_folder(folder, spec: str, placement):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .backends.hf import HFModel
 
     _quiet_transformers()
+    device, dtype = placement.resolve()
     where = f"the folder {folder}" if Path(str(folder)).exists() else f"the Hugging Face hub id '{folder}'"
     def load(local: bool):
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa",
+        # the weights are cast as they are read, and go straight to the device (no float32 copy on a GPU)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa",
+                                                     device_map=device if device.type != "cpu" else None,
                                                      local_files_only=local)
         return tok, model
 

@@ -2,6 +2,9 @@
 
     pair = load_pair(BlendConfig())            # the embedded Gemma-3-270m + SmolLM2-135M-Instruct
     pair = Pair(base=fake_base, guide=fake_guide)   # any objects with the backends.base interface
+
+Each model runs where ``config.placement(role)`` says; the bridge and the blending live on the base's
+device (a model's ``device`` attribute; CPU for remote and scripted models).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ class Pair:
             self.bridge = VocabBridge.build(
                 self.guide.tokenizer, self.base.tokenizer, self.guide.vocab_size, self.base.vocab_size
             )
+        if self.bridge is not None and self.base is not None:
+            # blending happens where the base's distributions are: the guide's are carried there
+            self.bridge = self.bridge.to(getattr(self.base, "device", "cpu"))
 
 
 def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> None:
@@ -35,6 +41,8 @@ def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> N
 
     problems = []
     for role, (spec, remote) in _needed(config, methods).items():
+        if remote is None:
+            config.placement(role).check()  # --device cuda on a machine without one: before anything loads
         try:
             check(spec, tokenizer_only=remote is not None)
         except ModelLoadError as exc:
@@ -51,7 +59,7 @@ def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pa
     from .models import load_model
 
     check_pair(config, methods)
-    loaded = {role: load_model(spec, remote) for role, (spec, remote) in _needed(config, methods).items()}
+    loaded = {role: load_model(spec, remote, config.placement(role)) for role, (spec, remote) in _needed(config, methods).items()}
     return Pair(base=loaded.get("base"), guide=loaded.get("guide"))
 
 

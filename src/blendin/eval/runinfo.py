@@ -10,6 +10,9 @@ once, before the first row, to ``out_dir/run.json``::
                                       "guide_remote": null, "judge": null}}}
 
 that is every field of ``BlendConfig`` except the grid's own (method, gamma, alpha),
+the device and dtype fields (recorded as ``placement``: what each local model's device and dtype
+resolve to on this machine, ``{"device": "cuda:0", "dtype": "bfloat16"}``; a folder recorded before
+they existed counts as float32 on the CPU, as every run was then),
 ``trace_top`` (it only adds detail to the steps) and ``turn_stop`` (always off under a task, see
 ``task_config``), after the task's prompt format and stop strings are applied; the remote settings
 without ``api_key`` (a secret) and ``concurrency`` (throughput only); for judge tasks the judge's
@@ -46,6 +49,10 @@ from ..jsonl import read_rows
 
 FORMAT = 1
 GRID_FIELDS = ("method", "gamma", "alpha", "trace_top")  # vary within a run folder, or change no output
+# recorded as what they resolve to on this machine ("placement"): "auto" may mean a GPU here, the CPU there
+PLACEMENT_FIELDS = ("device", "dtype", "guide_device", "guide_dtype")
+# where local models ran before blendin had --device/--dtype: a folder from then resumes on the same
+LEGACY_PLACEMENT = {"device": "cpu", "dtype": "float32"}
 # the same in every run (task_config turns it off): recording it would only refuse the folders made before it existed
 FIXED_FIELDS = ("turn_stop",)
 UNRECORDED = ("api_key", "concurrency")  # a secret; a throughput knob
@@ -65,12 +72,14 @@ def run_settings(task, config: BlendConfig, judge=None) -> dict:
     config = task_config(task, config)
     out = {}
     for f in fields(config):
-        if f.name in GRID_FIELDS or f.name in FIXED_FIELDS:
+        if f.name in GRID_FIELDS or f.name in FIXED_FIELDS or f.name in PLACEMENT_FIELDS:
             continue
         value = getattr(config, f.name)
         if is_dataclass(value):
             value = {k: v for k, v in asdict(value).items() if k not in UNRECORDED}
         out[f.name] = value
+    out["placement"] = {role: None if getattr(config, f"{role}_remote") is not None else config.placement(role).describe()
+                        for role in ("base", "guide")}
     judging = judge is not None and task.scoring == "judge"
     out["judge"] = {k: getattr(judge, k, None) for k in ("url", "model", "max_tokens")} if judging else None
     return json.loads(json.dumps(out))  # as it reads back: tuples become lists
@@ -127,6 +136,8 @@ def check_run(out_dir, task, config: BlendConfig, judge=None) -> dict:
     if not isinstance(recorded, dict) or recorded.get("format") != FORMAT or not isinstance(recorded.get("tasks"), dict):
         raise ConfigError(f"{path} is not a run.json of format {FORMAT} (another blendin version?); {_advice(out)}")
     old = recorded["tasks"].get(task.name)
+    if isinstance(old, dict) and "placement" not in old:  # recorded before --device/--dtype: float32 on the CPU
+        old = {**old, "placement": {role: None if old.get(f"{role}_remote") else dict(LEGACY_PLACEMENT) for role in ("base", "guide")}}
     if old is None:
         if any(r.get("task") == task.name for r in rows):
             raise ConfigError(f"{out} has {task.name} results but run.json has no settings for {task.name}, "
