@@ -3,7 +3,8 @@
     >>> Sampler().choose(torch.tensor([0.1, 0.6, 0.3]))
     1
 
-Sampling with the same seed and the same distributions gives the same tokens.
+Sampling with the same seed and the same distributions gives the same tokens (on one device: a GPU
+draws from its own generator, seeded alike).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ class Sampler:
     def __init__(self, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None):
         self.temperature = temperature
         self.top_p = top_p
-        self.generator = torch.Generator()
-        self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
+        self.seed = seed if seed is not None else int.from_bytes(os.urandom(7), "little")
+        self.generator = self._generator(torch.device("cpu"))
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(self.seed)
+        return generator
 
     @property
     def greedy(self) -> bool:
@@ -34,6 +40,8 @@ class Sampler:
         tempered = torch.softmax(logits, dim=-1)
         if self.top_p < 1.0:
             tempered = nucleus(tempered, self.top_p)
+        if self.generator.device != tempered.device:  # the distributions live on a GPU: draw there
+            self.generator = self._generator(tempered.device)
         return int(torch.multinomial(tempered, 1, generator=self.generator))
 
 

@@ -71,17 +71,27 @@ class VocabBridge:
     ``V_*`` are the models' logit sizes, which may exceed their tokenizers' vocabularies.
     """
 
-    def __init__(self, guide_to_base: torch.Tensor, exact: torch.Tensor, base_size: int, guide_vocab: int, identity=False):
-        self.guide_to_base = guide_to_base
-        self.exact = exact
+    def __init__(self, guide_to_base: torch.Tensor, exact: torch.Tensor, base_size: int, guide_vocab: int, identity=False,
+                 device="cpu"):
+        self.device = torch.device(device)  # where to_base works: the base's device
+        self._lookup = guide_to_base.tolist()  # base_id reads this, not a tensor that may sit on a GPU
+        self.guide_vocab = guide_vocab
+        self.guide_to_base = guide_to_base.to(self.device)
+        self.exact = exact.to(self.device)
         self.base_size = base_size
         self.identity = identity
-        self._valid = torch.nonzero(guide_to_base >= 0).squeeze(1)  # guide ids that map somewhere
-        self._target = guide_to_base[self._valid]
+        self._valid = torch.nonzero(self.guide_to_base >= 0).squeeze(1)  # guide ids that map somewhere
+        self._target = self.guide_to_base[self._valid]
         if identity:  # the cheap path: keep in place, drop controls, move end tokens' mass
-            self._keep = guide_to_base == torch.arange(len(guide_to_base))  # [V_guide] bool
-            self._moved = torch.nonzero((guide_to_base >= 0) & ~self._keep).squeeze(1)
+            self._keep = self.guide_to_base == torch.arange(len(guide_to_base), device=self.device)  # [V_guide] bool
+            self._moved = torch.nonzero((self.guide_to_base >= 0) & ~self._keep).squeeze(1)
         self.exact_share = float(exact[:guide_vocab].sum()) / max(guide_vocab, 1)
+
+    def to(self, device) -> "VocabBridge":
+        """The same bridge working on ``device`` (itself if it is there already)."""
+        if torch.device(device) == self.device:
+            return self
+        return VocabBridge(self.guide_to_base.cpu(), self.exact.cpu(), self.base_size, self.guide_vocab, self.identity, device)
 
     @classmethod
     def build(cls, guide_tok, base_tok, guide_size: int, base_size: int) -> "VocabBridge":
@@ -133,27 +143,29 @@ class VocabBridge:
     def to_base(self, guide_probs: torch.Tensor) -> torch.Tensor:
         """guide_probs [V_guide] -> base-vocabulary probs [V_base], renormalised over the mapped mass.
 
-        Several guide tokens may land on one base token: their probabilities add up. Pure.
+        Several guide tokens may land on one base token: their probabilities add up. Pure. The result
+        is on the bridge's device (the base's), wherever ``guide_probs`` was.
         """
+        guide_probs = guide_probs.to(self.device)
         if self.identity and guide_probs.shape[0] == self.base_size:
             out = torch.where(self._keep, guide_probs, torch.zeros((), dtype=guide_probs.dtype))
             if len(self._moved):
                 out.index_add_(0, self.guide_to_base[self._moved], guide_probs[self._moved])
             total = out.sum()
             return out / total if total > 0 else out
-        out = torch.zeros(self.base_size, dtype=guide_probs.dtype)
+        out = torch.zeros(self.base_size, dtype=guide_probs.dtype, device=self.device)
         out.index_add_(0, self._target, guide_probs[self._valid])
         total = out.sum()
         return out / total if total > 0 else out
 
     def base_id(self, guide_id: int) -> int | None:
         """The base token a guide token maps to (exactly or by projection), or None if dropped."""
-        bid = int(self.guide_to_base[guide_id])
+        bid = self._lookup[guide_id]
         return None if bid < 0 else bid
 
     def mass_exact(self, guide_probs: torch.Tensor) -> float:
         """Share of the guide's probability mass on tokens with an exact base counterpart."""
-        return float(guide_probs[self.exact].sum())
+        return float(guide_probs.to(self.device)[self.exact].sum())
 
     def describe(self) -> dict:
         return {"identity": self.identity, "exact_share": round(self.exact_share, 6)}

@@ -4,8 +4,10 @@
     s = model.session(); s.sync(model.tokenizer.encode_prompt("Question: 2+3?\\nAnswer:"))
     s.logprobs().shape  # torch.Size([262144])
 
-Finding and converting models (ids, folders, GGUF files) lives in ``blendin.models``.
-Everything runs in float32 on the CPU unless the model was placed elsewhere.
+Finding and converting models (ids, folders, GGUF files) lives in ``blendin.models``, placing them
+on a device and in a dtype in ``blendin.placement``. Everything a pass needs (ids, positions, masks,
+cache rows) is put on the model's device, and the next-token logprobs stay there (float32): the
+decoding loop reads single numbers from them, never whole vocabularies.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class HFModel:
         extra = gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]
         self.tokenizer = HFTokenizer(tokenizer, extra_eos=[i for i in extra if i is not None])
         self.name = name
+        self.device = model.device  # where its passes run and its logprobs stay
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.context_length = getattr(model.config, "max_position_embeddings", None)  # tokens, or None if unknown
         layer_types = set(getattr(model.config, "layer_types", None) or [])
@@ -196,7 +199,7 @@ class HFSession(PrefixSession):
                 logits_to_keep=1,
             )
         self.cache = out.past_key_values
-        return torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
+        return torch.log_softmax(out.logits[0, -1].float(), dim=-1)
 
     def _truncate(self, keep: int) -> None:
         drop = self.cache.get_seq_length() - keep
@@ -252,11 +255,12 @@ class SlotCache:
                 store[i] = new
         self.slots, self.capacity = slots, capacity
 
-    def begin(self, rows: torch.Tensor, write: torch.Tensor, kv_len: int) -> None:
-        """Set up a pass: batch row r is slot rows[r]; its query i writes at position write[r, i]."""
-        self.rows, self.write, self.kv_len = rows, write, kv_len
+    def begin(self, rows: torch.Tensor, write: torch.Tensor, kv_len: int, device=None) -> None:
+        """Set up a pass: batch row r is slot rows[r]; its query i writes at position write[r, i].
+        ``rows``/``write`` come on the CPU and are moved to ``device`` (the cache's) once per pass."""
         first = int(rows[0])
         self._span = slice(first, first + len(rows)) if torch.equal(rows, torch.arange(first, first + len(rows))) else None
+        self.rows, self.write, self.kv_len = rows.to(device), write.to(device), kv_len
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         """key/value_states [S, kv_heads, T, head_dim] -> the rows' keys/values [S, kv_heads, kv_len, head_dim]."""
@@ -338,8 +342,12 @@ class SlotRunner:
         else:
             masks = full
         rows = torch.tensor([s.slot for s in sessions])
-        cache.begin(rows, write, kv_len)
         device = self.model.device
+        cache.begin(rows, write, kv_len, device)
+        if isinstance(masks, dict):
+            masks = {kind: m.to(device) for kind, m in masks.items()}
+        else:
+            masks = masks.to(device)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model(
@@ -350,7 +358,9 @@ class SlotRunner:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
+        logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [S, V], on the device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # so that `seconds` is the pass's time, not its launch's
         self.seconds += time.perf_counter() - start
         for r, s in enumerate(sessions):
             s.store(logprobs[r])
