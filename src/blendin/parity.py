@@ -1,0 +1,134 @@
+"""Batched decoding against one row at a time: the same answers, on any device and in any dtype.
+
+Two checks, used by the tests and by ``benchmarks/gpu.py``:
+
+    pass_parity(model, prompts)            one model's next-token probabilities, batched (padded rows,
+                                           a shared cache) against each prompt alone, prompt and decode
+                                           passes: the largest difference of any probability
+    greedy_parity(pair, prompts, config)   a method's greedy answers, batched against alone: where
+                                           they part, and whether that was a near tie
+
+In float32 batched and alone agree to rounding. In half precision the two runs add numbers in other
+orders, so an answer may part from the other where two tokens (or m_b and gamma) are nearly tied:
+that is rounding, not a fault. A parting where one token clearly led is a fault (masks, positions or
+cache rows mixed up between rows), as is a probability that moved by more than rounding can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# a probability may move this much between batched and alone. Measured on the embedded Gemma-3-270m
+# on the CPU: one row in bfloat16 against float32 differs by up to 0.013, batched bfloat16 against one
+# row by up to 0.03 after four passes (their caches hold bfloat16 keys); float32 agrees to 1e-9.
+PROB_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 0.1, torch.float16: 0.03}
+# and the log-probability of a likely token (top 64; telling for flat distributions too)
+LOGPROB_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.5, torch.float16: 0.1}
+# at a parting, the decisive gap (top-1 minus top-2, relative to top-1; or |m_b - gamma|) below which it is a near tie
+TIE_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.1}
+
+
+def model_dtype(model) -> torch.dtype:
+    """The dtype a model's passes run in (float32 for models without torch weights)."""
+    inner = getattr(model, "model", None)
+    return getattr(inner, "dtype", torch.float32)
+
+
+def pass_parity(model, prompts: list[list[int]], steps: int = 4) -> dict:
+    """Run ``prompts`` (token ids of different lengths) batched and alone for ``steps`` greedy steps
+    each; the largest |p_batched - p_alone| over every token and step (``by_step``: per step; the first
+    is the padded prompt pass), and how many argmaxes differ.
+
+    Both runs follow the alone run's tokens, so each step compares the same contexts.
+    """
+    from .backends.base import forward_sessions
+
+    alone_probs, tokens = [], []
+    for ids in prompts:
+        s, seq, per_step = model.session(), list(ids), []
+        for _ in range(steps):
+            s.sync(seq)
+            lp = s.logprobs().float()
+            per_step.append(lp)
+            seq = seq + [int(torch.argmax(lp))]
+        getattr(s, "close", lambda: None)()
+        alone_probs.append(per_step)
+        tokens.append(seq[len(ids):])
+    sessions = [model.session() for _ in prompts]
+    by_step, log_worst, argmax_differ = [], 0.0, 0
+    for step in range(steps):
+        for s, ids, toks in zip(sessions, prompts, tokens):
+            s.sync(list(ids) + toks[:step])
+        forward_sessions(model, sessions)
+        by_step.append(0.0)
+        for s, per_step in zip(sessions, alone_probs):
+            lp, lq = s.logprobs().float(), per_step[step]
+            by_step[-1] = max(by_step[-1], float((torch.exp(lp) - torch.exp(lq)).abs().max()))
+            top = torch.topk(lq, 64).indices  # log-probabilities of the likeliest tokens: telling even where all are small
+            log_worst = max(log_worst, float((lp[top] - lq[top]).abs().max()))
+            argmax_differ += int(torch.argmax(lp)) != int(torch.argmax(lq))
+    worst = max(by_step)
+    for s in sessions:
+        getattr(s, "close", lambda: None)()
+    dtype = model_dtype(model)
+    tolerance, log_tolerance = PROB_TOLERANCE.get(dtype, 1e-4), LOGPROB_TOLERANCE.get(dtype, 1e-3)
+    return {"max_prob_diff": worst, "max_logprob_diff_top64": float(f"{log_worst:.3g}"), "by_step": [float(f"{x:.3g}") for x in by_step],
+            "argmax_differ": argmax_differ, "compared": steps * len(prompts), "tolerance": [tolerance, log_tolerance],
+            "ok": worst <= tolerance and log_worst <= log_tolerance}
+
+
+@dataclass(frozen=True)
+class Parting:
+    """Where a batched answer first differs from the same prompt's answer alone."""
+
+    prompt: int
+    step: int
+    gap: float  # the decisive gap there, in the alone run (see TIE_TOLERANCE)
+    near_tie: bool
+
+
+def greedy_parity(pair, prompts: list[str], config, batch_size: int = 8) -> dict:
+    """Greedy answers of ``config.method``, batched (``generate_many``) against each prompt alone.
+
+    Returns {"identical": rows with the same tokens, "rows", "agreeing_tokens": tokens before the
+    first difference, summed, "tokens", "partings": [Parting...], "ok": every parting a near tie}.
+    """
+    from .decoding import generate, generate_many
+
+    config = config.with_(temperature=0.0, trace_top=max(config.trace_top, 2))
+    alone = [generate(pair, p, config) for p in prompts]
+    together = dict(generate_many(pair, prompts, config, batch_size=batch_size))
+    dtype = max((model_dtype(m) for m in (pair.base, pair.guide) if m is not None), key=lambda d: TIE_TOLERANCE.get(d, 0))
+    tie = TIE_TOLERANCE.get(dtype, 1e-3)
+    partings, agreeing, total, identical = [], 0, 0, 0
+    for i, a in enumerate(alone):
+        b = together[i]
+        key = lambda s: (s.token_id, s.source)  # noqa: E731
+        n = next((k for k, (x, y) in enumerate(zip(a.steps, b.steps)) if key(x) != key(y)), min(len(a.steps), len(b.steps)))
+        agreeing += n
+        total += len(a.steps)
+        if n == len(a.steps) == len(b.steps):
+            identical += 1
+            continue
+        if n == min(len(a.steps), len(b.steps)):  # one stopped earlier (a stop string cut one run's text)
+            partings.append(Parting(i, n, 0.0, True))
+            continue
+        gap = _decisive_gap(a.steps[n], b.steps[n], config.gamma)
+        partings.append(Parting(i, n, gap, gap < tie))
+    return {"method": config.method, "identical": identical, "rows": len(prompts), "agreeing_tokens": agreeing,
+            "tokens": total, "partings": [p.__dict__ for p in partings], "ok": all(p.near_tie for p in partings)}
+
+
+def _decisive_gap(alone_step, batched_step, gamma: float) -> float:
+    """How clearly the alone run's decision was made where the two runs part: the relative gap between
+    the top two tokens of the distribution decoded from, or |m_b - gamma| where they decided differently
+    whether to consult the guide."""
+    if alone_step.source != batched_step.source and alone_step.base_top_prob is not None:
+        return abs(alone_step.base_top_prob - gamma)
+    alts = alone_step.alternatives or {}
+    ranked = alts.get("blend") if alone_step.source != "base" and "blend" in alts else alts.get(alone_step.source) or alts.get("base")
+    if not ranked or len(ranked) < 2 or ranked[0][1] <= 0:
+        return 0.0
+    return (ranked[0][1] - ranked[1][1]) / ranked[0][1]
