@@ -3,9 +3,11 @@
     python benchmarks/decode.py                 # full run (about 8 minutes here), prints a table
     python benchmarks/decode.py --quick         # under a minute, same fields, smaller numbers
     python benchmarks/decode.py --json out.json
+    python benchmarks/decode.py --device cpu --dtype bfloat16     # any placement (default: auto, auto)
 
 Greedy, 128 new tokens (16 with --quick), prompts written for this benchmark (grade-school word
-problems in the style of GSM8K, not taken from any data set). The four configurations run in one
+problems in the style of GSM8K, not taken from any data set), without the stop at the base's next
+turn, so that every configuration writes its full length and tokens/s compares like with like. The four configurations run in one
 process, interleaved and repeated, so that drift of the machine hits all of them alike; tokens/s is
 generated tokens over wall time, prompt reading included.
 
@@ -50,6 +52,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="16 tokens, fewer prompts: under a minute")
     ap.add_argument("--json", help="write the fields to this file")
     ap.add_argument("--repeats", type=int, default=None, help="rounds of the four configurations (default 2, quick 1)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
     a = ap.parse_args()
     from blendin import BlendConfig
     from blendin.decoding import generate_many
@@ -58,7 +62,7 @@ def main() -> int:
     tokens = 16 if a.quick else 128
     repeats = a.repeats or (1 if a.quick else 2)
     b1_prompts = PROMPTS[:2] if a.quick else PROMPTS[:4]
-    pair = load_pair(BlendConfig())
+    pair = load_pair(BlendConfig(device=a.device, dtype=a.dtype))
     runners = {"base": getattr(pair.base, "runner", None), "guide": getattr(pair.guide, "runner", None)}
     guide_runner = runners["guide"]
     totals = {}  # (method, batch) -> [tokens, seconds]
@@ -67,7 +71,7 @@ def main() -> int:
     for _ in range(repeats):
         for method, batch in [("base", 1), ("blendin", 1), ("base", 16), ("blendin", 16)]:
             prompts = b1_prompts if batch == 1 else PROMPTS
-            config = BlendConfig(method=method, max_new_tokens=tokens)
+            config = BlendConfig(method=method, max_new_tokens=tokens, turn_stop=False, device=a.device, dtype=a.dtype)
             read_before = guide_runner.tokens_read if guide_runner else 0
             before = {m: _counters(r) for m, r in runners.items()}
             start = time.perf_counter()

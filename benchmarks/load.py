@@ -2,6 +2,7 @@
 
     python benchmarks/load.py            # 3 runs, prints a table
     python benchmarks/load.py --runs 5 --json load.json
+    python benchmarks/load.py --dtype bfloat16     # the same float32 cache, cast as it loads
 
 Each run is a new Python process (so imports and file reads are paid in full, as a user would pay
 them); the models must already be converted (``blendin prepare``). Target: under 15 s in total.
@@ -20,7 +21,7 @@ import sys
 import time
 
 CHILD = r"""
-import json, time
+import json, sys, time
 t0 = time.perf_counter()
 import torch, transformers
 from blendin import BlendConfig
@@ -28,10 +29,10 @@ from blendin.models import load_model
 from blendin.pair import Pair
 from blendin.decoding import generate
 t1 = time.perf_counter()
-config = BlendConfig(method="blendin", max_new_tokens=1)
-base = load_model(config.base)
+config = BlendConfig(method="blendin", max_new_tokens=1, device="cpu", dtype=sys.argv[1])
+base = load_model(config.base, placement=config.placement("base"))
 t2 = time.perf_counter()
-guide = load_model(config.guide)
+guide = load_model(config.guide, placement=config.placement("guide"))
 t3 = time.perf_counter()
 pair = Pair(base=base, guide=guide)
 t4 = time.perf_counter()
@@ -46,16 +47,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (on the CPU)")
     a = ap.parse_args()
     subprocess.run([sys.executable, "-m", "blendin.cli", "prepare"], check=True, capture_output=True)
     rows = []
     for _ in range(a.runs):
         start = time.perf_counter()
-        p = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True)
+        p = subprocess.run([sys.executable, "-c", CHILD, a.dtype], capture_output=True, text=True, check=True)
         total = time.perf_counter() - start
         rows.append({**json.loads(p.stdout.strip().splitlines()[-1]), "total": total})
     cols = ["imports", "load_base", "load_guide", "bridge", "first_token", "total"]
-    print(f"cached load + 1 token, fresh process ({platform.machine()}, {_cores()} cores, torch {_torch()})")
+    print(f"cached load + 1 token, fresh process, {a.dtype} ({platform.machine()}, {_cores()} cores, torch {_torch()})")
     print("| run | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for i, r in enumerate(rows, 1):
