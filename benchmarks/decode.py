@@ -56,38 +56,14 @@ def main() -> int:
     ap.add_argument("--dtype", default="auto")
     a = ap.parse_args()
     from blendin import BlendConfig
-    from blendin.decoding import generate_many
     from blendin.pair import load_pair
 
     tokens = 16 if a.quick else 128
     repeats = a.repeats or (1 if a.quick else 2)
     b1_prompts = PROMPTS[:2] if a.quick else PROMPTS[:4]
     pair = load_pair(BlendConfig(device=a.device, dtype=a.dtype))
-    runners = {"base": getattr(pair.base, "runner", None), "guide": getattr(pair.guide, "runner", None)}
-    guide_runner = runners["guide"]
-    totals = {}  # (method, batch) -> [tokens, seconds]
-    profile = {}  # (method, batch) -> {model: [passes, seconds, tokens read, padding]}
-    interventions = blend_tokens = guide_read = 0
-    for _ in range(repeats):
-        for method, batch in [("base", 1), ("blendin", 1), ("base", 16), ("blendin", 16)]:
-            prompts = b1_prompts if batch == 1 else PROMPTS
-            config = BlendConfig(method=method, max_new_tokens=tokens, turn_stop=False, device=a.device, dtype=a.dtype)
-            read_before = guide_runner.tokens_read if guide_runner else 0
-            before = {m: _counters(r) for m, r in runners.items()}
-            start = time.perf_counter()
-            results = [r for _, r in generate_many(pair, prompts, config, batch_size=batch)]
-            seconds = time.perf_counter() - start
-            prof = profile.setdefault((method, batch), {m: [0, 0.0, 0, 0] for m in runners})
-            for m, r in runners.items():
-                prof[m] = [x + (y - z) for x, y, z in zip(prof[m], _counters(r), before[m])]
-            n = sum(r.tokens for r in results)
-            t = totals.setdefault((method, batch), [0, 0.0])
-            t[0], t[1] = t[0] + n, t[1] + seconds
-            if method == "blendin":
-                interventions += sum(r.interventions for r in results)
-                blend_tokens += n
-                guide_read += (guide_runner.tokens_read - read_before) if guide_runner else 0
-            print(f"  {method:8s} batch {batch:2d}: {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+    config = BlendConfig(max_new_tokens=tokens, turn_stop=False, device=a.device, dtype=a.dtype)
+    totals, profile, interventions, blend_tokens, guide_read = rounds(pair, config, repeats, b1_prompts)
     tps = {k: v[0] / v[1] for k, v in totals.items()}
     out = {
         "base_tps_b1": tps[("base", 1)],
@@ -120,6 +96,43 @@ def main() -> int:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)
     return 0
+
+
+CONFIGS = [("base", 1), ("blendin", 1), ("base", 16), ("blendin", 16)]
+
+
+def rounds(pair, config, repeats: int, b1_prompts: list[str]):
+    """Time the four configurations (``CONFIGS``: method, batch), interleaved, ``repeats`` times.
+
+    Returns totals {(method, batch): [tokens, seconds]}, profile {(method, batch): {model: [passes,
+    seconds, tokens read, padding]}}, and BlendIn's interventions, tokens and guide tokens read.
+    """
+    from blendin.decoding import generate_many
+
+    runners = {"base": getattr(pair.base, "runner", None), "guide": getattr(pair.guide, "runner", None)}
+    guide_runner = runners["guide"]
+    totals, profile = {}, {}
+    interventions = blend_tokens = guide_read = 0
+    for _ in range(repeats):
+        for method, batch in CONFIGS:
+            prompts = b1_prompts if batch == 1 else PROMPTS
+            read_before = guide_runner.tokens_read if guide_runner else 0
+            before = {m: _counters(r) for m, r in runners.items()}
+            start = time.perf_counter()
+            results = [r for _, r in generate_many(pair, prompts, config.with_(method=method), batch_size=batch)]
+            seconds = time.perf_counter() - start
+            prof = profile.setdefault((method, batch), {m: [0, 0.0, 0, 0] for m in runners})
+            for m, r in runners.items():
+                prof[m] = [x + (y - z) for x, y, z in zip(prof[m], _counters(r), before[m])]
+            n = sum(r.tokens for r in results)
+            t = totals.setdefault((method, batch), [0, 0.0])
+            t[0], t[1] = t[0] + n, t[1] + seconds
+            if method == "blendin":
+                interventions += sum(r.interventions for r in results)
+                blend_tokens += n
+                guide_read += (guide_runner.tokens_read - read_before) if guide_runner else 0
+            print(f"  {method:8s} batch {batch:2d}: {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+    return totals, profile, interventions, blend_tokens, guide_read
 
 
 def _counters(runner) -> list:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from decode import PROMPTS  # noqa: E402  (benchmarks/decode.py: 16 word problems)
+from decode import CONFIGS, PROMPTS, rounds  # noqa: E402  (benchmarks/decode.py: 16 word problems, its timed rounds)
 
 PAIRS = {"qwen": ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"), "embedded": ("gemma-3-270m", "smollm2-135m-instruct")}
 METHODS = ("base", "guide", "switch", "nudging", "blendin")
@@ -168,23 +168,14 @@ def calibrate_gamma(pair, config, prompts, rate: float = 0.1, rounds: int = 4) -
 
 
 def decode_speed(pair, config, quick: bool) -> dict:
-    """tokens/s of the base alone and of BlendIn at batch 1 and 16, interleaved, two rounds (one quick)."""
+    """tokens/s of the base alone and of BlendIn at batch 1 and 16 (decode.py's rounds), after an
+    untimed warm-up of each configuration (kernels, the allocator, cache rows)."""
     from blendin.decoding import generate_many
 
-    totals, interventions, blend_tokens = {}, 0, 0
-    for _ in range(1 if quick else 2):
-        for method, batch in [("base", 1), ("blendin", 1), ("base", 16), ("blendin", 16)]:
-            prompts = PROMPTS[: (2 if quick else 4)] if batch == 1 else PROMPTS
-            start = time.perf_counter()
-            results = [r for _, r in generate_many(pair, prompts, config.with_(method=method), batch_size=batch)]
-            seconds = time.perf_counter() - start
-            n = sum(r.tokens for r in results)
-            t = totals.setdefault((method, batch), [0, 0.0])
-            t[0], t[1] = t[0] + n, t[1] + seconds
-            if method == "blendin":
-                interventions += sum(r.interventions for r in results)
-                blend_tokens += n
-            print(f"  {method:8s} batch {batch:2d}: {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+    for method, batch in CONFIGS:
+        for _ in generate_many(pair, PROMPTS[:batch], config.with_(method=method, max_new_tokens=8), batch_size=batch):
+            pass
+    totals, _, interventions, blend_tokens, _ = rounds(pair, config, 1 if quick else 2, PROMPTS[: (2 if quick else 4)])
     tps = {k: v[0] / v[1] for k, v in totals.items()}
     return {"new_tokens": config.max_new_tokens,
             "base_tps_b1": round(tps[("base", 1)], 1), "blendin_tps_b1": round(tps[("blendin", 1)], 1),

@@ -9,26 +9,23 @@ import pytest
 import torch
 
 from blendin import BlendConfig
-from blendin.models import cache_dir
+from blendin.models import cache_dir, prepare
 from blendin.pair import load_pair
 from blendin.parity import greedy_parity, pass_parity
+from test_batching import PROMPTS  # four prompts of different lengths
 
 pytestmark = pytest.mark.slow
-
-PROMPTS = [
-    "What is 7 times 8?",
-    "A farmer has 12 cows and buys 7 more. Then 5 cows are sold. How many cows are left?",
-    "Name a fruit.",
-    "Maria reads 15 pages a day for two weeks, then 10 pages a day for one week. How many pages?",
-]
 
 
 @pytest.fixture(scope="module")
 def half_pair():
     """The embedded pair in bfloat16, on the GPU where there is one; the cache folder is not written to."""
+    config = BlendConfig(device="auto", dtype="bfloat16")
+    for spec in (config.base, config.guide):
+        prepare(spec)  # converted (float32) before the listing below, as make's set-up leaves them
     folders = sorted(p.name for p in (cache_dir() / "models").iterdir())
     files = {p: sorted(f.name for f in (cache_dir() / "models" / p).iterdir()) for p in folders}
-    pair = load_pair(BlendConfig(device="auto", dtype="bfloat16"), methods=("base", "guide"))
+    pair = load_pair(config, methods=("base", "guide"))
     assert sorted(p.name for p in (cache_dir() / "models").iterdir()) == folders  # one float32 copy, cast as it loads
     assert {p: sorted(f.name for f in (cache_dir() / "models" / p).iterdir()) for p in folders} == files
     return pair
