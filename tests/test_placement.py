@@ -87,3 +87,15 @@ def test_bridge_and_sampler_follow_the_device():
     first = [s.choose(torch.tensor([0.2, 0.3, 0.5])) for _ in range(5)]
     s2 = Sampler(temperature=1.0, seed=3)
     assert [s2.choose(torch.tensor([0.2, 0.3, 0.5])) for _ in range(5)] == first
+
+
+def test_serve_start_up_line_says_where_local_models_run():
+    from types import SimpleNamespace
+
+    from blendin.server import startup_line
+    from blendin.server.settings import ServeSettings
+
+    local = SimpleNamespace(model=SimpleNamespace(dtype=torch.bfloat16), device=torch.device("cuda", 0))
+    pair = SimpleNamespace(base=local, guide=SimpleNamespace(tokenizer=None))  # a remote guide: nothing to say
+    line = startup_line(BlendConfig(base="b", guide="g"), ServeSettings(port=8000), pair)
+    assert "(base b on cuda:0 bfloat16, guide g, method blendin)" in line

@@ -47,16 +47,24 @@ def serve(config: BlendConfig, settings: ServeSettings) -> None:
     import uvicorn
 
     log = configure_logging()
-    log.info("%s", startup_line(config, settings))
+    log.info("%s", startup_line(config, settings, pair))
     # uvicorn's access log stays off: the request lines above carry its fields and the decoding's
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     app.state.engine.stop()
 
 
-def startup_line(config: BlendConfig, settings: ServeSettings) -> str:
-    """What ``blendin serve`` says once the models are loaded: the name served, models, method, address."""
-    return (f"serving '{settings.model_name}' (base {config.base}, guide {config.guide}, method {config.method}) "
+def startup_line(config: BlendConfig, settings: ServeSettings, pair=None) -> str:
+    """What ``blendin serve`` says once the models are loaded: the name served, models (and, for local
+    ones, where they run: 'on cuda:0 bfloat16'), method, address."""
+    base, guide = (f"{config.base}{_where(getattr(pair, 'base', None))}", f"{config.guide}{_where(getattr(pair, 'guide', None))}")
+    return (f"serving '{settings.model_name}' (base {base}, guide {guide}, method {config.method}) "
             f"at http://{settings.host}:{settings.port}/v1")
+
+
+def _where(model) -> str:
+    """' on cpu float32' for a local torch model; '' for a remote or scripted one."""
+    weights = getattr(getattr(model, "model", None), "dtype", None)
+    return f" on {model.device} {str(weights).removeprefix('torch.')}" if weights is not None and hasattr(model, "device") else ""
 
 
 def configure_logging(level: int = logging.INFO) -> logging.Logger:
