@@ -27,6 +27,8 @@ import resource
 import sys
 import time
 
+# the pairs the benchmarks run (precision.py, gpu.py): (base, guide)
+PAIRS = {"embedded": ("gemma-3-270m", "smollm2-135m-instruct"), "qwen": ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct")}
 PROMPTS = [
     "A farmer has 12 cows and buys 7 more. Then 5 cows are sold. How many cows does the farmer have now?",
     "Maria reads 15 pages of a book every day. How many pages does she read in 2 weeks?",

@@ -29,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from decode import CONFIGS, PROMPTS, rounds  # noqa: E402  (benchmarks/decode.py: 16 word problems, its timed rounds)
+from decode import CONFIGS, PAIRS, PROMPTS, rounds  # noqa: E402  (benchmarks/decode.py: 16 word problems, its timed rounds)
 
-PAIRS = {"qwen": ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"), "embedded": ("gemma-3-270m", "smollm2-135m-instruct")}
 METHODS = ("base", "guide", "switch", "nudging", "blendin")
 
 

@@ -26,9 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from decode import PROMPTS  # noqa: E402
-
-PAIRS = {"embedded": ("gemma-3-270m", "smollm2-135m-instruct"), "qwen": ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct")}
+from decode import PAIRS, PROMPTS  # noqa: E402
 
 
 def main() -> int:

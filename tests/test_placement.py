@@ -95,7 +95,7 @@ def test_serve_start_up_line_says_where_local_models_run():
     from blendin.server import startup_line
     from blendin.server.settings import ServeSettings
 
-    local = SimpleNamespace(model=SimpleNamespace(dtype=torch.bfloat16), device=torch.device("cuda", 0))
+    local = SimpleNamespace(dtype=torch.bfloat16, device=torch.device("cuda", 0))
     pair = SimpleNamespace(base=local, guide=SimpleNamespace(tokenizer=None))  # a remote guide: nothing to say
     line = startup_line(BlendConfig(base="b", guide="g"), ServeSettings(port=8000), pair)
     assert "(base b on cuda:0 bfloat16, guide g, method blendin)" in line

@@ -31,9 +31,8 @@ TIE_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.1}
 
 
 def model_dtype(model) -> torch.dtype:
-    """The dtype a model's passes run in (float32 for models without torch weights)."""
-    inner = getattr(model, "model", None)
-    return getattr(inner, "dtype", torch.float32)
+    """The dtype a model's passes run in (``HFModel.dtype``; float32 for models without torch weights)."""
+    return getattr(model, "dtype", torch.float32)
 
 
 def pass_parity(model, prompts: list[list[int]], steps: int = 4) -> dict:

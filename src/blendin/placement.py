@@ -28,6 +28,8 @@ ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "fl
 def dtype_name(dtype):
     """The canonical name of a dtype a user wrote ('bf16' -> 'bfloat16'); anything else unchanged."""
     return ALIASES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+
+
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 

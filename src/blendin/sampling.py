@@ -21,12 +21,15 @@ class Sampler:
         self.temperature = temperature
         self.top_p = top_p
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(7), "little")
-        self.generator = self._generator(torch.device("cpu"))
+        self._generators: dict[torch.device, torch.Generator] = {}  # one per device drawn on, seeded once
 
     def _generator(self, device: torch.device) -> torch.Generator:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(self.seed)
-        return generator
+        """The generator for ``device``: a model on a GPU draws there; a pair split across devices keeps
+        one stream per device (not re-seeded at each switch, which would repeat the draws)."""
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device)
+            self._generators[device].manual_seed(self.seed)
+        return self._generators[device]
 
     @property
     def greedy(self) -> bool:
@@ -40,9 +43,7 @@ class Sampler:
         tempered = torch.softmax(logits, dim=-1)
         if self.top_p < 1.0:
             tempered = nucleus(tempered, self.top_p)
-        if self.generator.device != tempered.device:  # the distributions live on a GPU: draw there
-            self.generator = self._generator(tempered.device)
-        return int(torch.multinomial(tempered, 1, generator=self.generator))
+        return int(torch.multinomial(tempered, 1, generator=self._generator(tempered.device)))
 
 
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:

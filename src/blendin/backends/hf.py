@@ -159,6 +159,7 @@ class HFModel:
         self.tokenizer = HFTokenizer(tokenizer, extra_eos=[i for i in extra if i is not None])
         self.name = name
         self.device = model.device  # where its passes run and its logprobs stay
+        self.dtype = model.dtype  # of its weights (its logprobs are float32 whatever this is)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.context_length = getattr(model.config, "max_position_embeddings", None)  # tokens, or None if unknown
         layer_types = set(getattr(model.config, "layer_types", None) or [])

@@ -62,9 +62,9 @@ def startup_line(config: BlendConfig, settings: ServeSettings, pair=None) -> str
 
 
 def _where(model) -> str:
-    """' on cpu float32' for a local torch model; '' for a remote or scripted one."""
-    weights = getattr(getattr(model, "model", None), "dtype", None)
-    return f" on {model.device} {str(weights).removeprefix('torch.')}" if weights is not None and hasattr(model, "device") else ""
+    """' on cpu float32' for a local torch model (``HFModel.device``/``dtype``); '' for a remote or scripted one."""
+    dtype, device = getattr(model, "dtype", None), getattr(model, "device", None)
+    return f" on {device} {str(dtype).removeprefix('torch.')}" if dtype is not None and device is not None else ""
 
 
 def configure_logging(level: int = logging.INFO) -> logging.Logger:
