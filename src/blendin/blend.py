@@ -7,6 +7,9 @@ Both distributions must already be in the *base* vocabulary (see ``vocab.VocabBr
     0.8
     >>> mix(torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.0, 0.5, 0.5]), alpha=0.5).tolist()
     [0.25, 0.5, 0.25]
+
+Several guides (``guide_weights``, ``mix_many``) generalise both: one guide gives the same numbers,
+bit for bit.
 """
 
 from __future__ import annotations
@@ -36,6 +39,44 @@ def auto_alpha(base_top_prob: float, guide_top_prob: float, agreement: float) ->
     return min(1.0, max(0.0, alpha))
 
 
+def guide_weights(base_top_prob: float, guide_top_probs: list[float], agreements: list[float]) -> list[float]:
+    """BlendIn's alpha for several guides: each guide's weight w_k, the base keeping 1 - sum(w).
+
+        w_k = m_k / (m_b + sum_j m_j) + 0.1 * p_b[t_k]      (each at least 0)
+        scaled down together (w_k / sum_j w_j) when their sum passes 1
+
+    m_k is guide k's top-1 probability, p_b[t_k] the base's probability of guide k's top token. Each
+    guide's confidence is weighed against the base's and the other guides', so a second guide never
+    raises the first one's weight, and the agreement bonus rewards each guide the base agrees with.
+    One guide gives ``auto_alpha`` bit for bit (scaling a sum above 1 down to 1 is the clip).
+
+    >>> guide_weights(0.25, [0.75], [0.5]) == [auto_alpha(0.25, 0.75, 0.5)]
+    True
+    >>> [round(w, 3) for w in guide_weights(0.3, [0.6, 0.3], [0.3, 0.0])]
+    [0.53, 0.25]
+    """
+    m_b = float(base_top_prob)
+    total_m = m_b + sum(float(m) for m in guide_top_probs)
+    if total_m <= 0:  # subtle: impossible for real distributions, but keep the math total
+        return [0.0 for _ in guide_top_probs]
+    raw = [max(0.0, float(m) / total_m + AGREEMENT_BONUS * float(a)) for m, a in zip(guide_top_probs, agreements)]
+    total = sum(raw)
+    return [w / total for w in raw] if total > 1.0 else raw
+
+
+def split_alpha(alpha: float, guide_top_probs: list[float]) -> list[float]:
+    """A fixed alpha (the guides' whole share) split among several guides in proportion to their
+    confidence m_k; one guide gets ``alpha`` exactly.
+
+    >>> [round(w, 3) for w in split_alpha(0.5, [0.6, 0.2])], split_alpha(0.3, [0.9])
+    ([0.375, 0.125], [0.3])
+    """
+    total = sum(float(m) for m in guide_top_probs)
+    if total <= 0:
+        return [alpha / len(guide_top_probs) for _ in guide_top_probs]
+    return [alpha * (float(m) / total) for m in guide_top_probs]
+
+
 def mix(base_probs: torch.Tensor, guide_probs: torch.Tensor, alpha: float) -> torch.Tensor:
     """p = alpha * guide_probs + (1 - alpha) * base_probs, each side normalised. Shapes [V_base] -> [V_base].
 
@@ -49,10 +90,25 @@ def mix(base_probs: torch.Tensor, guide_probs: torch.Tensor, alpha: float) -> to
     >>> mix(base_top_k, torch.tensor([0.0, 0.5, 0.5, 0.0], dtype=torch.float64), alpha=0.5).tolist()
     [0.3, 0.45, 0.25, 0.0]
     """
-    if base_probs.shape != guide_probs.shape:
-        raise ValueError(
-            f"mix needs both distributions in the base vocabulary: got {tuple(base_probs.shape)} "
-            f"and {tuple(guide_probs.shape)}; map the guide's through VocabBridge.to_base first"
-        )
-    mixed = alpha * (guide_probs / guide_probs.sum()) + (1.0 - alpha) * (base_probs / base_probs.sum())
+    return mix_many(base_probs, [guide_probs], [alpha])
+
+
+def mix_many(base_probs: torch.Tensor, guide_probs: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """p = sum_k w_k * guide_probs[k] + (1 - sum_k w_k) * base_probs, each side normalised (as ``mix``).
+
+    Every distribution is [V_base] (guides carried into the base vocabulary); ``weights`` sum to at
+    most 1. One guide computes exactly what ``mix`` always did.
+    """
+    for probs in guide_probs:
+        if base_probs.shape != probs.shape:
+            raise ValueError(
+                f"mix needs every distribution in the base vocabulary: got {tuple(base_probs.shape)} "
+                f"and {tuple(probs.shape)}; map the guide's through VocabBridge.to_base first"
+            )
+    mixed = None
+    for w, probs in zip(weights, guide_probs):
+        term = w * (probs / probs.sum())
+        mixed = term if mixed is None else mixed + term
+    base_term = (1.0 - sum(weights)) * (base_probs / base_probs.sum())
+    mixed = base_term if mixed is None else mixed + base_term
     return mixed / mixed.sum()

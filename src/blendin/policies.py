@@ -4,6 +4,7 @@ Every policy answers two questions, from numbers only (no tensors, no state):
 
     consult_guide(base_top_prob) -> bool        is the base unsure enough to ask the guide?
     guide_weight(m_b, m_g, agreement) -> float  alpha, the guide's weight in the mixture
+    weights(m_b, [m_k], [agreement_k]) -> [w_k] the same for several guides (one guide: [alpha])
 
 and says who writes once the guide is consulted (``writes``), and how such a step is labelled
 (``source``: "blend" for a mixture, "guide" where the guide's distribution decides alone):
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .blend import auto_alpha
+from .blend import auto_alpha, guide_weights, split_alpha
 from .config import BlendConfig
 
 
@@ -37,6 +38,9 @@ class BaseOnly:
     def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
         return 0.0
 
+    def weights(self, base_top_prob, guide_top_probs, agreements) -> list[float]:
+        return [0.0 for _ in guide_top_probs]
+
 
 @dataclass(frozen=True)
 class GuideOnly:
@@ -48,6 +52,9 @@ class GuideOnly:
 
     def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
         return 1.0
+
+    def weights(self, base_top_prob, guide_top_probs, agreements) -> list[float]:
+        return split_alpha(1.0, guide_top_probs)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,10 @@ class TokenSwitch:
 
     def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
         return 1.0
+
+    def weights(self, base_top_prob, guide_top_probs, agreements) -> list[float]:
+        """Several guides: their mixture alone, split by confidence (one guide: [1.0])."""
+        return split_alpha(1.0, guide_top_probs)
 
 
 @dataclass(frozen=True)
@@ -85,13 +96,21 @@ class BlendIn(TokenSwitch):
             return self.alpha
         return auto_alpha(base_top_prob, guide_top_prob, agreement)
 
+    def weights(self, base_top_prob, guide_top_probs, agreements) -> list[float]:
+        """``blend.guide_weights`` (a fixed alpha is the guides' whole share, split by confidence)."""
+        if self.alpha is not None:
+            return split_alpha(self.alpha, guide_top_probs)
+        return guide_weights(base_top_prob, guide_top_probs, agreements)
+
 
 def policy_for(config: BlendConfig):
-    """The policy object for ``config.method``."""
+    """The policy object for ``config.method``, at ``config.effective_gamma`` (gamma, moved by a
+    measured capability gap where one is given)."""
+    gamma = config.effective_gamma
     return {
         "base": lambda: BaseOnly(),
         "guide": lambda: GuideOnly(),
-        "switch": lambda: TokenSwitch(config.gamma),
-        "nudging": lambda: Nudging(config.gamma),
-        "blendin": lambda: BlendIn(config.gamma, alpha=config.alpha),
+        "switch": lambda: TokenSwitch(gamma),
+        "nudging": lambda: Nudging(gamma),
+        "blendin": lambda: BlendIn(gamma, alpha=config.alpha),
     }[config.method]()
