@@ -3,6 +3,7 @@
     from blendin import Blender
     blender = Blender()                                   # embedded pair, BlendIn, gamma 0.4
     Blender(base="Qwen/Qwen3-8B-Base", guide="Qwen/Qwen3-1.7B", device="cuda", dtype="bfloat16")
+    Blender(guide=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"], reliability=True)  # two guides
     result = blender("What is 12 * 7?")                   # -> GenerationResult
     results = blender(["What is 2+2?", "Name a color."])  # -> list, in order, decoded together
     nudged = blender.with_(method="nudging")              # same loaded models, other settings
@@ -31,7 +32,7 @@ class Blender:
         self.pair = pair
 
     def with_(self, **options) -> "Blender":
-        """The same models with other settings (another base, guide, device or dtype loads the pair again)."""
+        """The same models with other settings (another base, guide or guides, device or dtype loads the pair again)."""
         config = self.config.with_(**options)
         if _loaded_as(config) != _loaded_as(self.config):
             return Blender(config)
@@ -53,4 +54,4 @@ class Blender:
 
 def _loaded_as(config: BlendConfig) -> tuple:
     """What the loaded models depend on: which they are, where they run, in which precision, and remotes."""
-    return (config.base, config.guide, config.placement("base"), config.placement("guide"), config.base_remote, config.guide_remote)
+    return (config.base, config.guides, config.placement("base"), config.placement("guide"), config.base_remote)

@@ -83,6 +83,28 @@ class RemoteSpec:
 
 
 @dataclass(frozen=True)
+class GuideSpec:
+    """One guide beyond the first (``BlendConfig.more_guides``): a model spec, run here or behind a
+    server (``remote``; the spec then names its tokenizer, as ``--guide`` with ``--guide-url``)."""
+
+    model: str
+    remote: RemoteSpec | None = None
+
+    @property
+    def label(self) -> str:
+        """How results name this guide: its spec, and its server's address for a remote one."""
+        return self.model if self.remote is None else f"{self.model}@{self.remote.url}"
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f"a guide is named by a model spec (a name, a folder, a GGUF file or a Hugging Face id), got {self.model!r}")
+
+
+# adaptive gamma (the reference's rule, with a measured gap): gamma' = min(gamma * (1 + 0.5 * gap), cap)
+GAP_SLOPE, GAMMA_CAP = 0.5, 0.6
+
+
+@dataclass(frozen=True)
 class BlendConfig:
     """What to decode and how. ``alpha=None`` means BlendIn's adaptive alpha.
 
@@ -93,6 +115,16 @@ class BlendConfig:
     base_remote / guide_remote: serve that model from an OpenAI-compatible server (see RemoteSpec).
     device / dtype: where local models run and in which precision (``placement.Placement``; ``auto``
     takes a GPU where there is one); guide_device / guide_dtype set the guide's apart.
+    guide / more_guides: the guide, and any more guides (``GuideSpec`` or a model spec each); a list
+    given as ``guide`` is split into the two (``BlendConfig(guide=["a", "b"])``). ``guides`` lists all.
+    Several guides blend under blendin and switch (``blend.guide_weights``); the guide method and
+    nudging let one guide write, and take one.
+    Mitigations, each off by default (``mitigations``): max_intervention_rate (the base decides alone
+    while the rate so far is above it), agreement_top_k (a guide counts only when its top token is among
+    the base's top k), reliability (each guide's weight scaled by its running reliability),
+    retire_below / retire_after (stop consulting a guide whose reliability is below the floor after
+    that many consultations), capability_gap (the measured guide-minus-base score on a sample, which
+    moves gamma: ``effective_gamma``).
     turn_stop: end the answer where the base's plain-text format starts the next turn, a line
     beginning with the question prefix ("\\nQuestion:"), as if it were one of ``stop``; a pretrained
     base would otherwise write the user's next question and answer it too. ``stops`` lists what applies.
@@ -118,6 +150,13 @@ class BlendConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     guide_device: str | None = None  # the guide's own, where it differs from the base's (None: the same)
     guide_dtype: str | None = None
+    more_guides: tuple = ()  # GuideSpec (or model specs), consulted with ``guide``
+    max_intervention_rate: float | None = None
+    agreement_top_k: int | None = None
+    reliability: bool = False
+    retire_below: float | None = None
+    retire_after: int = 8
+    capability_gap: float | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -145,8 +184,76 @@ class BlendConfig:
         object.__setattr__(self, "guide_dtype", dtype_name(self.guide_dtype))
         check_names(self.device, self.dtype)
         check_names(self.guide_device or self.device, self.guide_dtype or self.dtype, flag="guide_device")
+        self._check_guides()
+        self._check_mitigations()
         if not isinstance(self.turn_stop, bool):
             raise ConfigError(f"turn_stop must be True or False (stop at the base's next turn, or not), got {self.turn_stop!r}")
+
+    def _check_guides(self) -> None:
+        guide, more = self.guide, self.more_guides
+        if isinstance(guide, (list, tuple)):  # BlendConfig(guide=["a", "b"]): the first, then the rest
+            if not guide:
+                raise ConfigError("guide needs at least one model")
+            guide, more = guide[0], (*guide[1:], *more)
+        if isinstance(guide, GuideSpec):
+            if guide.remote is not None and self.guide_remote is None:
+                object.__setattr__(self, "guide_remote", guide.remote)
+            guide = guide.model
+        if isinstance(more, (str, GuideSpec)):
+            more = (more,)
+        specs = tuple(g if isinstance(g, GuideSpec) else GuideSpec(g) for g in more)
+        object.__setattr__(self, "guide", guide)
+        object.__setattr__(self, "more_guides", specs)
+        names = [GuideSpec(guide, self.guide_remote).label, *(g.label for g in specs)]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ConfigError(f"the guide '{twice}' is given twice; give each guide once")
+        if specs and self.method in ("guide", "nudging"):
+            raise ConfigError(f"method '{self.method}' lets one guide write, and {len(names)} guides are given; "
+                              "give one --guide, or use blendin or switch, which blend several")
+
+    def _check_mitigations(self) -> None:
+        if self.max_intervention_rate is not None:
+            _check_range("max_intervention_rate", self.max_intervention_rate, 0.0, 1.0, hint="(the reference uses 0.15)")
+        if self.agreement_top_k is not None and (not isinstance(self.agreement_top_k, int) or isinstance(self.agreement_top_k, bool)
+                                                 or self.agreement_top_k < 1):
+            raise ConfigError(f"agreement_top_k must be a whole number >= 1 (the reference uses 5), got {self.agreement_top_k!r}")
+        if not isinstance(self.reliability, bool):
+            raise ConfigError(f"reliability must be True or False, got {self.reliability!r}")
+        if self.retire_below is not None:
+            _check_range("retire_below", self.retire_below, 0.0, 1.0)
+        if not isinstance(self.retire_after, int) or isinstance(self.retire_after, bool) or self.retire_after < 1:
+            raise ConfigError(f"retire_after must be a whole number >= 1, got {self.retire_after!r}")
+        if self.capability_gap is not None:
+            _check_range("capability_gap", self.capability_gap, -1.0, 1.0, hint="(a guide's score minus the base's, on one scale)")
+
+    @property
+    def guides(self) -> tuple[GuideSpec, ...]:
+        """Every guide, the first (``guide``, ``guide_remote``) first."""
+        return (GuideSpec(self.guide, self.guide_remote), *self.more_guides)
+
+    @property
+    def guide_label(self) -> str:
+        """The guides' names as one text: 'a' for one guide, 'a + b' for two."""
+        return " + ".join(g.label if len(self.more_guides) else g.model for g in self.guides)
+
+    @property
+    def effective_gamma(self) -> float:
+        """gamma as the policy uses it: moved by ``capability_gap`` where one is given,
+        min(gamma * (1 + 0.5 * gap), max(gamma, 0.6)) (the reference's rule; see the README's decisions).
+
+            >>> BlendConfig(gamma=0.4, capability_gap=0.5).effective_gamma, BlendConfig(gamma=0.4, capability_gap=-0.2).effective_gamma
+            (0.5, 0.36)
+        """
+        if self.capability_gap is None:
+            return self.gamma
+        return round(min(self.gamma * (1 + GAP_SLOPE * self.capability_gap), max(self.gamma, GAMMA_CAP)), 6)
+
+    @property
+    def mitigated(self) -> bool:
+        """Whether any mitigation (or reliability weighting) is on: steps then record each guide's part."""
+        return (self.max_intervention_rate is not None or self.agreement_top_k is not None or self.reliability
+                or self.retire_below is not None)
 
     def placement(self, role: str) -> Placement:
         """Where the ``role`` ("base" or "guide") model runs: ``device``/``dtype``, or the guide's own."""

@@ -25,13 +25,15 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .blend import mix, top1
+from .blend import mix_many, top1
 from .config import BlendConfig
 from .errors import ConfigError, first_line
 from .pair import Pair
+from .mitigations import GuideRecord, mitigations_for
 from .policies import policy_for
 from .prompts import Rendered, prompt_ids
 from .sampling import Sampler
+from .transcript import Transcript, split_words
 from .types import GenerationResult, Step
 
 
@@ -45,6 +47,7 @@ class Track:
         self.prompt = prompt
         self.gen_ids: list[int] = []  # the generated text, in this model's vocabulary
         self.text = ""  # the text gen_ids stand for
+        self.passes = 0  # distributions read (forward passes run for this row)
         self.session.sync(prompt)
 
     def follow(self, text: str) -> "Track":
@@ -57,6 +60,7 @@ class Track:
 
     def probs(self) -> torch.Tensor:
         """Next-token probabilities [V_model] after prompt + generated text (runs the model if needed)."""
+        self.passes += 1
         return torch.exp(self.session.logprobs())
 
     def push(self, token_id: int) -> None:
@@ -77,45 +81,6 @@ class Need:
     track: Track
 
 
-class Transcript:
-    """The generated text, built from runs of tokens, each run written by one model.
-
-    A token that ends inside a multi-byte character adds no text until the character is complete.
-    """
-
-    def __init__(self):
-        self._done = ""  # text of finished runs
-        self._tok = None  # tokenizer of the current run
-        self._ids: list[int] = []
-        self._stable = ""  # decoded text of the current run, up to the last complete character
-
-    @property
-    def text(self) -> str:
-        return self._done + self._stable
-
-    def push(self, tok, token_id: int) -> str:
-        """Add one token; return the new text it completes."""
-        if tok is not self._tok:
-            self.flush()
-            self._tok = tok
-        self._ids.append(token_id)
-        full = tok.decode(self._ids)
-        if full.endswith("\ufffd"):
-            return ""
-        delta, self._stable = full[len(self._stable) :], full
-        return delta
-
-    def flush(self) -> None:
-        """End the current run (an unfinished character is kept as U+FFFD)."""
-        if self._tok is not None:
-            self._done += self._tok.decode(self._ids)
-        self._tok, self._ids, self._stable = None, [], ""
-
-    def cut(self, length: int) -> None:
-        self.flush()
-        self._done = self._done[:length]
-
-
 class Generation:
     """One prompt's decoding. Iterate it for ``Step``s; then ``result()``."""
 
@@ -130,14 +95,26 @@ class Generation:
             raise ConfigError(f"method '{config.method}' needs a base model; load the pair with it")
         if config.uses_guide and pair.guide is None:
             raise ConfigError(f"method '{config.method}' needs a guide model; load the pair with it")
+        n_guides = len(config.guides) if config.uses_guide else 0
+        if len(pair.guides) < n_guides:
+            raise ConfigError(f"the configuration names {n_guides} guides and the pair has {len(pair.guides)}; load them all (load_pair(config))")
+        guide_models = pair.guides[:n_guides]
         if isinstance(prompt, Rendered):
-            base_ids, guide_ids = prompt.base_ids, prompt.guide_ids
+            base_ids, guides_ids = prompt.base_ids, [prompt.guide_ids, *prompt.more_guide_ids][:n_guides]
+            if len(guides_ids) < n_guides:
+                raise ConfigError(f"the rendered prompt has ids for {len(guides_ids)} of the {n_guides} guides; render it for each")
         else:
             fmt = config.prompt
             base_ids = prompt_ids(pair.base.tokenizer, fmt, prompt, chat=fmt.base_prompt == "chat") if config.uses_base else None
-            guide_ids = prompt_ids(pair.guide.tokenizer, fmt, prompt, chat=True) if config.uses_guide else None
+            guides_ids = [prompt_ids(g.tokenizer, fmt, prompt, chat=True) for g in guide_models]
         self.base = Track(pair.base, list(base_ids)) if config.uses_base else None
-        self.guide = Track(pair.guide, list(guide_ids)) if config.uses_guide else None
+        self.guides = [Track(model, list(ids)) for model, ids in zip(guide_models, guides_ids)]
+        self.guide = self.guides[0] if self.guides else None  # the first guide: the one that writes under guide/nudging
+        self.records = [GuideRecord(g.label) for g in config.guides[:n_guides]]  # each guide's history, for the mitigations
+        self.mitigations = mitigations_for(config)
+        self.detail = n_guides > 1 or config.mitigated  # steps record each guide's part (Step.guides)
+        self.interventions = 0
+        self.held: dict[str, int] = {}  # uncertain steps the base decided alone at, by the mitigation that held guidance back
         self.cancelled = False  # set by another thread (a client went away): run_rows drops the row
         self.error: BaseException | None = None  # set by run_rows when this row alone failed
         self.sampler = Sampler(config.temperature, config.top_p, config.seed)
@@ -167,7 +144,7 @@ class Generation:
 
     def close(self) -> None:
         """Release the models' sessions (their cache slots)."""
-        for track in (self.base, self.guide):
+        for track in (self.base, *self.guides):
             if track is not None:
                 getattr(track.session, "close", lambda: None)()
 
@@ -179,27 +156,85 @@ class Generation:
         base_probs = yield Need(self.base.follow(self.transcript.text))
         m_b, _ = top1(base_probs)
         base_turn, self._base_turn = self._base_turn, False
-        if base_turn or not self.policy.consult_guide(m_b):
-            token = self.sampler.choose(base_probs)
-            step = Step("", "base", m_b, None, None, None, float(base_probs[token]), None, token, self._alternatives(base_probs))
-            yield self._emit(self.base, token, step)
+        if base_turn or not self.policy.consult_guide(m_b) or not self._allowed():
+            yield self._base_token(base_probs, m_b)
         elif self.policy.writes == "words":
             yield from self._nudge(base_probs, m_b)
         else:
             yield from self._blend_token(base_probs, m_b)
 
-    def _blend_token(self, base_probs: torch.Tensor, m_b: float):
-        """BlendIn and switch: decode one base-vocabulary token from alpha * p_g + (1 - alpha) * p_b."""
-        bridge = self.pair.bridge
-        guide_probs = yield Need(self.guide.follow(self.transcript.text))
+    def _base_token(self, base_probs: torch.Tensor, m_b: float, guides: tuple | None = None) -> Step:
+        """The base decides alone: one token from p_b (``guides``: the guides consulted and set aside)."""
+        token = self.sampler.choose(base_probs)
+        step = Step("", "base", m_b, None, None, None, float(base_probs[token]), None, token, self._alternatives(base_probs), guides)
+        return self._emit(self.base, token, step)
+
+    def _allowed(self) -> bool:
+        """May this uncertain step be guided at all (the intervention budget)?"""
+        for m in self.mitigations:
+            if not m.allows(len(self.steps), self.interventions):
+                self.held[m.name] = self.held.get(m.name, 0) + 1
+                return False
+        return True
+
+    def _consults(self, record: GuideRecord) -> bool:
+        """Consult this guide now? No once it is retired; its pass is then saved."""
+        if record.retired_at is None:
+            refused = next((m for m in self.mitigations if not m.keeps(record)), None)
+            if refused is None:
+                return True
+            record.retired_at = len(self.steps)
+        record.passes_saved += 1
+        return False
+
+    def _consult(self, k: int, base_probs: torch.Tensor, m_b: float):
+        """Run guide ``k`` (its track catches up with the text) and record what it says: a ``Consulted``."""
+        record, bridge = self.records[k], self.pair.bridges[k]
+        guide_probs = yield Need(self.guides[k].follow(self.transcript.text))
         m_g, guide_top = top1(guide_probs)
-        agreement = _prob_of(base_probs, bridge.base_id(guide_top))
-        alpha = self.policy.guide_weight(m_b, m_g, agreement)
-        mixed = mix(base_probs, bridge.to_base(guide_probs), alpha)
+        base_top = bridge.base_id(guide_top)
+        agreement = _prob_of(base_probs, base_top)
+        scale, reliability = 1.0, record.reliability  # as shown before this step
+        for m in self.mitigations:
+            scale *= m.scale(record)
+        kept = all(m.accepts(base_probs, base_top) for m in self.mitigations)
+        record.consulted += 1
+        record.filtered += not kept
+        record.observe(m_b, agreement)
+        return Consulted(k, guide_probs, m_g, guide_top, agreement, reliability, scale, kept)
+
+    def _blend_token(self, base_probs: torch.Tensor, m_b: float):
+        """BlendIn and switch: decode one base-vocabulary token from sum_k w_k * p_k + (1 - sum_k w_k) * p_b,
+        over the guides the mitigations keep (one guide: alpha * p_g + (1 - alpha) * p_b)."""
+        consulted = []
+        for k in range(len(self.guides)):
+            if self._consults(self.records[k]):
+                consulted.append((yield from self._consult(k, base_probs, m_b)))
+        kept = [c for c in consulted if c.kept]
+        if not kept:  # every guide retired, or set aside by the agreement filter: the base decides
+            reason = "agreement" if consulted else "retire"
+            self.held[reason] = self.held.get(reason, 0) + 1
+            yield self._base_token(base_probs, m_b, self._detail(consulted, {}))
+            return
+        weights = self.policy.weights(m_b, [c.m_g for c in kept], [c.agreement for c in kept])
+        weights = [w * c.scale if c.scale != 1.0 else w for w, c in zip(weights, kept)]
+        bridges = self.pair.bridges
+        mixed = mix_many(base_probs, [bridges[c.k].to_base(c.probs) for c in kept], weights)
+        for c in kept:
+            self.records[c.k].kept += 1
+        lead = kept[max(range(len(kept)), key=lambda i: weights[i])]  # the step's guide fields: the heaviest guide's
         token = self.sampler.choose(mixed)
-        step = Step("", self.policy.source, m_b, m_g, alpha, agreement, float(mixed[token]), bridge.mass_exact(guide_probs), token,
-                    self._alternatives(base_probs, guide_probs, mixed))
+        step = Step("", self.policy.source, m_b, lead.m_g, sum(weights), lead.agreement, float(mixed[token]),
+                    bridges[lead.k].mass_exact(lead.probs), token, self._alternatives(base_probs, lead.probs, mixed, self.guides[lead.k].tok),
+                    self._detail(consulted, {c.k: w for c, w in zip(kept, weights)}))
         yield self._emit(self.base, token, step)
+
+    def _detail(self, consulted: list, weights: dict) -> tuple | None:
+        """Step.guides: per guide consulted, its top token, m_g, weight, agreement, reliability, kept."""
+        if not self.detail:
+            return None
+        return tuple({"guide": c.k, "top": _piece(self.guides[c.k].tok, c.top), "m_g": c.m_g, "weight": weights.get(c.k, 0.0),
+                      "agreement": c.agreement, "reliability": c.reliability, "kept": c.kept} for c in consulted)
 
     def _guide_token(self):
         """The guide method: the guide writes one token in its own vocabulary."""
@@ -217,6 +252,11 @@ class Generation:
         drafts lazily, a word at a time (at most ``nudge_chunk`` tokens in all), so that a word the
         base takes over from costs no guide passes beyond its first token.
         """
+        record = self.records[0]
+        if not self._consults(record):
+            self.held["retire"] = self.held.get("retire", 0) + 1
+            yield self._base_token(base_probs, m_b)
+            return
         guide, text = self.guide.follow(self.transcript.text), self.transcript.text
         kept = len(guide.gen_ids)
         budget = min(self.config.nudge_chunk, self.config.max_new_tokens - len(self.steps))
@@ -234,12 +274,22 @@ class Generation:
                     guide.push(token)
 
         yield from draft_until(1)
+        first_top = self.pair.bridge.base_id(draft[0][3])
+        record.consulted += 1
+        record.observe(m_b, _prob_of(base_probs, first_top))
+        if not all(m.accepts(base_probs, first_top) for m in self.mitigations):  # the first word's top token
+            record.filtered += 1
+            self.held["agreement"] = self.held.get("agreement", 0) + 1
+            guide.rewind(kept, text)
+            yield self._base_token(base_probs, m_b)
+            return
+        record.kept += 1
         n_accepted, checks, base_took_over = 1, [(m_b, base_probs)], False  # base's view at each accepted word
         while len(words()) > n_accepted:
             sofar = text + "".join(guide.tok.decode(w) for w in words()[:n_accepted])
             probs = yield Need(self.base.follow(sofar))
             m_b2, base_top = top1(probs)
-            if m_b2 >= self.config.gamma:
+            if not self.policy.consult_guide(m_b2):
                 base_took_over = True
                 break
             yield from draft_until(n_accepted + 1)
@@ -269,7 +319,7 @@ class Generation:
         # taken, the next step asks the base afresh and the guide may go on.
         self._base_turn = base_took_over
 
-    def _alternatives(self, base_probs=None, guide_probs=None, mixed_probs=None) -> dict | None:
+    def _alternatives(self, base_probs=None, guide_probs=None, mixed_probs=None, guide_tok=None) -> dict | None:
         """The top ``trace_top`` tokens of each distribution given, as [text, prob], for traces and
         logprobs: "base", "guide", and "blend" (the mixture a blended token was decoded from)."""
         k = self.config.trace_top
@@ -278,7 +328,7 @@ class Generation:
         out = {}
         for role, probs in (("base", base_probs), ("guide", guide_probs), ("blend", mixed_probs)):
             if probs is not None:
-                tok = self.guide.tok if role == "guide" else self.base.tok
+                tok = (guide_tok or self.guide.tok) if role == "guide" else self.base.tok
                 values, ids = torch.topk(probs, min(k, probs.shape[0]))
                 out[role] = [[tok.decode([int(i)]) if int(i) not in tok.eos_ids else "<eos>", round(float(v), 6)] for v, i in zip(values, ids)]
         return out
@@ -295,6 +345,7 @@ class Generation:
             step = _with_token(step, delta)
             self._apply_stop_strings(len(delta))
         self.steps.append(step)
+        self.interventions += step.intervened
         if self.stop_reason is None and len(self.steps) >= self.config.max_new_tokens:
             self.stop_reason = "length"
         return step
@@ -324,7 +375,8 @@ class Generation:
             coverage = {**self.pair.bridge.describe(), "mean_guide_mass_exact": _mean(masses)}
         n = len(steps)
         requests, remote = 0, {}
-        for role, track in (("base", self.base), ("guide", self.guide)):
+        roles = [("base", self.base)] + [("guide" if k == 0 else f"guide {k + 1}", t) for k, t in enumerate(self.guides)]
+        for role, track in roles:
             if track is not None and hasattr(track.session, "requests"):
                 requests += track.session.requests
                 remote[role] = {**track.model.describe(), "mean_covered": _mean(track.session.covered)}
@@ -334,7 +386,7 @@ class Generation:
             gamma=self.config.gamma,
             alpha=self.config.alpha_label,
             base=self.config.base,
-            guide=self.config.guide,
+            guide=self.config.guide_label,
             tokens=n,
             interventions=interventions,
             intervention_rate=interventions / n if n else 0.0,
@@ -347,6 +399,8 @@ class Generation:
             requests=requests,
             remote=remote or None,
             error=None if self.error is None else first_line(self.error),
+            guides=tuple(r.stats(t.passes) for r, t in zip(self.records, self.guides)) or None,
+            held=dict(self.held) or None,
         )
 
 
@@ -475,21 +529,24 @@ def generate(pair: Pair, prompt: str, config: BlendConfig) -> GenerationResult:
     return gen.result()
 
 
-def split_words(tok, ids: list[int]) -> list[list[int]]:
-    """Group token ids into words: a token whose text starts with whitespace begins a new word
-    (unless the word so far is only whitespace). End-of-sequence tokens stand alone.
+@dataclass(frozen=True)
+class Consulted:
+    """What one guide said at one uncertain step: its distribution [V_guide], top-1 (m_g, id), the
+    base's probability of that token (agreement), its reliability before this step, the weight
+    multiplier the mitigations give it, and whether its distribution counts (``kept``)."""
 
-    For GPT-2 style pieces: ['ĠThe', 'Ġcat', 's', '.', 'Ċ'] -> [[The], [ cat, s, .], [\\n]]
-    """
-    words: list[list[int]] = []
-    for token in ids:
-        text = tok.decode([token])
-        starts = token in tok.eos_ids or (text[:1].isspace() and words and tok.decode(words[-1]).strip())
-        if not words or starts or (words[-1] and words[-1][-1] in tok.eos_ids):
-            words.append([token])
-        else:
-            words[-1].append(token)
-    return words
+    k: int
+    probs: torch.Tensor
+    m_g: float
+    top: int
+    agreement: float
+    reliability: float
+    scale: float
+    kept: bool
+
+
+def _piece(tok, token: int) -> str:
+    return "<eos>" if token in tok.eos_ids else tok.decode([token])
 
 
 def _with_token(step: Step, text: str) -> Step:

@@ -17,20 +17,37 @@ from .vocab import VocabBridge
 
 @dataclass
 class Pair:
-    """``base``/``guide`` may be None when a method does not need them (``base``, ``guide``)."""
+    """``base``/``guide`` may be None when a method does not need them (``base``, ``guide``).
+
+    ``more_guides``: any further guides, each with its own bridge into the base vocabulary
+    (``guides``/``bridges`` list them all, the first guide first)."""
 
     base: object | None
     guide: object | None
     bridge: VocabBridge | None = field(default=None)
+    more_guides: list = field(default_factory=list)
+    more_bridges: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.bridge is None and self.base is not None and self.guide is not None:
-            self.bridge = VocabBridge.build(
-                self.guide.tokenizer, self.base.tokenizer, self.guide.vocab_size, self.base.vocab_size
-            )
+            self.bridge = _bridge(self.guide, self.base)
         if self.bridge is not None and self.base is not None:
             # blending happens where the base's distributions are: the guide's are carried there
             self.bridge = self.bridge.to(getattr(self.base, "device", "cpu"))
+        if self.base is not None and len(self.more_bridges) < len(self.more_guides):
+            self.more_bridges = [_bridge(g, self.base).to(getattr(self.base, "device", "cpu")) for g in self.more_guides]
+
+    @property
+    def guides(self) -> list:
+        return [g for g in (self.guide, *self.more_guides) if g is not None]
+
+    @property
+    def bridges(self) -> list:
+        return [b for b in (self.bridge, *self.more_bridges) if b is not None]
+
+
+def _bridge(guide, base) -> VocabBridge:
+    return VocabBridge.build(guide.tokenizer, base.tokenizer, guide.vocab_size, base.vocab_size)
 
 
 def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> None:
@@ -42,7 +59,7 @@ def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> N
     problems = []
     for role, (spec, remote) in _needed(config, methods).items():
         if remote is None:
-            config.placement(role).check()  # --device cuda on a machine without one: before anything loads
+            config.placement(_placed(role)).check()  # --device cuda on a machine without one: before anything loads
         try:
             check(spec, tokenizer_only=remote is not None)
         except ModelLoadError as exc:
@@ -59,16 +76,24 @@ def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pa
     from .models import load_model
 
     check_pair(config, methods)
-    loaded = {role: load_model(spec, remote, config.placement(role)) for role, (spec, remote) in _needed(config, methods).items()}
-    return Pair(base=loaded.get("base"), guide=loaded.get("guide"))
+    loaded = {role: load_model(spec, remote, config.placement(_placed(role))) for role, (spec, remote) in _needed(config, methods).items()}
+    more = [loaded[role] for role in loaded if role.startswith("guide ")]
+    return Pair(base=loaded.get("base"), guide=loaded.get("guide"), more_guides=more)
+
+
+def _placed(role: str) -> str:
+    """The placement role of a model role: every guide ('guide', 'guide 2', ...) runs where the guide does."""
+    return "guide" if role.startswith("guide") else role
 
 
 def _needed(config: BlendConfig, methods) -> dict[str, tuple[str, object]]:
-    """{role: (spec, remote)} of the models the methods need, the base first."""
+    """{role: (spec, remote)} of the models the methods need, the base first, then the guides
+    ('guide', 'guide 2', ...)."""
     methods = methods or (config.method,)
     need = {}
     if any(m != "guide" for m in methods):
         need["base"] = (config.base, config.base_remote)
     if any(m != "base" for m in methods):
-        need["guide"] = (config.guide, config.guide_remote)
+        for k, g in enumerate(config.guides):
+            need["guide" if k == 0 else f"guide {k + 1}"] = (g.model, g.remote)
     return need

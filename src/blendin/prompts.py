@@ -28,6 +28,7 @@ class Rendered:
 
     base_ids: tuple[int, ...] | None
     guide_ids: tuple[int, ...] | None
+    more_guide_ids: tuple[tuple[int, ...], ...] = ()  # the further guides', in order
 
 
 def base_prompt(fmt: PromptFormat, user: str) -> str:
@@ -71,16 +72,18 @@ def base_chat_text(fmt: PromptFormat, messages: list[dict]) -> str:
     return out + fmt.answer_cue
 
 
-def render_chat(base_tok, guide_tok, fmt: PromptFormat, messages: list[dict]) -> Rendered:
+def render_chat(base_tok, guide_tok, fmt: PromptFormat, messages: list[dict], more_guide_toks=()) -> Rendered:
     """Chat messages ([{"role", "content"}], roles system/user/assistant) for both models: the guide
-    through its chat template, the base as plain text (or its template, ``fmt.base_prompt="chat"``). Without a system message, ``fmt.system`` is used."""
+    through its chat template, the base as plain text (or its template, ``fmt.base_prompt="chat"``). Without a system message, ``fmt.system`` is used.
+    ``more_guide_toks``: further guides' tokenizers, each rendering through its own template."""
     messages = with_system(fmt, messages)
     base = tuple(chat_ids(base_tok, fmt, messages, chat=fmt.base_prompt == "chat")) if base_tok else None
     guide = tuple(chat_ids(guide_tok, fmt, messages, chat=True)) if guide_tok else None
-    return Rendered(base, guide)
+    more = tuple(tuple(chat_ids(tok, fmt, messages, chat=True)) for tok in more_guide_toks) if guide_tok else ()
+    return Rendered(base, guide, more)
 
 
-def render_raw(base_tok, guide_tok, text: str | None = None, base_ids: list[int] | None = None) -> Rendered:
+def render_raw(base_tok, guide_tok, text: str | None = None, base_ids: list[int] | None = None, more_guide_toks=()) -> Rendered:
     """A completion prompt both models continue as it stands (no template). Given as base token ids
     (as vLLM takes them), the base reads exactly those and the guide their text."""
     if base_ids is not None:
@@ -89,4 +92,5 @@ def render_raw(base_tok, guide_tok, text: str | None = None, base_ids: list[int]
     else:
         base = tuple(base_tok.encode_prompt(text)) if base_tok else None
     guide = tuple(guide_tok.encode_prompt(text)) if guide_tok else None
-    return Rendered(base, guide)
+    more = tuple(tuple(tok.encode_prompt(text)) for tok in more_guide_toks) if guide_tok else ()
+    return Rendered(base, guide, more)

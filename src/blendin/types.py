@@ -35,6 +35,11 @@ class Step:
     alternatives: the most likely tokens of each distribution at this step, for traces and logprobs:
         "base", "guide" (in its own vocabulary) and "blend" (the mixture a blended or switched token
         was decoded from), each [[text, prob], ...] best first.
+    guides: with several guides or any mitigation on, each guide consulted at this step:
+        {"guide": its index, "top": its top token's text, "m_g", "weight" (its share of the mixture;
+        0 when set aside), "agreement" (p_b of its top token), "reliability" (as shown before this
+        step), "kept" (False: the agreement filter set it aside)}. With several guides, guide_top_prob,
+        agreement and guide_mass_exact are the heaviest guide's, and alpha is the guides' whole weight.
     """
 
     token: str
@@ -47,6 +52,7 @@ class Step:
     guide_mass_exact: float | None = None
     token_id: int | None = None
     alternatives: dict | None = None  # with BlendConfig.trace_top: {"base"/"guide"/"blend": [[text, prob], ...]}
+    guides: tuple | None = None  # with several guides or a mitigation: one dict per guide consulted (see above)
 
     @property
     def intervened(self) -> bool:
@@ -75,6 +81,8 @@ class GenerationResult:
     requests: int = 0  # HTTP round trips to remote models
     remote: dict | None = None  # per remote model: url, prompt_protocol, top_k, chunk, mean top-k mass
     error: str | None = None  # why this row failed (stop_reason "error"); the other rows of its batch go on
+    guides: tuple | None = None  # per guide: passes, consulted, interventions, filtered, reliability, retired_at, passes_saved
+    held: dict | None = None  # uncertain steps the base decided alone at, by mitigation ("budget", "agreement", "retire")
 
     def to_dict(self) -> dict:
         d = asdict(self)
