@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec
+from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
 from .cliargs import (Help, Parser, UsageError, alpha, alpha_value, flagged, fraction, number,
                       unknown_options, whole)
 from .errors import BlendinError, ConfigError
@@ -45,12 +45,56 @@ def _version() -> str:
 
 def _add_models(p: argparse.ArgumentParser, placement: bool = True) -> None:
     p.add_argument("--base", default=DEFAULT_BASE, metavar="MODEL", help="the base model: an embedded name, a GGUF file, a model folder or a Hugging Face id")
-    p.add_argument("--guide", default=DEFAULT_GUIDE, metavar="MODEL", help="the guide model, as --base")
+    p.add_argument("--guide", action="append", default=None, metavar="MODEL",
+                   help=f"the guide model, as --base; give it again for several guides (blended under blendin and switch); "
+                   f"MODEL@URL serves one from an OpenAI-compatible server under that model name (default: {DEFAULT_GUIDE})")
     if placement:
         p.add_argument("--device", default="auto", help="where local models run: auto (a GPU where there is one), cpu, cuda, cuda:N")
         p.add_argument("--dtype", default="auto", help="their precision: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16, float16")
         p.add_argument("--guide-device", default=None, metavar="DEVICE", help="the guide's device, where it differs from --device (default: as --device)")
         p.add_argument("--guide-dtype", default=None, metavar="DTYPE", help="the guide's dtype, where it differs from --dtype (default: as --dtype)")
+
+
+def _guides(a: argparse.Namespace) -> dict:
+    """The BlendConfig fields of the --guide options: the first guide (and its server, from
+    --guide-url or MODEL@URL) and any more (``GuideSpec``s)."""
+    specs = [_guide_spec(text, a) for text in (a.guide or [DEFAULT_GUIDE])]
+    first = specs[0]
+    remote = _remote(a, "guide") if hasattr(a, "guide_url") else None
+    if remote is not None and first.remote is not None:
+        raise ConfigError(f"the first guide is served from {first.remote.url} (--guide {a.guide[0]}) and from --guide-url too; give one")
+    return {"guide": first.model, "guide_remote": remote or first.remote, "more_guides": tuple(specs[1:])}
+
+
+def _guide_spec(text: str, a: argparse.Namespace) -> GuideSpec:
+    """--guide MODEL, or MODEL@URL: a guide behind an OpenAI-compatible server, serving it as MODEL."""
+    model, at, url = text.partition("@")
+    if not at or not url.startswith(("http://", "https://")):
+        return GuideSpec(text)
+    if not model:
+        raise ConfigError(f"--guide {text}: name the model before the @ (--guide MODEL@URL)")
+    return GuideSpec(model, RemoteSpec(url, model, api_key=getattr(a, "api_key", None), top_k=getattr(a, "top_k", RemoteSpec.top_k),
+                                       chunk=getattr(a, "chunk", RemoteSpec.chunk), concurrency=getattr(a, "concurrency", RemoteSpec.concurrency)))
+
+
+def _add_mitigations(p: argparse.ArgumentParser) -> None:
+    """The mitigations of unreliable guidance, each off by default (see blendin.mitigations)."""
+    p.add_argument("--max-intervention-rate", type=fraction, default=None, metavar="RATE",
+                   help="intervention budget: the base decides alone while the rate so far is above RATE (the reference uses 0.15)")
+    p.add_argument("--agreement-top-k", type=whole(1), default=None, metavar="K",
+                   help="agreement filter: a guide counts only when its top token is among the base's top K (the reference uses 5)")
+    p.add_argument("--reliability", action="store_true", help="scale each guide's weight by its reliability shown so far in the answer")
+    p.add_argument("--retire-below", type=fraction, default=None, metavar="FLOOR",
+                   help="stop consulting a guide whose reliability is below FLOOR after --retire-after consultations")
+    p.add_argument("--retire-after", type=whole(1), default=BlendConfig.retire_after, metavar="N", help="consultations before a guide may retire")
+    p.add_argument("--capability-gap", type=number, default=None, metavar="GAP",
+                   help="adaptive gamma: the guide's score minus the base's (blendin diagnose measures it); "
+                   "gamma becomes min(gamma * (1 + 0.5 * GAP), max(gamma, 0.6))")
+
+
+def _mitigations(a: argparse.Namespace) -> dict:
+    return {"max_intervention_rate": a.max_intervention_rate, "agreement_top_k": a.agreement_top_k, "reliability": a.reliability,
+            "retire_below": a.retire_below, "retire_after": a.retire_after, "capability_gap": a.capability_gap}
 
 
 def _placement(a: argparse.Namespace) -> dict:
@@ -67,6 +111,7 @@ def _add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
     key_flag = "--upstream-api-key" if command == "serve" else "--api-key"
     _add_models(p)
     p.add_argument("--method", default=d.method, help=" | ".join(METHODS))
+    _add_mitigations(p)
     p.add_argument("--gamma", type=number, default=d.gamma, help="the base decides alone when its top-1 probability is >= gamma")
     p.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
     p.add_argument("--max-new-tokens", type=whole(1), default=d.max_new_tokens, help="the most tokens to generate"
@@ -99,11 +144,11 @@ def _add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
 
 def config_from_args(a: argparse.Namespace) -> BlendConfig:
     return BlendConfig(
-        base=a.base, guide=a.guide, method=a.method, gamma=a.gamma, alpha=a.alpha,
+        base=a.base, method=a.method, gamma=a.gamma, alpha=a.alpha,
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
         stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt), turn_stop=a.turn_stop,
-        base_remote=_remote(a, "base"), guide_remote=_remote(a, "guide"),
-        trace_top=5 if getattr(a, "trace_html", None) else 0, **_placement(a),
+        base_remote=_remote(a, "base"), trace_top=5 if getattr(a, "trace_html", None) else 0,
+        **_guides(a), **_placement(a), **_mitigations(a),
     )
 
 
@@ -150,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
     ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing); a re-run with the same folder resumes")
     _add_models(ev)
+    _add_mitigations(ev)
     ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "
                     "(default: none, outputs are written and not scored)")
@@ -173,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(dg)
     dg.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     dg.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
+    from .eval.diagnose import DEFAULTS as TRIED
+
+    dg.add_argument("--max-intervention-rate", type=fraction, default=TRIED["max_intervention_rate"], metavar="RATE", help="the budget variant's rate")
+    dg.add_argument("--agreement-top-k", type=whole(1), default=TRIED["agreement_top_k"], metavar="K", help="the agreement filter variant's k")
+    dg.add_argument("--retire-below", type=fraction, default=TRIED["retire_below"], metavar="FLOOR", help="the retirement variant's floor")
+    dg.add_argument("--retire-after", type=whole(1), default=TRIED["retire_after"], metavar="N", help="the retirement variant's consultations before retiring")
+    dg.add_argument("--plain-only", dest="mitigations", action="store_false",
+                    help="only the plain method's rate and verdict (by default each mitigation runs on the sample too, "
+                    "and, where the task has gold answers, the base and each guide alone)")
 
     rep = command("report", "PNG plots from eval run folders")
     rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out")
@@ -348,7 +403,7 @@ def _generate_file(config: BlendConfig, a) -> int:
 def cmd_demo(a) -> int:
     config = config_from_args(a)
     if not a.json:
-        print(f"Base {config.base}, guided by {config.guide}; method {config.method}, gamma {config.gamma}, alpha {config.alpha_label}")
+        print(f"Base {config.base}, guided by {config.guide_label}; method {config.method}, gamma {config.gamma}, alpha {config.alpha_label}")
         print(f"Question: {DEMO_QUESTION}\nAnswer:", flush=True)
     _run(config, DEMO_QUESTION, a.json)
     return 0
@@ -383,8 +438,9 @@ def cmd_eval(a) -> int:
     methods = [m.strip() for m in a.method.split(",") if m.strip()]
     if not methods:
         raise ConfigError(f"--method needs at least one method ({', '.join(METHODS)}), got '{a.method}'")
-    base = BlendConfig(base=a.base, guide=a.guide, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
-                       prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0, **_placement(a))
+    base = BlendConfig(base=a.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
+                       prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
+                       **_guides(a), **_placement(a), **_mitigations(a))
     # grid builds each configuration through BlendConfig, so every combination is checked before models load
     configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
     judge = _judge(a, task)
@@ -434,15 +490,28 @@ def cmd_diagnose(a) -> int:
     # eval's configuration for the task (prompt format, stop strings, answer length), so that the rate
     # measured here is the one eval measures on the same items
     config = task_config(task, BlendConfig(
-        base=a.base, guide=a.guide, method="blendin", gamma=a.gamma, alpha=a.alpha,
-        max_new_tokens=a.max_new_tokens or task.max_new_tokens, prompt=PromptFormat(base_prompt=a.base_prompt), **_placement(a)))
-    check_pair(config)
+        base=a.base, method="blendin", gamma=a.gamma, alpha=a.alpha, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
+        prompt=PromptFormat(base_prompt=a.base_prompt), **_guides(a), **_placement(a)))
+    methods = ("base", "blendin") if a.mitigations else ("blendin",)  # the comparison runs the base alone too
+    check_pair(config, methods)
     items = load_items(task, a.data, a.limit)
-    pair = load_pair(config)
-    results = [r for _, r in generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size)]
+    pair = load_pair(config, methods)
+    by_index = dict(generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size))
+    results = [by_index[i] for i in range(len(items))]
     d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
     d["warning"] = _small_sample(results, d)
-    print(json.dumps(d) if a.json else diagnosis_text(d, f"{a.base} guided by {a.guide}", task.name, a.gamma), flush=True)
+    text = diagnosis_text(d, f"{a.base} guided by {config.guide_label}", task.name, a.gamma)
+    if a.mitigations and d["samples"]:
+        from .eval.diagnose import compare, comparison_text
+
+        settings = {k: getattr(a, k) for k in ("max_intervention_rate", "agreement_top_k", "retire_below", "retire_after")}
+        if not a.json:
+            print(text, flush=True)
+        rows, extra = compare(pair, task, items, config, batch_size=a.batch_size, settings=settings, plain=results,
+                              progress=lambda name: print(f"blendin: diagnose: {name}", file=sys.stderr, flush=True))
+        d.update(variants=[{k: v for k, v in r.items() if k != "results"} for r in rows], **extra)
+        text = comparison_text(rows, extra)
+    print(json.dumps(d) if a.json else text, flush=True)
     if d["warning"]:
         print(f"blendin: warning: {d['warning']}", file=sys.stderr)
     return 0 if d["samples"] else 1  # every prompt failed: nothing was measured
@@ -515,7 +584,7 @@ def _bindable(host: str, port: int) -> int:
 def cmd_prepare(a) -> int:
     from .models import prepare
 
-    for spec in (a.base, a.guide):
+    for spec in (a.base, *(a.guide or [DEFAULT_GUIDE])):
         print(f"{spec}: ready at {prepare(spec)}")
     return 0
 

@@ -130,7 +130,9 @@ def alpha(text: str) -> float | None:
 FIELD_FLAGS = {"gamma": "--gamma", "alpha": "--alpha", "max_new_tokens": "--max-new-tokens", "temperature": "--temperature",
                 "top_p": "--top-p", "seed": "--seed", "stop strings": "--stop", "top_k": "--top-k", "chunk": "--chunk",
                 "concurrency": "--concurrency", "batch_size": "--batch-size",
-               "device": "--device", "dtype": "--dtype", "guide_device": "--guide-device", "guide_dtype": "--guide-dtype"}
+               "device": "--device", "dtype": "--dtype", "guide_device": "--guide-device", "guide_dtype": "--guide-dtype",
+               "max_intervention_rate": "--max-intervention-rate", "agreement_top_k": "--agreement-top-k", "retire_below": "--retire-below",
+               "retire_after": "--retire-after", "capability_gap": "--capability-gap"}
 
 
 def flagged(message: str) -> str:

@@ -50,10 +50,22 @@ def trace_html(result: GenerationResult, prompt: str | None = None) -> str:
             f"{result.interventions} interventions ({100 * result.intervention_rate:.1f}%) · mean alpha {alpha}")
     legend = ('<div class="legend"><span>base</span><span style="background: rgba(40,110,255,.5)">blend (deeper = larger alpha)</span>'
               '<span class="tok guide">guide</span></div>')
+    if result.guides and (len(result.guides) > 1 or result.held or any(g["filtered"] or g["retired_at"] is not None for g in result.guides)):
+        head += "".join(f'<div class="guide-line">{_guide_line(g)}</div>' for g in result.guides)
+        if result.held:
+            head += f'<div class="guide-line">base alone at uncertain steps: {escape(", ".join(f"{k} {v}" for k, v in result.held.items()))}</div>'
     question = "" if prompt is None else f'<p class="label">Question</p><div id="question">{escape(prompt)}</div>'
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>blendin trace</title><style>{STYLE}</style></head>'
             f'<body><header>{head}{legend}</header>{question}<p class="label">Answer</p><div id="answer">{spans}</div>'
             f'{_stop_line(result)}</body></html>\n')
+
+
+def _guide_line(g: dict) -> str:
+    """One guide's part in the answer: its interventions, passes, reliability, retirement."""
+    retired = "" if g["retired_at"] is None else f" · retired at token {g['retired_at']} ({g['passes_saved']} passes saved)"
+    filtered = f" · {g['filtered']} set aside by the agreement filter" if g["filtered"] else ""
+    return (f"guide {escape(g['guide'])}: {g['interventions']} interventions · {g['passes']} passes · "
+            f"reliability {g['reliability']:.2f}{filtered}{retired}")
 
 
 def _stop_line(result: GenerationResult) -> str:
@@ -78,6 +90,10 @@ def _card(s) -> str:
             ("alpha", "-" if s.alpha is None else f"{s.alpha:.3f}"), ("agreement", pct(s.agreement)),
             ("chosen", pct(s.chosen_prob))]
     html = "<table>" + "".join(f"<tr><td>{k}</td><td>{escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+    for g in s.guides or ():  # several guides, or a mitigation: each guide consulted at this step
+        state = "" if g["kept"] else " (set aside)"
+        html += (f"<div><b>guide {g['guide'] + 1}</b>: <code>{escape(repr(g['top']))}</code> {100 * g['m_g']:.1f}%, "
+                 f"weight {g['weight']:.3f}, agreement {100 * g['agreement']:.1f}%, reliability {g['reliability']:.2f}{state}</div>")
     for role, alts in (s.alternatives or {}).items():
         items = ", ".join(f"<code>{escape(repr(t))}</code> {100 * p:.1f}%" for t, p in alts)
         html += f"<div><b>{role}</b>: {items}</div>"

@@ -5,7 +5,9 @@
 - score_vs_interventions.png: one point per configuration and run (pair): the paper's diagnostic,
   where a higher intervention rate goes with a lower score;
 - alpha_hist.png: the weights BlendIn gave the guide, over every intervention;
-- interventions_by_correctness.png: each sample's intervention rate, split by right and wrong answers.
+- interventions_by_correctness.png: each sample's intervention rate, split by right and wrong answers;
+- guides.png and guides.md, for runs that record their guides: each guide's interventions, passes,
+  passes saved and mean reliability, per run and configuration.
 """
 
 from __future__ import annotations
@@ -70,7 +72,38 @@ def report(run_dirs: list[str], out_dir: str) -> list[Path]:
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
     ax.set(ylabel="intervention rate per sample (%)", title="BlendIn: interventions on right and wrong answers")
     written.append(_save(fig, out / "interventions_by_correctness.png"))
+    table = guide_table(runs)
+    if table:
+        written += _guides_plot(plt, table, out)
     return written
+
+
+def guide_table(runs: dict[str, list[dict]]) -> list[dict]:
+    """One row per run, configuration and guide: interventions, passes, passes saved, reliability."""
+    out = []
+    for name, rows in runs.items():
+        for s in summarise(rows):
+            for g in s.get("guides") or ():
+                out.append({"run": name, "config": f"{s['method']} {s['gamma']}", **g})
+    return out
+
+
+def _guides_plot(plt, table: list[dict], out: Path) -> list[Path]:
+    lines = ["| run | config | guide | interventions | passes | passes saved | answers retired in | mean reliability |", "|" + "---|" * 8]
+    lines += [f"| {t['run']} | {t['config']} | {t['guide']} | {t['interventions']} | {t['passes']} | {t['passes_saved']} | "
+              f"{t['retired']} | {t['reliability']:.2f} |" for t in table]
+    md = out / "guides.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(table)))
+    labels = [f"{t['run']} · {t['guide']}" for t in table]
+    ax.barh(range(len(table)), [t["interventions"] for t in table], color="tab:blue", label="interventions")
+    ax.barh(range(len(table)), [t["passes_saved"] for t in table], left=[t["interventions"] for t in table], color="tab:grey",
+            label="passes saved (retired)")
+    ax.set_yticks(range(len(table)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="tokens", title="each guide's interventions")
+    ax.legend(fontsize=8)
+    return [_save(fig, out / "guides.png"), md]
 
 
 def _save(fig, path: Path) -> Path:

@@ -55,6 +55,10 @@ PLACEMENT_FIELDS = ("device", "dtype", "guide_device", "guide_dtype")
 LEGACY_PLACEMENT = {"device": "cpu", "dtype": "float32"}
 # the same in every run (task_config turns it off): recording it would only refuse the folders made before it existed
 FIXED_FIELDS = ("turn_stop",)
+# fields BlendConfig gained after run.json existed, with the value every run had before them: a folder
+# recorded without them resumes where they are at that value (and only there)
+LEGACY_DEFAULTS = {"more_guides": [], "max_intervention_rate": None, "agreement_top_k": None, "reliability": False,
+                   "retire_below": None, "retire_after": 8, "capability_gap": None}
 UNRECORDED = ("api_key", "concurrency")  # a secret; a throughput knob
 _MISSING = object()
 
@@ -76,13 +80,21 @@ def run_settings(task, config: BlendConfig, judge=None) -> dict:
             continue
         value = getattr(config, f.name)
         if is_dataclass(value):
-            value = {k: v for k, v in asdict(value).items() if k not in UNRECORDED}
+            value = _recorded(value)
+        elif f.name == "more_guides":
+            value = [_recorded(g) for g in value]
         out[f.name] = value
     out["placement"] = {role: None if getattr(config, f"{role}_remote") is not None else config.placement(role).describe()
                         for role in ("base", "guide")}
     judging = judge is not None and task.scoring == "judge"
     out["judge"] = {k: getattr(judge, k, None) for k in ("url", "model", "max_tokens")} if judging else None
     return json.loads(json.dumps(out))  # as it reads back: tuples become lists
+
+
+def _recorded(value) -> dict:
+    """A settings dataclass as run.json records it: without secrets and throughput knobs, nested too."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in UNRECORDED} if isinstance(v, dict) else v)
+            for k, v in asdict(value).items() if k not in UNRECORDED}
 
 
 def differences(old, new, prefix: str = "") -> list[str]:
@@ -138,6 +150,8 @@ def check_run(out_dir, task, config: BlendConfig, judge=None) -> dict:
     old = recorded["tasks"].get(task.name)
     if isinstance(old, dict) and "placement" not in old:  # recorded before --device/--dtype: float32 on the CPU
         old = {**old, "placement": {role: None if old.get(f"{role}_remote") else dict(LEGACY_PLACEMENT) for role in ("base", "guide")}}
+    if isinstance(old, dict):  # recorded before several guides and the mitigations: one guide, none on
+        old = {**LEGACY_DEFAULTS, **old}
     if old is None:
         if any(r.get("task") == task.name for r in rows):
             raise ConfigError(f"{out} has {task.name} results but run.json has no settings for {task.name}, "

@@ -110,6 +110,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                     "mean_alpha": result.mean_alpha,
                     "alphas": [round(st.alpha, 4) for st in result.steps if st.alpha is not None],
                     "seconds": result.seconds, "wall_share": wall_share, "error": error,
+                    "guides": list(result.guides) if result.guides else None, "held": result.held,
                 }
                 if traces and not error:
                     _write_trace(result, Path(traces) / f"{task.name}_{config.method}_g{config.gamma}_a{config.alpha_label}", row["id"], prompts[i])
@@ -277,8 +278,27 @@ def summarise(rows: list[dict], task: str | None = None) -> list[dict]:
             "intervention_rate": sum(r["interventions"] for r in rs) / decoded if decoded else 0.0,
             "mean_alpha": sum(alphas) / len(alphas) if alphas else None,
             "tokens_per_second": tokens / seconds if seconds else 0.0,
+            "guides": guide_totals(rs),
         })
     return out
+
+
+def guide_totals(rows: list[dict]) -> list[dict] | None:
+    """Per guide, over the rows: its passes, consultations, interventions, filtered, passes saved, the
+    answers it retired in, and its mean reliability at the end of an answer; None for rows without
+    per-guide records (a run from before them, or the base method)."""
+    totals: dict[str, dict] = {}
+    for r in rows:
+        for g in r.get("guides") or ():
+            t = totals.setdefault(g["guide"], {"guide": g["guide"], "passes": 0, "consulted": 0, "interventions": 0, "filtered": 0,
+                                               "passes_saved": 0, "retired": 0, "reliability": []})
+            for k in ("passes", "consulted", "interventions", "filtered", "passes_saved"):
+                t[k] += g[k]
+            t["retired"] += g["retired_at"] is not None
+            t["reliability"].append(g["reliability"])
+    for t in totals.values():
+        t["reliability"] = sum(t["reliability"]) / len(t["reliability"])
+    return list(totals.values()) or None
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:

@@ -56,8 +56,9 @@ def serve(config: BlendConfig, settings: ServeSettings) -> None:
 def startup_line(config: BlendConfig, settings: ServeSettings, pair=None) -> str:
     """What ``blendin serve`` says once the models are loaded: the name served, models (and, for local
     ones, where they run: 'on cuda:0 bfloat16'), method, address."""
-    base, guide = (f"{config.base}{_where(getattr(pair, 'base', None))}", f"{config.guide}{_where(getattr(pair, 'guide', None))}")
-    return (f"serving '{settings.model_name}' (base {base}, guide {guide}, method {config.method}) "
+    guides = [f"{g.model}{_where(m)}" for g, m in zip(config.guides, getattr(pair, "guides", None) or [None] * len(config.guides))]
+    base, guide = f"{config.base}{_where(getattr(pair, 'base', None))}", " + ".join(guides)
+    return (f"serving '{settings.model_name}' (base {base}, guide{'s' if len(guides) > 1 else ''} {guide}, method {config.method}) "
             f"at http://{settings.host}:{settings.port}/v1")
 
 

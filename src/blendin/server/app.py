@@ -170,6 +170,7 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
         guide = service.config.guide if service.pair.guide is not None else None
         return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": int(started), "owned_by": "blendin",
                                             "blendin": {"base": base, "guide": guide, "method": service.config.method,
+                                                        "guides": [g.model for g in service.config.guides] if guide else [],
                                                         "gamma": service.config.gamma, "alpha": service.config.alpha_label}}]}
 
     async def read(request: Request, model):

@@ -43,6 +43,7 @@ class Service:
         self.pair, self.config, self.settings = pair, config, settings
         self.base_tok = pair.base.tokenizer if pair.base is not None else None
         self.guide_tok = pair.guide.tokenizer if pair.guide is not None else None
+        self.more_guide_toks = [g.tokenizer for g in getattr(pair, "more_guides", ())]  # further guides render their own prompts
 
     # -- requests -> rows -------------------------------------------------------------------
     def check_model(self, name: str) -> None:
@@ -67,6 +68,8 @@ class Service:
                     changes[field] = getattr(ext, field)
             if ext.alpha is not None:
                 changes["alpha"] = None if ext.alpha == "auto" else ext.alpha
+            if changes.get("method") in ("guide", "nudging") and c.more_guides:
+                changes["more_guides"] = ()  # one guide writes under these: the first, as the server's own guide
         try:
             return c.with_(**changes)
         except BlendinError as exc:
@@ -111,6 +114,11 @@ class Service:
                     max_tokens = context - length
         return config if max_tokens == config.max_new_tokens else config.with_(max_new_tokens=max_tokens)
 
+    def _more_toks(self, config: BlendConfig) -> list:
+        """The further guides' tokenizers, for the ones ``config`` consults (a request for the guide
+        method or nudging consults one)."""
+        return self.more_guide_toks[:len(config.more_guides)] if config.uses_guide else []
+
     def completion_jobs(self, req: CompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
         self.check_model(req.model)
         config = self.request_config(req, req.max_tokens, req.logprobs or 0, turn_stop=False)  # raw text: no turn format
@@ -123,9 +131,11 @@ class Service:
                 bad = [t for t in p if not 0 <= t < vocab]
                 if bad:
                     raise RequestError(f"token id {bad[0]} is outside the base model's vocabulary (0..{vocab - 1})", param="prompt")
-                prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=p))
+                prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=p,
+                                          more_guide_toks=self._more_toks(config)))
             else:
-                prompts.append(render_raw(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None, text=p))
+                prompts.append(render_raw(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None, text=p,
+                                          more_guide_toks=self._more_toks(config)))
         return self._rows(config, prompts, req.n, max_tokens_given=req.max_tokens is not None)
 
     def chat_jobs(self, req: ChatCompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
@@ -134,7 +144,7 @@ class Service:
         max_tokens = req.max_completion_tokens or req.max_tokens
         config = self.request_config(req, max_tokens, top, turn_stop=True)
         rendered = render_chat(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None,
-                               config.prompt, req.as_dicts())
+                               config.prompt, req.as_dicts(), more_guide_toks=self._more_toks(config))
         return self._rows(config, [rendered], req.n, max_tokens_given=max_tokens is not None)
 
     # -- results -> responses ---------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""``blendin diagnose``'s comparison: the sample under the plain method and under each mitigation,
+one table, and a recommendation with the flags to use.
+
+    rows, extra = compare(pair, task, items, config, batch_size=16)
+    print(comparison_text(rows, extra))
+
+Each variant decodes the same items with the same settings and one change (``VARIANTS``). Where the
+task has gold answers every row is scored, and the base alone and each guide alone run too: their
+scores give the **capability gap** (the best guide's score minus the base's), which sets the
+adaptive gamma variant (``BlendConfig.capability_gap``), and they rank the guides.
+"""
+
+from __future__ import annotations
+
+from ..config import BlendConfig
+
+# name -> (the config fields it changes, given the diagnose settings; the flags that say it)
+DEFAULTS = {"max_intervention_rate": 0.15, "agreement_top_k": 5, "retire_below": 0.5, "retire_after": 8}
+
+
+def variants(settings: dict) -> list[tuple[str, dict, str]]:
+    """(name, config changes, flags) of each mitigation tried, with ``settings`` over ``DEFAULTS``."""
+    s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    return [
+        ("budget", {"max_intervention_rate": s["max_intervention_rate"]}, f"--max-intervention-rate {s['max_intervention_rate']}"),
+        ("agreement", {"agreement_top_k": s["agreement_top_k"]}, f"--agreement-top-k {s['agreement_top_k']}"),
+        ("reliability", {"reliability": True}, "--reliability"),
+        ("retire", {"retire_below": s["retire_below"], "retire_after": s["retire_after"]},
+         f"--retire-below {s['retire_below']} --retire-after {s['retire_after']}"),
+    ]
+
+
+def compare(pair, task, items: list[dict], config: BlendConfig, batch_size: int = 16, settings: dict | None = None,
+            plain: list | None = None, progress=None) -> tuple[list[dict], dict]:
+    """Rows of the comparison (one per variant, plus the base and each guide alone where the task is
+    scored) and the extras: the capability gap and the guides' ranking. ``plain``: the plain
+    method's results on ``items`` when they are decoded already."""
+    from ..pair import Pair
+    from .runner import score
+
+    prompts = [task.render(it) for it in items]
+    scored = task.scoring in ("number", "letter", "refusal")
+
+    def run(name, cfg, flags, the_pair=pair, done=None):
+        if progress:
+            progress(name)
+        if done is None:
+            from ..decoding import generate_many
+
+            got = dict(generate_many(the_pair, prompts, cfg, batch_size=batch_size))
+            done = [got[i] for i in range(len(prompts))]
+        return row(name, flags, done, [score(task, it, r.text)[1] if scored and not r.error else None for it, r in zip(items, done)])
+
+    rows = [run("blendin", config, "(none)", done=plain)]
+    for name, changes, flags in variants(settings or {}):
+        rows.append(run(name, config.with_(**changes), flags))
+    extra: dict = {"gap": None, "guides": guide_ranking(rows[0], None)}
+    if scored:
+        base_row = run("base alone", config.with_(method="base"), "--method base")
+        alone = []
+        for k, (spec, model, bridge) in enumerate(zip(config.guides, pair.guides, pair.bridges)):
+            solo = config.with_(method="guide", guide=spec.model, guide_remote=spec.remote, more_guides=())
+            alone.append(run(f"guide alone: {spec.model}", solo, f"--method guide --guide {spec.model}",
+                             the_pair=Pair(base=pair.base, guide=model, bridge=bridge)))
+        best = max(r["score"] for r in alone)
+        gap = round(best - base_row["score"], 4)
+        gamma = config.with_(capability_gap=gap).effective_gamma
+        rows.append(run("adaptive gamma", config.with_(capability_gap=gap), f"--capability-gap {gap} (gamma {gamma})"))
+        rows += [base_row, *alone]
+        extra = {"gap": gap, "gamma": gamma, "guides": guide_ranking(rows[0], alone)}
+    extra["recommendation"] = recommend(rows, scored)
+    return rows, extra
+
+
+def row(name: str, flags: str, results: list, correct: list) -> dict:
+    """One line of the table: intervention rate, guide passes per prompt, score (None: not scored)."""
+    ok = [r for r in results if not r.error]
+    tokens = sum(r.tokens for r in ok)
+    passes = sum(g["passes"] for r in ok for g in (r.guides or ()))
+    judged = [c for c in correct if c is not None]
+    return {"variant": name, "flags": flags, "n": len(ok), "intervention_rate": sum(r.interventions for r in ok) / tokens if tokens else 0.0,
+            "guide_passes": passes / len(ok) if ok else 0.0, "score": sum(judged) / len(judged) if judged else None,
+            "passes_saved": sum(g["passes_saved"] for r in ok for g in (r.guides or ())) / len(ok) if ok else 0.0,
+            "held": sum(sum((r.held or {}).values()) for r in ok), "results": results}
+
+
+def guide_ranking(plain: dict, alone: list[dict] | None) -> list[dict]:
+    """The guides, best first: by their score alone where scored, then by their reliability in the plain
+    run (mean over answers), with their share of that run's interventions."""
+    per: dict[str, dict] = {}
+    for r in plain["results"]:
+        for g in r.guides or ():
+            t = per.setdefault(g["guide"], {"guide": g["guide"], "interventions": 0, "reliability": []})
+            t["interventions"] += g["interventions"]
+            t["reliability"].append(g["reliability"])
+    total = sum(t["interventions"] for t in per.values()) or 1
+    out = []
+    for k, t in enumerate(per.values()):
+        out.append({"guide": t["guide"], "reliability": sum(t["reliability"]) / len(t["reliability"]),
+                    "share": t["interventions"] / total, "score_alone": alone[k]["score"] if alone else None})
+    return sorted(out, key=lambda g: (-(g["score_alone"] or 0.0), -g["reliability"]))
+
+
+def recommend(rows: list[dict], scored: bool) -> dict:
+    """The variant to use and why. Scored: the best score among the guided variants (ties: fewer guide
+    passes), unless the base alone scores at least as well. Not scored: the plain method while its
+    rate is within the paper's 20%, else the variant with the lowest rate among those that still guide."""
+    guided = [r for r in rows if not r["variant"].startswith(("base alone", "guide alone"))]
+    if scored:
+        best = max(guided, key=lambda r: (r["score"], -r["guide_passes"]))
+        base = next((r for r in rows if r["variant"] == "base alone"), None)
+        if base is not None and base["score"] >= best["score"] and base["score"] > 0:
+            return {"variant": "base alone", "flags": "--method base",
+                    "why": f"no guided variant beat the base alone on this sample ({base['score']:.2f})"}
+        why = (f"the best score on this sample ({best['score']:.2f} of {best['n']})"
+               + (", with the fewest guide passes among the ties" if sum(r["score"] == best["score"] for r in guided) > 1 else ""))
+        return {"variant": best["variant"], "flags": best["flags"], "why": why}
+    plain = guided[0]
+    if plain["intervention_rate"] <= 0.2:
+        return {"variant": "blendin", "flags": "(none)", "why": "no gold answers to score; the plain rate is within the paper's 20%"}
+    best = min(guided[1:], key=lambda r: r["intervention_rate"])
+    return {"variant": best["variant"], "flags": best["flags"],
+            "why": f"no gold answers to score; the plain rate is {100 * plain['intervention_rate']:.1f}%, and this variant's the lowest"}
+
+
+def comparison_text(rows: list[dict], extra: dict) -> str:
+    """The table, the guides' ranking, the gap and the recommendation, as aligned lines."""
+    lines = ["", f"{'variant':<40} {'interventions':>13} {'guide passes':>12} {'saved':>6} {'score':>6}  flags"]
+    for r in rows:
+        score = "-" if r["score"] is None else f"{r['score']:.2f}"
+        lines.append(f"{r['variant'][:40]:<40} {100 * r['intervention_rate']:>12.1f}% {r['guide_passes']:>12.1f} "
+                     f"{r['passes_saved']:>6.1f} {score:>6}  {r['flags']}")
+    lines.append("(guide passes and saved: per prompt; scores on this sample only)")
+    if extra.get("gap") is not None:
+        lines.append(f"capability gap (best guide alone minus base alone): {extra['gap']:+.2f} -> gamma {extra['gamma']}")
+    if len(extra.get("guides") or ()) > 1:
+        lines.append("guides, best first:")
+        for g in extra["guides"]:
+            alone = "" if g["score_alone"] is None else f"score alone {g['score_alone']:.2f}, "
+            lines.append(f"  {g['guide']}: {alone}reliability {g['reliability']:.2f}, {100 * g['share']:.0f}% of the interventions")
+    rec = extra["recommendation"]
+    lines.append(f"recommendation: {rec['variant']} ({rec['flags']}): {rec['why']}")
+    return "\n".join(lines)
