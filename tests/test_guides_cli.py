@@ -149,3 +149,26 @@ def test_diagnose_compares_the_mitigations_ranks_the_guides_and_recommends(capsy
     assert "recommendation:" in out and "guides, best first:" in out and "capability gap" in out
     code, out, _ = run(capsys, "diagnose", "--data", data, "--limit", "4", "--plain-only", *guides)
     assert "verdict:" in out and "recommendation:" not in out
+
+
+# -- serve ----------------------------------------------------------------------------------------------
+
+def test_serve_renders_for_each_guide_and_answers_one_guide_methods_with_the_first():
+    import httpx2 as httpx
+
+    from blendin.server import ServerThread, build, startup_line
+    from blendin.server.settings import ServeSettings
+    from scripted import PLAIN
+
+    cfg = BlendConfig(guide=["g1", "g2"], prompt=PLAIN, max_new_tokens=1)
+    app = build(_three(unsure_on=""), cfg, ServeSettings())
+    assert "guides g1 + g2" in startup_line(cfg, ServeSettings(), _three())
+    with ServerThread(app) as url:
+        for path, body in (("/completions", {"prompt": "Q\n"}), ("/chat/completions", {"messages": [{"role": "user", "content": "Q"}]})):
+            r = httpx.post(url + path, json={"model": "blendin", **body, "max_tokens": 1}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["blendin"]["interventions"] == 1
+        one = httpx.post(url + "/completions", json={"model": "blendin", "prompt": "Q\n", "max_tokens": 1, "blendin": {"method": "nudging"}}, timeout=30)
+        assert one.status_code == 200, one.text
+        models = httpx.get(url + "/models", timeout=30).json()
+        assert models["data"][0]["blendin"]["guides"] == ["g1", "g2"]
