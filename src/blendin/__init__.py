@@ -10,12 +10,12 @@ The same, one level down: ``load_pair(config)``, ``generate(pair, prompt, config
 ``generate_many(pair, prompts, config, batch_size)`` and ``stream(pair, prompt, config)``.
 """
 
-from .config import BlendConfig, PromptFormat
+from .config import BlendConfig, GuideSpec, PromptFormat, RemoteSpec
 from .errors import BlendinError, ConfigError, ModelLoadError
 
 __version__ = "0.1.0"
 __all__ = [
-    "Blender", "BlendConfig", "PromptFormat", "BlendinError", "ConfigError", "ModelLoadError",
+    "Blender", "BlendConfig", "GuideSpec", "PromptFormat", "RemoteSpec", "BlendinError", "ConfigError", "ModelLoadError",
     "load_pair", "generate", "generate_many", "stream", "Pair",
 ]
 
