@@ -481,6 +481,7 @@ def _judge(a, task):
 
 def cmd_diagnose(a) -> int:
     from .decoding import generate_many
+    from .eval.diagnose import small_sample_warning
     from .eval.runinfo import task_config
     from .eval.runner import diagnose, diagnosis_text
     from .eval.tasks import get_task, load_items
@@ -499,7 +500,7 @@ def cmd_diagnose(a) -> int:
     by_index = dict(generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size))
     results = [by_index[i] for i in range(len(items))]
     d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
-    d["warning"] = _small_sample(results, d)
+    d["warning"] = small_sample_warning(results, d, MIN_DIAGNOSE_SAMPLE)
     text = diagnosis_text(d, f"{a.base} guided by {config.guide_label}", task.name, a.gamma)
     if a.mitigations and d["samples"]:
         from .eval.diagnose import compare, comparison_text
@@ -515,29 +516,6 @@ def cmd_diagnose(a) -> int:
     if d["warning"]:
         print(f"blendin: warning: {d['warning']}", file=sys.stderr)
     return 0 if d["samples"] else 1  # every prompt failed: nothing was measured
-
-
-def _small_sample(results: list, d: dict) -> str | None:
-    """What a verdict on fewer than the paper's 20 prompts is worth: the 95% interval of the prompts'
-    mean intervention rate, and whether it reaches across the threshold. None for 20 or more."""
-    from .eval.runner import mean_ci
-
-    n = d["samples"]
-    if not n or n >= MIN_DIAGNOSE_SAMPLE:
-        return None
-    text = (f"a verdict on {n} prompt{'s' if n != 1 else ''} is a rough sign, not a measurement: the paper's check "
-            f"uses {MIN_DIAGNOSE_SAMPLE} (--limit {MIN_DIAGNOSE_SAMPLE} or more)")
-    rates = [r.intervention_rate for r in results if not getattr(r, "error", None) and r.tokens]
-    ci = mean_ci(rates)
-    if ci is None:
-        return text + "; one prompt gives no idea of the spread between prompts"
-    lo, hi = max(0.0, ci[0]), min(1.0, ci[1])
-    if hi - lo < 0.005:
-        return text + f"; these prompts all had the same rate ({100 * lo:.0f}%), which says nothing yet of how much prompts differ"
-    text += f"; these prompts' intervention rates put their mean between {100 * lo:.0f}% and {100 * hi:.0f}% (95% interval)"
-    if lo <= d["threshold"] <= hi:
-        text += f", on both sides of the {100 * d['threshold']:.0f}% threshold: the verdict could go either way"
-    return text
 
 
 def cmd_report(a) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..config import BlendConfig
 
-# name -> (the config fields it changes, given the diagnose settings; the flags that say it)
+# the value each mitigation is tried at, unless diagnose is given another (the reference's budget and k; see the README for the floor)
 DEFAULTS = {"max_intervention_rate": 0.15, "agreement_top_k": 5, "retire_below": 0.5, "retire_after": 8}
 
 
@@ -141,3 +141,26 @@ def comparison_text(rows: list[dict], extra: dict) -> str:
     rec = extra["recommendation"]
     lines.append(f"recommendation: {rec['variant']} ({rec['flags']}): {rec['why']}")
     return "\n".join(lines)
+
+
+def small_sample_warning(results: list, d: dict, minimum: int = 20) -> str | None:
+    """What a verdict on fewer than the paper's 20 prompts is worth: the 95% interval of the prompts'
+    mean intervention rate, and whether it reaches across the threshold. None for 20 or more."""
+    from .runner import mean_ci
+
+    n = d["samples"]
+    if not n or n >= minimum:
+        return None
+    text = (f"a verdict on {n} prompt{'s' if n != 1 else ''} is a rough sign, not a measurement: the paper's check "
+            f"uses {minimum} (--limit {minimum} or more)")
+    rates = [r.intervention_rate for r in results if not getattr(r, "error", None) and r.tokens]
+    ci = mean_ci(rates)
+    if ci is None:
+        return text + "; one prompt gives no idea of the spread between prompts"
+    lo, hi = max(0.0, ci[0]), min(1.0, ci[1])
+    if hi - lo < 0.005:
+        return text + f"; these prompts all had the same rate ({100 * lo:.0f}%), which says nothing yet of how much prompts differ"
+    text += f"; these prompts' intervention rates put their mean between {100 * lo:.0f}% and {100 * hi:.0f}% (95% interval)"
+    if lo <= d["threshold"] <= hi:
+        text += f", on both sides of the {100 * d['threshold']:.0f}% threshold: the verdict could go either way"
+    return text
