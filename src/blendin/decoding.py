@@ -9,6 +9,11 @@ Each step, the base gives its next-token distribution p_b (top-1 m_b). The polic
                                         vocabulary, and the token comes from alpha*p_g + (1-alpha)*p_b
     else nudging                     -> the guide writes whole words until the base is confident again
     guide method                     -> the guide writes every token in its own vocabulary
+With several guides, every guide still consulted runs and the token comes from
+sum_k w_k * p_k + (1 - sum_k w_k) * p_b (``blend.guide_weights``). The mitigations (``mitigations``)
+are asked at each uncertain step: may it be guided at all (the budget), is each guide still consulted
+(retirement), does each one's distribution count (the agreement filter), with what weight multiplier
+(reliability); each guide's history is a ``GuideRecord`` of the row.
 Both models see exactly the text generated so far: the model that wrote a token keeps its own token
 ids; the other re-encodes the text when it is next consulted, keeping its cache for the common prefix.
 
@@ -28,8 +33,8 @@ import torch
 from .blend import mix_many, top1
 from .config import BlendConfig
 from .errors import ConfigError, first_line
-from .pair import Pair
 from .mitigations import GuideRecord, mitigations_for
+from .pair import Pair
 from .policies import policy_for
 from .prompts import Rendered, prompt_ids
 from .sampling import Sampler
