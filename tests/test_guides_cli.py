@@ -136,7 +136,7 @@ def test_diagnose_compares_the_mitigations_ranks_the_guides_and_recommends(capsy
     d = json.loads(out)
     names = [v["variant"] for v in d["variants"]]
     g1, g2 = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
-    assert names == ["blendin", "budget", "agreement", "reliability", "retire", "adaptive gamma", "base alone",
+    assert names == ["blendin", "budget", "agreement", "reliability", "retire", "adaptive gamma (0.2)", "base alone",
                      f"guide alone: {g1}", f"guide alone: {g2}"]
     by = {v["variant"]: v for v in d["variants"]}
     assert by["agreement"]["flags"] == "--agreement-top-k 5" and by["budget"]["flags"] == "--max-intervention-rate 0.15"
@@ -144,9 +144,11 @@ def test_diagnose_compares_the_mitigations_ranks_the_guides_and_recommends(capsy
     # the guide that agrees is ranked first; g2 proposes a token the base has no twin for
     assert [g["guide"] for g in d["guides"]] == [g1, g2] and d["guides"][0]["reliability"] > d["guides"][1]["reliability"]
     assert d["gap"] == pytest.approx(max(by[f"guide alone: {g1}"]["score"], by[f"guide alone: {g2}"]["score"]) - 1.0)
-    assert d["recommendation"]["flags"] and d["recommendation"]["why"]
+    # base alone ties the adaptive gamma variant (gap -1: gamma 0.2, no interventions): a guided variant wins ties
+    assert d["recommendation"] == {"variant": "adaptive gamma (0.2)", "flags": "--capability-gap -1.0",
+                                   "why": "the best score on this sample (1.00 of 4), with the fewest guide passes among the ties"}
     code, out, _ = run(capsys, "diagnose", "--data", data, "--limit", "4", *guides)
-    assert "recommendation:" in out and "guides, best first:" in out and "capability gap" in out
+    assert "recommendation: adaptive gamma (0.2): add --capability-gap -1.0;" in out and "guides, best first:" in out and "capability gap" in out
     code, out, _ = run(capsys, "diagnose", "--data", data, "--limit", "4", "--plain-only", *guides)
     assert "verdict:" in out and "recommendation:" not in out
 
@@ -172,3 +174,21 @@ def test_serve_renders_for_each_guide_and_answers_one_guide_methods_with_the_fir
         assert one.status_code == 200, one.text
         models = httpx.get(url + "/models", timeout=30).json()
         assert models["data"][0]["blendin"]["guides"] == ["g1", "g2"]
+
+
+def test_recommendation_rules():
+    from blendin.eval.diagnose import recommend
+
+    def r(variant, score, passes=1.0, rate=0.1, flags="--x"):
+        return {"variant": variant, "score": score, "guide_passes": passes, "intervention_rate": rate, "flags": flags, "n": 20}
+
+    rows = [r("blendin", 0.3, flags=""), r("agreement", 0.3, passes=0.5), r("base alone", 0.3, 0, flags="--method base"),
+            r("guide alone: g", 0.2, flags="--method guide --guide g")]
+    assert recommend(rows, scored=True)["variant"] == "agreement"  # the tie goes to fewer guide passes, and to guidance
+    rows[3]["score"] = 0.5
+    rec = recommend(rows, scored=True)
+    assert rec["flags"] == "--method guide --guide g" and "no guided variant reached it" in rec["why"]
+    unscored = [r("blendin", None, rate=0.3, flags=""), r("budget", None, rate=0.14), r("agreement", None, rate=0.2)]
+    assert recommend(unscored, scored=False)["variant"] == "budget"
+    unscored[0]["intervention_rate"] = 0.1
+    assert recommend(unscored, scored=False) == {"variant": "blendin", "flags": "", "why": "no gold answers to score; the plain rate is within the paper's 20%"}

@@ -51,7 +51,7 @@ def compare(pair, task, items: list[dict], config: BlendConfig, batch_size: int 
             done = [got[i] for i in range(len(prompts))]
         return row(name, flags, done, [score(task, it, r.text)[1] if scored and not r.error else None for it, r in zip(items, done)])
 
-    rows = [run("blendin", config, "(none)", done=plain)]
+    rows = [run("blendin", config, "", done=plain)]
     for name, changes, flags in variants(settings or {}):
         rows.append(run(name, config.with_(**changes), flags))
     extra: dict = {"gap": None, "guides": guide_ranking(rows[0], None)}
@@ -65,7 +65,7 @@ def compare(pair, task, items: list[dict], config: BlendConfig, batch_size: int 
         best = max(r["score"] for r in alone)
         gap = round(best - base_row["score"], 4)
         gamma = config.with_(capability_gap=gap).effective_gamma
-        rows.append(run("adaptive gamma", config.with_(capability_gap=gap), f"--capability-gap {gap} (gamma {gamma})"))
+        rows.append(run(f"adaptive gamma ({gamma})", config.with_(capability_gap=gap), f"--capability-gap {gap}"))
         rows += [base_row, *alone]
         extra = {"gap": gap, "gamma": gamma, "guides": guide_ranking(rows[0], alone)}
     extra["recommendation"] = recommend(rows, scored)
@@ -102,22 +102,23 @@ def guide_ranking(plain: dict, alone: list[dict] | None) -> list[dict]:
 
 
 def recommend(rows: list[dict], scored: bool) -> dict:
-    """The variant to use and why. Scored: the best score among the guided variants (ties: fewer guide
-    passes), unless the base alone scores at least as well. Not scored: the plain method while its
-    rate is within the paper's 20%, else the variant with the lowest rate among those that still guide."""
+    """The variant to use and why. Scored: the best score of all rows; a guided variant wins ties
+    (then the one with fewer guide passes), so the base or a guide alone is recommended only when it
+    beats every guided variant on this sample. Not scored: the plain method while its rate is within
+    the paper's 20%, else the variant with the lowest rate among those that still guide."""
     guided = [r for r in rows if not r["variant"].startswith(("base alone", "guide alone"))]
     if scored:
         best = max(guided, key=lambda r: (r["score"], -r["guide_passes"]))
-        base = next((r for r in rows if r["variant"] == "base alone"), None)
-        if base is not None and base["score"] >= best["score"] and base["score"] > 0:
-            return {"variant": "base alone", "flags": "--method base",
-                    "why": f"no guided variant beat the base alone on this sample ({base['score']:.2f})"}
-        why = (f"the best score on this sample ({best['score']:.2f} of {best['n']})"
-               + (", with the fewest guide passes among the ties" if sum(r["score"] == best["score"] for r in guided) > 1 else ""))
-        return {"variant": best["variant"], "flags": best["flags"], "why": why}
+        alone = max((r for r in rows if r not in guided), key=lambda r: r["score"], default=None)
+        if alone is not None and alone["score"] > best["score"]:
+            return {"variant": alone["variant"], "flags": alone["flags"],
+                    "why": f"it scored {alone['score']:.2f} on this sample, and no guided variant reached it (best {best['score']:.2f}, {best['variant']})"}
+        ties = sum(r["score"] == best["score"] for r in guided) > 1
+        return {"variant": best["variant"], "flags": best["flags"],
+                "why": f"the best score on this sample ({best['score']:.2f} of {best['n']})" + (", with the fewest guide passes among the ties" if ties else "")}
     plain = guided[0]
     if plain["intervention_rate"] <= 0.2:
-        return {"variant": "blendin", "flags": "(none)", "why": "no gold answers to score; the plain rate is within the paper's 20%"}
+        return {"variant": plain["variant"], "flags": plain["flags"], "why": "no gold answers to score; the plain rate is within the paper's 20%"}
     best = min(guided[1:], key=lambda r: r["intervention_rate"])
     return {"variant": best["variant"], "flags": best["flags"],
             "why": f"no gold answers to score; the plain rate is {100 * plain['intervention_rate']:.1f}%, and this variant's the lowest"}
@@ -129,7 +130,7 @@ def comparison_text(rows: list[dict], extra: dict) -> str:
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:.2f}"
         lines.append(f"{r['variant'][:40]:<40} {100 * r['intervention_rate']:>12.1f}% {r['guide_passes']:>12.1f} "
-                     f"{r['passes_saved']:>6.1f} {score:>6}  {r['flags']}")
+                     f"{r['passes_saved']:>6.1f} {score:>6}  {r['flags'] or '(as given)'}")
     lines.append("(guide passes and saved: per prompt; scores on this sample only)")
     if extra.get("gap") is not None:
         lines.append(f"capability gap (best guide alone minus base alone): {extra['gap']:+.2f} -> gamma {extra['gamma']}")
@@ -139,7 +140,8 @@ def comparison_text(rows: list[dict], extra: dict) -> str:
             alone = "" if g["score_alone"] is None else f"score alone {g['score_alone']:.2f}, "
             lines.append(f"  {g['guide']}: {alone}reliability {g['reliability']:.2f}, {100 * g['share']:.0f}% of the interventions")
     rec = extra["recommendation"]
-    lines.append(f"recommendation: {rec['variant']} ({rec['flags']}): {rec['why']}")
+    use = f"add {rec['flags']}" if rec["flags"] and not rec["flags"].startswith("--method") else rec["flags"] or "keep the flags as given"
+    lines.append(f"recommendation: {rec['variant']}: {use}; {rec['why']}")
     return "\n".join(lines)
 
 
