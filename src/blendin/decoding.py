@@ -34,7 +34,7 @@ from .blend import mix_many, top1
 from .config import BlendConfig
 from .errors import ConfigError, first_line
 from .mitigations import GuideRecord, mitigations_for
-from .pair import Pair
+from .pair import Pair, guide_role
 from .policies import policy_for
 from .prompts import Rendered, prompt_ids
 from .sampling import Sampler
@@ -178,7 +178,7 @@ class Generation:
         """May this uncertain step be guided at all (the intervention budget)?"""
         for m in self.mitigations:
             if not m.allows(len(self.steps), self.interventions):
-                self.held[m.name] = self.held.get(m.name, 0) + 1
+                self._hold(m.name)
                 return False
         return True
 
@@ -202,11 +202,21 @@ class Generation:
         scale, reliability = 1.0, record.reliability  # as shown before this step
         for m in self.mitigations:
             scale *= m.scale(record)
+        kept = self._judge(record, base_probs, m_b, base_top)
+        return Consulted(k, guide_probs, m_g, guide_top, agreement, reliability, scale, kept)
+
+    def _judge(self, record: GuideRecord, base_probs: torch.Tensor, m_b: float, base_top: int | None) -> bool:
+        """Record one consultation of a guide whose top token is ``base_top`` (in the base vocabulary):
+        its reliability observes it; True if the mitigations let its guidance count."""
         kept = all(m.accepts(base_probs, base_top) for m in self.mitigations)
         record.consulted += 1
         record.filtered += not kept
-        record.observe(m_b, agreement)
-        return Consulted(k, guide_probs, m_g, guide_top, agreement, reliability, scale, kept)
+        record.observe(m_b, _prob_of(base_probs, base_top))
+        return kept
+
+    def _hold(self, name: str) -> None:
+        """Count an uncertain step where mitigation ``name`` made the base decide alone."""
+        self.held[name] = self.held.get(name, 0) + 1
 
     def _blend_token(self, base_probs: torch.Tensor, m_b: float):
         """BlendIn and switch: decode one base-vocabulary token from sum_k w_k * p_k + (1 - sum_k w_k) * p_b,
@@ -217,12 +227,11 @@ class Generation:
                 consulted.append((yield from self._consult(k, base_probs, m_b)))
         kept = [c for c in consulted if c.kept]
         if not kept:  # every guide retired, or set aside by the agreement filter: the base decides
-            reason = "agreement" if consulted else "retire"
-            self.held[reason] = self.held.get(reason, 0) + 1
+            self._hold("agreement" if consulted else "retire")
             yield self._base_token(base_probs, m_b, self._detail(consulted, {}))
             return
         weights = self.policy.weights(m_b, [c.m_g for c in kept], [c.agreement for c in kept])
-        weights = [w * c.scale if c.scale != 1.0 else w for w, c in zip(weights, kept)]
+        weights = [w * c.scale for w, c in zip(weights, kept)]  # x 1.0 is exact: without reliability, the rule's own
         bridges = self.pair.bridges
         mixed = mix_many(base_probs, [bridges[c.k].to_base(c.probs) for c in kept], weights)
         for c in kept:
@@ -259,7 +268,7 @@ class Generation:
         """
         record = self.records[0]
         if not self._consults(record):
-            self.held["retire"] = self.held.get("retire", 0) + 1
+            self._hold("retire")
             yield self._base_token(base_probs, m_b)
             return
         guide, text = self.guide.follow(self.transcript.text), self.transcript.text
@@ -280,11 +289,8 @@ class Generation:
 
         yield from draft_until(1)
         first_top = self.pair.bridge.base_id(draft[0][3])
-        record.consulted += 1
-        record.observe(m_b, _prob_of(base_probs, first_top))
-        if not all(m.accepts(base_probs, first_top) for m in self.mitigations):  # the first word's top token
-            record.filtered += 1
-            self.held["agreement"] = self.held.get("agreement", 0) + 1
+        if not self._judge(record, base_probs, m_b, first_top):  # the first word's top token
+            self._hold("agreement")
             guide.rewind(kept, text)
             yield self._base_token(base_probs, m_b)
             return
@@ -380,7 +386,7 @@ class Generation:
             coverage = {**self.pair.bridge.describe(), "mean_guide_mass_exact": _mean(masses)}
         n = len(steps)
         requests, remote = 0, {}
-        roles = [("base", self.base)] + [("guide" if k == 0 else f"guide {k + 1}", t) for k, t in enumerate(self.guides)]
+        roles = [("base", self.base)] + [(guide_role(k), t) for k, t in enumerate(self.guides)]
         for role, track in roles:
             if track is not None and hasattr(track.session, "requests"):
                 requests += track.session.requests

@@ -81,6 +81,11 @@ def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pa
     return Pair(base=loaded.get("base"), guide=loaded.get("guide"), more_guides=more)
 
 
+def guide_role(k: int) -> str:
+    """The role name of guide ``k`` (0-based) where models are named by role: 'guide', 'guide 2', ..."""
+    return "guide" if k == 0 else f"guide {k + 1}"
+
+
 def _placed(role: str) -> str:
     """The placement role of a model role: every guide ('guide', 'guide 2', ...) runs where the guide does."""
     return "guide" if role.startswith("guide") else role
@@ -95,5 +100,5 @@ def _needed(config: BlendConfig, methods) -> dict[str, tuple[str, object]]:
         need["base"] = (config.base, config.base_remote)
     if any(m != "base" for m in methods):
         for k, g in enumerate(config.guides):
-            need["guide" if k == 0 else f"guide {k + 1}"] = (g.model, g.remote)
+            need[guide_role(k)] = (g.model, g.remote)
     return need
