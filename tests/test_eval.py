@@ -264,8 +264,9 @@ def test_cli_eval_refuses_other_settings_before_loading_models(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "max_new_tokens: 5 there, 6 now" in err and "another --out" in err and err.count("\n") == 1
     assert loads == []  # refused before any model loaded
-    assert main(args + ["--max-new-tokens", "5"]) == 0 and len(loads) == 1  # the same settings resume
-    assert len(read_rows(tmp_path / "run" / "results.jsonl")) == 4  # nothing done twice
+    assert main(args + ["--max-new-tokens", "5"]) == 0 and loads == []  # the same settings resume; nothing left, no model loads
+    assert main(args + ["--max-new-tokens", "5", "--limit", "3"]) == 0 and len(loads) == 1  # one more item: now it loads
+    assert len(read_rows(tmp_path / "run" / "results.jsonl")) == 6  # nothing done twice
 
 
 def _failing_at(index, message="RuntimeError: out of memory"):

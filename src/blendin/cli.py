@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -185,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(max_new_tokens=128)
 
     ev = command("eval", "score methods on a benchmark task; results.jsonl + summary.json in --out")
-    ev.add_argument("--task", required=True, help=" | ".join(TASKS))
+    ev.add_argument("--task", required=True, help="comma list of " + " | ".join(TASKS))
     ev.add_argument("--data", help="the task's JSONL file (schema of shared/data) or a folder laid out like it (default: the Hugging Face hub)")
     ev.add_argument("--limit", type=whole(1), metavar="N", help="evaluate the first N items (default: all)")
     ev.add_argument("--method", default="blendin", help="comma list of base, guide, switch, nudging, blendin")
@@ -195,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
     ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing); a re-run with the same folder resumes")
     _add_models(ev)
+    ev.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
+    ev.add_argument("--pair", action="append", default=None, metavar="BASE:GUIDE",
+                    help="a pair of the grid (repeatable; BASE:GUIDE1,GUIDE2 for several guides; instead of --base/--guide): "
+                    "each pair's results go to --out/BASE+GUIDE/, and --out/summary.json gathers them")
     _add_mitigations(ev)
     ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "
@@ -217,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own, as eval: {task_tokens})")
     dg.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
     _add_models(dg)
+    dg.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
+    dg.add_argument("--pair", action="append", default=None, metavar="BASE:GUIDE",
+                    help="diagnose this pair (repeatable, as for eval; instead of --base/--guide): each pair's verdict, "
+                    "then the pairs ranked by intervention rate")
     dg.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     dg.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
     from .eval.diagnose import DEFAULTS as TRIED
@@ -229,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only the plain method's rate and verdict (by default each mitigation runs on the sample too, "
                     "and, where the task has gold answers, the base and each guide alone)")
 
-    rep = command("report", "PNG plots from eval run folders")
-    rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out")
+    rep = command("report", "tables, paired comparisons and PNG plots from eval run folders")
+    rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out (a grid's --out stands for its pairs)")
+    rep.add_argument("--compare", action="append", default=None, metavar="A:B",
+                     help="compare method A with method B item by item, per pair and task (repeatable; default: blendin:switch, blendin:nudging)")
     rep.add_argument("--out", default="report", metavar="DIR", help="folder for the PNG files (created if missing)")
 
     sv = command("serve", "an OpenAI-compatible API (/v1/completions, /v1/chat/completions) over the pair",
@@ -430,35 +441,48 @@ def _alphas(text: str) -> list[float | None]:
 
 
 def cmd_eval(a) -> int:
+    from .eval.grid import parse_pairs
     from .eval.runinfo import check_run
-    from .eval.runner import grid, markdown, run_eval
+    from .eval.runner import grid
     from .eval.tasks import get_task, load_items
 
-    task = get_task(a.task)
+    tasks = [get_task(t.strip()) for t in a.task.split(",") if t.strip()]
     methods = [m.strip() for m in a.method.split(",") if m.strip()]
+    if not tasks:
+        raise ConfigError(f"--task needs at least one task, got '{a.task}'")
     if not methods:
         raise ConfigError(f"--method needs at least one method ({', '.join(METHODS)}), got '{a.method}'")
-    base = BlendConfig(base=a.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
-                       prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
-                       **_guides(a), **_placement(a), **_mitigations(a))
-    # grid builds each configuration through BlendConfig, so every combination is checked before models load
-    configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
-    judge = _judge(a, task)
+    if a.pair and (a.guide or a.base is not None):
+        raise ConfigError("--pair names each pair's models: drop --base and --guide (or drop --pair for one pair)")
+    specs = parse_pairs(a.pair) if a.pair else []
     _check_dir_target(a.out, "--out")
     if a.trace_html:
         _check_dir_target(a.trace_html, "--trace-html")
-    check_run(a.out, task, base, judge)  # a folder made with other settings is refused before models load
-    from .pair import check_pair, load_pair
+    from .pair import check_pair
 
-    check_pair(base, methods=tuple(methods))  # both models' names, before the items load
-    items = load_items(task, a.data, a.limit)
+    plans = []  # (spec or None, run folder, [(task, configs, judge)]): every pair and task checked before models load
+    for spec in specs or [None]:
+        models = argparse.Namespace(**{**vars(a), "base": spec.base if spec else a.base or DEFAULT_BASE,
+                                       "guide": list(spec.guides) if spec else a.guide})
+        out = Path(a.out) / spec.label if spec else Path(a.out)
+        jobs = []
+        for task in tasks:
+            base = BlendConfig(base=models.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
+                               prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
+                               **_guides(models), **_placement(a), **_mitigations(a))
+            # grid builds each configuration through BlendConfig, so every combination is checked before models load
+            configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
+            judge = _judge(a, task)
+            check_run(out, task, base, judge)  # a folder made with other settings is refused before models load
+            jobs.append((task, configs, judge))
+        check_pair(jobs[0][1][0], methods=tuple(methods))  # the models' names, before the items load
+        plans.append((spec, out, jobs))
+    items = {task.name: load_items(task, a.data, a.limit) for task in tasks}
+    from .eval.grid import run_plans
 
-    pair = load_pair(base, methods=tuple(methods))
-    summary = run_eval(pair, task, items, configs, a.out, batch_size=a.batch_size, judge=judge, traces=a.trace_html)
-    print(markdown(summary))
-    failed = sum(s.get("errors", 0) for s in summary)
+    failed = run_plans(plans, items, Path(a.out), methods=tuple(methods), batch_size=a.batch_size, traces=a.trace_html, progress=sys.stderr)
     if failed:
-        print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in {a.out}/results.jsonl); "
+        print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in results.jsonl); "
               "a rerun skips them: delete their rows to try them again", file=sys.stderr)
     return 0
 
@@ -480,28 +504,67 @@ def _judge(a, task):
 
 
 def cmd_diagnose(a) -> int:
-    from .decoding import generate_many
-    from .eval.diagnose import small_sample_warning
-    from .eval.runinfo import task_config
-    from .eval.runner import diagnose, diagnosis_text
+    from .eval.grid import parse_pairs
     from .eval.tasks import get_task, load_items
-    from .pair import check_pair, load_pair
+    from .pair import check_pair
 
     task = get_task(a.task)
-    # eval's configuration for the task (prompt format, stop strings, answer length), so that the rate
-    # measured here is the one eval measures on the same items
-    config = task_config(task, BlendConfig(
-        base=a.base, method="blendin", gamma=a.gamma, alpha=a.alpha, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
-        prompt=PromptFormat(base_prompt=a.base_prompt), **_guides(a), **_placement(a)))
+    if a.pair and (a.guide or a.base is not None):
+        raise ConfigError("--pair names each pair's models: drop --base and --guide (or drop --pair for one pair)")
+    specs = parse_pairs(a.pair) if a.pair else [None]
     methods = ("base", "blendin") if a.mitigations else ("blendin",)  # the comparison runs the base alone too
-    check_pair(config, methods)
+    configs = []
+    for spec in specs:
+        models = argparse.Namespace(**{**vars(a), "base": spec.base if spec else a.base or DEFAULT_BASE,
+                                       "guide": list(spec.guides) if spec else a.guide})
+        configs.append((spec, _diagnose_config(a, task, models)))
+        check_pair(configs[-1][1], methods)  # every pair's models, before anything loads
     items = load_items(task, a.data, a.limit)
+    found = []
+    for spec, config in configs:
+        d, text = _diagnose_pair(a, task, items, config, methods)
+        if spec is not None:
+            d = {"pair": spec.label, **d}
+        found.append(d)
+        if not a.json:
+            print(text, flush=True)
+        if d["warning"]:
+            print(f"blendin: warning: {d['warning']}", file=sys.stderr)
+    if a.json:
+        print(json.dumps(found if a.pair else found[0]), flush=True)
+    elif len(found) > 1:
+        from .eval.diagnose import pair_ranking
+
+        print(pair_ranking(found, task.name), flush=True)
+    return 0 if all(d["samples"] for d in found) else 1  # every prompt of a pair failed: nothing was measured
+
+
+def _diagnose_config(a, task, models) -> BlendConfig:
+    """eval's configuration for the task (prompt format, stop strings, answer length), so that the
+    rate measured here is the one eval measures on the same items."""
+    from .eval.runinfo import task_config
+
+    return task_config(task, BlendConfig(
+        base=models.base, method="blendin", gamma=a.gamma, alpha=a.alpha, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
+        prompt=PromptFormat(base_prompt=a.base_prompt), **_guides(models), **_placement(a)))
+
+
+def _diagnose_pair(a, task, items, config: BlendConfig, methods) -> tuple[dict, str]:
+    """One pair's diagnosis (and, unless --plain-only, its comparison of mitigations) and its text."""
+    from .decoding import generate_many
+    from .eval.diagnose import small_sample_warning
+    from .eval.runner import diagnose, diagnosis_text, score
+    from .pair import load_pair
+
     pair = load_pair(config, methods)
     by_index = dict(generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size))
     results = [by_index[i] for i in range(len(items))]
     d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
     d["warning"] = small_sample_warning(results, d, MIN_DIAGNOSE_SAMPLE)
-    text = diagnosis_text(d, f"{a.base} guided by {config.guide_label}", task.name, a.gamma)
+    judged = [score(task, it, r.text)[1] for it, r in zip(items, results) if not getattr(r, "error", None)]
+    judged = [ok for ok in judged if ok is not None]
+    d["score"] = sum(judged) / len(judged) if judged else None  # BlendIn's answers on the sample, where the task has gold answers
+    text = diagnosis_text(d, f"{config.base} guided by {config.guide_label}", task.name, a.gamma)
     if a.mitigations and d["samples"]:
         from .eval.diagnose import compare, comparison_text
 
@@ -512,17 +575,23 @@ def cmd_diagnose(a) -> int:
                               progress=lambda name: print(f"blendin: diagnose: {name}", file=sys.stderr, flush=True))
         d.update(variants=[{k: v for k, v in r.items() if k != "results"} for r in rows], **extra)
         text = comparison_text(rows, extra)
-    print(json.dumps(d) if a.json else text, flush=True)
-    if d["warning"]:
-        print(f"blendin: warning: {d['warning']}", file=sys.stderr)
-    return 0 if d["samples"] else 1  # every prompt failed: nothing was measured
+    del pair
+    gc.collect()  # one pair's weights leave before the next pair's load
+    return d, text
 
 
 def cmd_report(a) -> int:
     from .diagnostics.plots import report
+    from .eval.compare import DEFAULT_COMPARISONS
 
     _check_dir_target(a.out, "--out")
-    for path in report(a.runs, a.out):
+    comparisons = DEFAULT_COMPARISONS
+    if a.compare:
+        comparisons = [tuple(c.split(":")) for c in a.compare]
+        for text, c in zip(a.compare, comparisons):
+            if len(c) != 2 or not all(m in METHODS for m in c):
+                raise ConfigError(f"--compare {text}: write A:B with two of {', '.join(METHODS)}, e.g. --compare blendin:switch")
+    for path in report(a.runs, a.out, comparisons):
         print(path)
     return 0
 

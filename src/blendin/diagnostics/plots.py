@@ -1,11 +1,19 @@
-"""PNG plots from eval run folders (their results.jsonl), re-made without re-running models.
+"""The report of eval run folders (their results.jsonl), re-made without re-running models.
 
-    written = report(["runs/gsm8k", "runs/gsm8k-other-pair"], "report/")
+    written = report(["runs/arc"], "report/")    # a grid folder (one sub-folder per pair), or run folders
 
-- score_vs_interventions.png: one point per configuration and run (pair): the paper's diagnostic,
-  where a higher intervention rate goes with a lower score;
-- alpha_hist.png: the weights BlendIn gave the guide, over every intervention;
-- interventions_by_correctness.png: each sample's intervention rate, split by right and wrong answers;
+A run is one pair's folder; a grid folder (``blendin eval --pair ... --out DIR``) stands for its
+pairs, in the grid's order. Folders of the same name (one pair's grids of two tasks, say) are one
+run. Every figure has one panel per task; a pair keeps its colour in every figure.
+
+- tables.md: per task, pair x configuration: n, score and its 95% interval, intervention rate, mean alpha;
+- paired.md: per pair and task, method a against method b item by item (``eval.compare``): the
+  difference, its 95% interval and the items only one of them got right;
+- score_vs_interventions.png: score against intervention rate, a colour per pair, a marker per
+  method, the 95% interval as an error bar; no text on the points (the legends name them), so
+  nothing is written over anything else where points lie close;
+- alpha_hist.png: the weights BlendIn gave the guide, over every intervention, per pair;
+- interventions_by_correctness.png: BlendIn's per-sample intervention rate on right and wrong answers;
 - guides.png and guides.md, for runs that record their guides: each guide's interventions, passes,
   passes saved and mean reliability, per run and configuration.
 """
@@ -15,10 +23,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..eval.runner import read_rows, summarise
+from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
+from ..eval.grid import pair_folders
+from ..eval.runner import interval, read_rows, summarise
+
+MARKERS = {"base": "o", "guide": "s", "switch": "^", "nudging": "D", "blendin": "*"}
 
 
-def report(run_dirs: list[str], out_dir: str) -> list[Path]:
+def load_runs(run_dirs: list[str]) -> dict[str, list[dict]]:
+    """{run name: rows}, grid folders expanded into their pairs; rows of same-named folders merged
+    (a row already there for the same task, configuration and item is kept, the later one dropped)."""
+    runs: dict[str, list[dict]] = {}
+    for d in run_dirs:
+        folders = pair_folders(Path(d))
+        if not folders:
+            raise ConfigError(f"{d} has no results.jsonl rows: pass folders written by blendin eval --out")
+        for folder in folders:
+            rows = read_rows(folder / "results.jsonl")
+            if not rows:
+                raise ConfigError(f"{folder} has no results.jsonl rows: pass folders written by blendin eval --out")
+            have = runs.setdefault(folder.name or d, [])
+            seen = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in have}
+            have += [r for r in rows if (r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) not in seen]
+    return runs
+
+
+def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS) -> list[Path]:
     try:
         import matplotlib
 
@@ -26,56 +56,119 @@ def report(run_dirs: list[str], out_dir: str) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("plots need matplotlib: pip install matplotlib (in a blendin checkout: .venv/bin/pip install -e '.[report]')") from None
-    runs = {}
-    for d in run_dirs:
-        rows = read_rows(Path(d) / "results.jsonl")
-        if not rows:
-            raise ConfigError(f"{d} has no results.jsonl rows: pass folders written by blendin eval --out")
-        runs[Path(d).name or d] = rows
+    runs = load_runs(run_dirs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    summaries = {name: summarise(rows) for name, rows in runs.items()}
+    tasks = list(dict.fromkeys(s["task"] for ss in summaries.values() for s in ss))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(runs)}
+    written = [_tables(summaries, tasks, out / "tables.md")]
+    paired = [{"run": name, **c} for name, rows in runs.items() for c in compare_methods(rows, comparisons)]
+    (out / "paired.md").write_text((paired_markdown(paired) if paired else "no run has both methods of a comparison ("
+                                    + ", ".join(f"{a}:{b}" for a, b in comparisons) + ")") + "\n", encoding="utf-8")
+    written.append(out / "paired.md")
+    written.append(_score_plot(plt, summaries, tasks, colours, out / "score_vs_interventions.png"))
+    written.append(_alpha_plot(plt, runs, colours, out / "alpha_hist.png"))
+    written.append(_correctness_plot(plt, runs, tasks, colours, out / "interventions_by_correctness.png"))
+    table = guide_table(runs)
+    if table:
+        written += _guides_plot(plt, table, out)
+    return written
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, rows in runs.items():
-        points = [s for s in summarise(rows) if s["score"] is not None]
-        ax.scatter([100 * s["intervention_rate"] for s in points], [s["score"] for s in points], label=name)
-        for s in points:
-            ax.annotate(f"{s['method']} {s['gamma']}" if s["method"] not in ("base", "guide") else s["method"],
-                        (100 * s["intervention_rate"], s["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.axvline(20, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="intervention rate (%)", ylabel="score", title="score against intervention rate")
-    ax.legend(fontsize=8)
-    written.append(_save(fig, out / "score_vs_interventions.png"))
 
+def _tables(summaries: dict, tasks: list[str], path: Path) -> Path:
+    lines = []
+    for task in tasks:
+        lines += [f"## {task}", "", "| pair | configuration | n | score | 95% CI | unparseable | interventions | mean alpha |",
+                  "|" + "---|" * 8]
+        for name, ss in summaries.items():
+            for s in (s for s in ss if s["task"] == task):
+                score = "-" if s["score"] is None else f"{s['score']:.3f}"
+                alpha = "-" if s["mean_alpha"] is None else f"{s['mean_alpha']:.2f}"
+                lines.append(f"| {name} | {config_name(s)} | {s['n']} | {score} | {interval(s['score_ci'])} | "
+                             f"{'-' if s['unparseable'] is None else s['unparseable']} | {100 * s['intervention_rate']:.1f}% | {alpha} |")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _panels(plt, n: int, width: float, height: float, rows: bool = False):
+    """``n`` panels side by side (or one above the other with ``rows``), as a flat list."""
+    fig, axes = plt.subplots(n if rows else 1, 1 if rows else n, figsize=(width * (1 if rows else n), height * (n if rows else 1)),
+                             squeeze=False)
+    return fig, list(axes.flat)
+
+
+def _score_plot(plt, summaries: dict, tasks: list[str], colours: dict, path: Path) -> Path:
+    """The guide alone (100% interventions by definition) is a dashed line at its score, not a point
+    far right: the guided methods' rates (a few to a few tens of percent) keep the whole width."""
+    from matplotlib.lines import Line2D
+
+    fig, axes = _panels(plt, max(1, len(tasks)), 4.6, 4.0)
+    methods = []
+    for ax, task in zip(axes, tasks or [None]):
+        widest = 25.0
+        for name, ss in summaries.items():
+            for s in (s for s in ss if s["task"] == task and s["score"] is not None):
+                methods.append(s["method"])
+                if s["method"] == "guide":
+                    ax.axhline(s["score"], color=colours[name], linestyle="--", linewidth=1.2, alpha=0.8)
+                    continue
+                x, y = 100 * s["intervention_rate"], s["score"]
+                widest = max(widest, 1.15 * x)
+                ci = s["score_ci"] or [y, y]
+                ax.errorbar(x, y, yerr=[[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]], fmt=MARKERS.get(s["method"], "x"),
+                            color=colours[name], markersize=10 if s["method"] == "blendin" else 6, capsize=3, alpha=0.85)
+        ax.axvline(20, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlim(-1, widest)
+        ax.set(xlabel="intervention rate (%)", ylabel="score", title=task or "no scored configurations")
+    pairs = [Line2D([], [], color=c, marker="o", linestyle="", label=name) for name, c in colours.items()]
+    marks = [Line2D([], [], color="black", marker=None if m == "guide" else MARKERS.get(m, "x"), linestyle="--" if m == "guide" else "",
+                    label="guide alone" if m == "guide" else m) for m in dict.fromkeys(methods)]
+    fig.legend(handles=pairs, loc="lower left", fontsize=8, title="pair", bbox_to_anchor=(0.0, 0.0), frameon=False)
+    fig.legend(handles=marks, loc="lower right", fontsize=8, title="method", ncol=2, bbox_to_anchor=(1.0, 0.0), frameon=False)
+    fig.suptitle("score against intervention rate (error bars: 95% interval; dotted: the paper's 20%)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * max(len(pairs), (len(marks) + 1) // 2), 1, 1))
+    return _save(fig, path, layout=False)
+
+
+def _alpha_plot(plt, runs: dict, colours: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = 0
     for name, rows in runs.items():
         alphas = [a for r in rows if r["method"] == "blendin" for a in r.get("alphas", [])]
         if alphas:
-            ax.hist(alphas, bins=20, range=(0, 1), alpha=0.6, label=f"{name} ({len(alphas)} interventions)")
+            ax.hist(alphas, bins=20, range=(0, 1), alpha=0.5, color=colours[name], label=f"{name} ({len(alphas)} interventions)")
             drawn += 1
     ax.set(xlabel="alpha (the guide's weight)", ylabel="interventions", title="BlendIn's alpha")
     if drawn:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no BlendIn interventions in these runs", ha="center", transform=ax.transAxes)
-    written.append(_save(fig, out / "alpha_hist.png"))
+    return _save(fig, path)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    groups, labels = [], []
-    for name, rows in runs.items():
-        for ok in (True, False):
-            groups.append([100 * r["intervention_rate"] for r in rows if r["method"] == "blendin" and r["correct"] is ok])
-            labels.append(f"{name}\n{'right' if ok else 'wrong'}")
-    ax.boxplot([g if g else [float("nan")] for g in groups])
-    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
-    ax.set(ylabel="intervention rate per sample (%)", title="BlendIn: interventions on right and wrong answers")
-    written.append(_save(fig, out / "interventions_by_correctness.png"))
-    table = guide_table(runs)
-    if table:
-        written += _guides_plot(plt, table, out)
-    return written
+
+def _correctness_plot(plt, runs: dict, tasks: list[str], colours: dict, path: Path) -> Path:
+    """Horizontal boxes, one row per pair and right/wrong, so the pairs' names never overlap."""
+    n_rows = 2 * len(runs)
+    fig, axes = _panels(plt, max(1, len(tasks)), 8.0, 0.9 + 0.32 * n_rows, rows=True)
+    for ax, task in zip(axes, tasks or [None]):
+        groups, labels, cols = [], [], []
+        for name, rows in runs.items():
+            for ok in (True, False):
+                rates = [100 * r["intervention_rate"] for r in rows if r["task"] == task and r["method"] == "blendin" and r["correct"] is ok]
+                groups.append(rates or [float("nan")])
+                labels.append(f"{name} · {'right' if ok else 'wrong'} ({len(rates)})")
+                cols.append(colours[name])
+        boxes = ax.boxplot(groups, orientation="horizontal", patch_artist=True, widths=0.6)
+        for patch, colour, label in zip(boxes["boxes"], cols, labels):
+            patch.set(facecolor=colour, alpha=0.35 if "right" in label else 0.8)
+        ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(20, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("BlendIn's intervention rate per sample (%)")
+        ax.set_title(f"{task}: BlendIn, right and wrong answers", fontsize=10)
+    return _save(fig, path)
 
 
 def guide_table(runs: dict[str, list[dict]]) -> list[dict]:
@@ -106,8 +199,9 @@ def _guides_plot(plt, table: list[dict], out: Path) -> list[Path]:
     return [_save(fig, out / "guides.png"), md]
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
 

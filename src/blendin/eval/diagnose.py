@@ -166,3 +166,27 @@ def small_sample_warning(results: list, d: dict, minimum: int = 20) -> str | Non
     if lo <= d["threshold"] <= hi:
         text += f", on both sides of the {100 * d['threshold']:.0f}% threshold: the verdict could go either way"
     return text
+
+
+def pair_ranking(found: list[dict], task: str) -> str:
+    """Several pairs' diagnoses (each with "pair"), ranked by intervention rate on the sample, lowest
+    first: the pair whose base needs its guide least. Each with its verdict and, where the task has
+    gold answers, BlendIn's score on the sample (20 prompts: a sign of the order, not a measurement).
+
+    >>> print(pair_ranking([{"pair": "a+b", "samples": 20, "intervention_rate": 0.25, "reliable": False, "score": 0.3},
+    ...                     {"pair": "c+d", "samples": 20, "intervention_rate": 0.05, "reliable": True, "score": None}], "gsm8k"))
+    pairs by intervention rate on gsm8k's sample (lowest first):
+    | rank | pair | intervention rate | verdict | BlendIn's score on the sample |
+    |---|---|---|---|---|
+    | 1 | c+d | 5.0% | reliable | - |
+    | 2 | a+b | 25.0% | unreliable | 0.300 |
+    """
+    ranked = sorted(found, key=lambda d: d["intervention_rate"] if d["samples"] else float("inf"))
+    lines = [f"pairs by intervention rate on {task}'s sample (lowest first):",
+             "| rank | pair | intervention rate | verdict | BlendIn's score on the sample |", "|---|---|---|---|---|"]
+    for n, d in enumerate(ranked, 1):
+        verdict = "nothing measured" if not d["samples"] else ("reliable" if d["reliable"] else "unreliable")
+        rate = f"{100 * d['intervention_rate']:.1f}%" if d["samples"] else "-"
+        score = "-" if d.get("score") is None else f"{d['score']:.3f}"
+        lines.append(f"| {n} | {d['pair']} | {rate} | {verdict} | {score} |")
+    return "\n".join(lines)

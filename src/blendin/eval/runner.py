@@ -70,9 +70,10 @@ def score(task: Task, item: dict, output: str) -> tuple[str | None, bool | None]
 
 
 def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], out_dir, batch_size: int = 16,
-             progress=sys.stderr, judge=None, traces: str | None = None) -> list[dict]:
+             progress=sys.stderr, judge=None, traces: str | None = None, label: str = "") -> list[dict]:
     """``judge``: an ``eval.judge.Judge`` for tasks scored by a judge (justeval); ``traces``: a folder
-    for one HTML trace page per sample (the configs need ``trace_top`` set)."""
+    for one HTML trace page per sample (the configs need ``trace_top`` set); ``label``: put before
+    each progress line (a grid's pair). Returns ``task``'s summary objects."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..decoding import generate_many
@@ -121,14 +122,14 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 while pending and (pending[0][0].done() or len(pending) > 16):
                     _record(writer, _judged(*pending.pop(0), judge), tally)
                 if line is not None and tally["n"]:
-                    line.update(_progress(task, config, tally, len(todo), time.perf_counter() - start))
+                    line.update(label + _progress(task, config, tally, len(todo), time.perf_counter() - start))
             for fut, row in pending:
                 _record(writer, _judged(fut, row, judge), tally)
             if line is not None and pending:
-                line.update(_progress(task, config, tally, len(todo), time.perf_counter() - start))
+                line.update(label + _progress(task, config, tally, len(todo), time.perf_counter() - start))
             if line is not None:
                 line.end()
-            summary = write_summary(out, task.name)  # what is finished survives an interrupt
+            summary = [s for s in write_summary(out) if s["task"] == task.name]  # what is finished survives an interrupt
     finally:
         if line is not None:
             line.end()  # an interrupt or an error is printed on a line of its own
@@ -138,10 +139,10 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     return summary
 
 
-def write_summary(out: Path, task: str) -> list[dict]:
-    """Summarise ``task``'s rows in ``out/results.jsonl`` into ``out/summary.json``, whole or not at
-    all: written to a temporary file first and renamed over the old one (``os.replace``)."""
-    summary = summarise(read_rows(out / "results.jsonl"), task)
+def write_summary(out: Path) -> list[dict]:
+    """Summarise the rows in ``out/results.jsonl`` (every task's) into ``out/summary.json``, whole or
+    not at all: written to a temporary file first and renamed over the old one (``os.replace``)."""
+    summary = summarise(read_rows(out / "results.jsonl"))
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, out / "summary.json")
@@ -164,13 +165,21 @@ def _record(writer, row: dict, tally: dict) -> None:
 
 
 def _progress(task: Task, config: BlendConfig, tally: dict, total: int, seconds: float) -> str:
-    """Samples done, score so far (failed samples apart), interventions, time."""
+    """Samples done, score so far (failed samples apart), interventions, tokens/s, time so far and
+    left (at this configuration's pace so far: samples finish in batches, so it moves in steps).
+
+    >>> from blendin.eval.tasks import get_task
+    >>> _progress(get_task("gsm8k"), BlendConfig(), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
+    'gsm8k blendin g=0.4 a=auto: 16/100 score 0.250 interventions 10.0% 8.0 tok/s (200 s, ~1050 s left)'
+    """
     rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
     scored = tally["n"] - tally["errors"]
     mean = f"{tally['score'] / scored:.3f}" if scored else "-"
     errors = f" errors {tally['errors']}" if tally["errors"] else ""
+    left = f", ~{seconds / tally['n'] * (total - tally['n']):.0f} s left" if 0 < tally["n"] < total else ""
     return (f"{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {tally['n']}/{total} "
-            f"score {mean}{errors} interventions {100 * rate:.1f}% ({seconds:.0f} s)")
+            f"score {mean}{errors} interventions {100 * rate:.1f}% {tally['tokens'] / seconds if seconds else 0.0:.1f} tok/s "
+            f"({seconds:.0f} s{left})")
 
 
 class ProgressLine:
@@ -340,11 +349,13 @@ def interval(ci: list[float] | None, digits: int = 3) -> str:
 
 
 def markdown(summary: list[dict]) -> str:
+    """The summary as a markdown table; a grid's (objects with "pair") gets a pair column first."""
+    paired = any("pair" in s for s in summary)
     head = "| task | method | gamma | alpha | n | score | 95% CI | unparseable | errors | interventions | mean alpha | tokens/s |"
-    lines = [head, "|" + "---|" * 12]
+    lines = [("| pair " if paired else "") + head, "|" + "---|" * (12 + paired)]
     for s in summary:
         f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"
-        lines.append(f"| {s['task']} | {s['method']} | {s['gamma']} | {s['alpha']} | {s['n']} | {f(s['score'])} | {interval(s['score_ci'])} | "
+        lines.append(("| " + s.get("pair", "-") + " " if paired else "") + f"| {s['task']} | {s['method']} | {s['gamma']} | {s['alpha']} | {s['n']} | {f(s['score'])} | {interval(s['score_ci'])} | "
                      f"{'-' if s['unparseable'] is None else s['unparseable']} | {s.get('errors', 0)} | {100 * s['intervention_rate']:.1f}% | "
                      f"{f(s['mean_alpha'], 2)} | {s['tokens_per_second']:.1f} |")
     return "\n".join(lines)
@@ -399,5 +410,7 @@ def diagnosis_text(d: dict, pair: str, task: str, gamma: float) -> str:
         lines.append(f"  alpha                  mean {al['mean']:.2f}, median {al['median']:.2f}, range {interval([al['min'], al['max']], 2)}")
     lines.append(f"  vocabulary coverage    {pct(d['vocab_exact_share'])} of guide tokens exact; "
                  f"{pct(d['mean_guide_mass_exact'])} of guide mass at interventions")
+    if d.get("score") is not None:
+        lines.append(f"  score                  {d['score']:.3f}  BlendIn's answers on the sample")
     lines.append(f"verdict: {d['verdict']}")
     return "\n".join(lines)
