@@ -21,9 +21,10 @@ import tempfile
 from pathlib import Path
 
 from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
-from .cliargs import (Help, Parser, UsageError, alpha, alpha_value, flagged, fraction, number,
-                      unknown_options, whole)
+from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_mitigations, add_models, alpha, alpha_value, flagged,
+                      fraction, number, unknown_options, whole)
 from .errors import BlendinError, ConfigError
+from .eval.diagnose import MIN_SAMPLE as MIN_DIAGNOSE_SAMPLE  # the paper's pair check: 20 prompts
 
 DEMO_QUESTION = (
     "A baker makes 24 muffins in the morning and 18 in the afternoon. "
@@ -31,8 +32,6 @@ DEMO_QUESTION = (
 )
 
 
-SEED_MAX = 2**64 - 1  # torch's generators take at most 64 bits (as the server's seed field)
-MIN_DIAGNOSE_SAMPLE = 20  # the paper's pair check: 20 prompts
 
 
 def _version() -> str:
@@ -42,18 +41,6 @@ def _version() -> str:
         return importlib.metadata.version("blendin")
     except importlib.metadata.PackageNotFoundError:
         return "(version unknown: not installed)"
-
-
-def _add_models(p: argparse.ArgumentParser, placement: bool = True) -> None:
-    p.add_argument("--base", default=DEFAULT_BASE, metavar="MODEL", help="the base model: an embedded name, a GGUF file, a model folder or a Hugging Face id")
-    p.add_argument("--guide", action="append", default=None, metavar="MODEL",
-                   help=f"the guide model, as --base; give it again for several guides (blended under blendin and switch); "
-                   f"MODEL@URL serves one from an OpenAI-compatible server under that model name (default: {DEFAULT_GUIDE})")
-    if placement:
-        p.add_argument("--device", default="auto", help="where local models run: auto (a GPU where there is one), cpu, cuda, cuda:N")
-        p.add_argument("--dtype", default="auto", help="their precision: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16, float16")
-        p.add_argument("--guide-device", default=None, metavar="DEVICE", help="the guide's device, where it differs from --device (default: as --device)")
-        p.add_argument("--guide-dtype", default=None, metavar="DTYPE", help="the guide's dtype, where it differs from --dtype (default: as --dtype)")
 
 
 def _guides(a: argparse.Namespace) -> dict:
@@ -78,21 +65,6 @@ def _guide_spec(text: str, a: argparse.Namespace) -> GuideSpec:
                                        chunk=getattr(a, "chunk", RemoteSpec.chunk), concurrency=getattr(a, "concurrency", RemoteSpec.concurrency)))
 
 
-def _add_mitigations(p: argparse.ArgumentParser) -> None:
-    """The mitigations of unreliable guidance, each off by default (see blendin.mitigations)."""
-    p.add_argument("--max-intervention-rate", type=fraction, default=None, metavar="RATE",
-                   help="intervention budget: the base decides alone while the rate so far is above RATE (the reference uses 0.15)")
-    p.add_argument("--agreement-top-k", type=whole(1), default=None, metavar="K",
-                   help="agreement filter: a guide counts only when its top token is among the base's top K (the reference uses 5)")
-    p.add_argument("--reliability", action="store_true", help="scale each guide's weight by its reliability shown so far in the answer")
-    p.add_argument("--retire-below", type=fraction, default=None, metavar="FLOOR",
-                   help="stop consulting a guide whose reliability is below FLOOR after --retire-after consultations")
-    p.add_argument("--retire-after", type=whole(1), default=BlendConfig.retire_after, metavar="N", help="consultations before a guide may retire")
-    p.add_argument("--capability-gap", type=number, default=None, metavar="GAP",
-                   help="adaptive gamma: the guide's score minus the base's (blendin diagnose measures it); "
-                   "gamma becomes min(gamma * (1 + 0.5 * GAP), max(gamma, 0.6))")
-
-
 def _mitigations(a: argparse.Namespace) -> dict:
     return {"max_intervention_rate": a.max_intervention_rate, "agreement_top_k": a.agreement_top_k, "reliability": a.reliability,
             "retire_below": a.retire_below, "retire_after": a.retire_after, "capability_gap": a.capability_gap}
@@ -101,46 +73,6 @@ def _mitigations(a: argparse.Namespace) -> dict:
 def _placement(a: argparse.Namespace) -> dict:
     """The BlendConfig fields of --device, --dtype, --guide-device and --guide-dtype."""
     return {"device": a.device, "dtype": a.dtype, "guide_device": a.guide_device, "guide_dtype": a.guide_dtype}
-
-
-def _add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
-    """The options of generate, demo and serve (for serve, the defaults of requests that leave them out).
-
-    ``command`` picks the ones that apply: --json prints a result (not serve's); --concurrency matters
-    for many prompts at once (generate's --input, serve's requests), not for demo's one."""
-    d, f = BlendConfig(), PromptFormat()
-    key_flag = "--upstream-api-key" if command == "serve" else "--api-key"
-    _add_models(p)
-    p.add_argument("--method", default=d.method, help=" | ".join(METHODS))
-    _add_mitigations(p)
-    p.add_argument("--gamma", type=number, default=d.gamma, help="the base decides alone when its top-1 probability is >= gamma")
-    p.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
-    p.add_argument("--max-new-tokens", type=whole(1), default=d.max_new_tokens, help="the most tokens to generate"
-                   + (" (a request's max_tokens, up to --max-tokens-cap, overrides it)" if command == "serve" else ""))
-    p.add_argument("--temperature", type=number, default=d.temperature, help="0 is greedy; above 0 samples")
-    p.add_argument("--top-p", type=number, default=d.top_p, help="when sampling, draw from the most likely tokens holding this much probability")
-    p.add_argument("--seed", type=whole(0, SEED_MAX), default=None, help="makes sampling reproducible (default: none, a new draw each run)")
-    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
-    p.add_argument("--no-turn-stop", dest="turn_stop", action="store_false",
-                   help="write on past the base's next turn (by default the answer ends at a line starting with the question prefix, '\\nQuestion:')")
-    f = PromptFormat()
-    p.add_argument("--system", default=f.system, help="system line for both models")
-    p.add_argument("--question-prefix", default=f.question_prefix, help="put before the question in the base's prompt")
-    p.add_argument("--answer-cue", default=f.answer_cue, help="ends the base's prompt")
-    p.add_argument("--base-prompt", default=f.base_prompt, help="plain, for a pretrained base, or chat: the base reads "
-                   "its own chat template too, for an instruction-tuned base")
-    if command != "serve":
-        p.add_argument("--json", action="store_true", help="print one JSON object with every step")
-    for role in ("base", "guide"):
-        p.add_argument(f"--{role}-url", metavar="URL", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer; "
-                       "default: none, it runs here)")
-        p.add_argument(f"--{role}-model", metavar="NAME", help=f"the {role}'s model name on that server (with --{role}-url)")
-    p.add_argument(key_flag, dest="api_key", default=None, metavar="KEY", help="for the remote models' servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
-    p.add_argument("--top-k", type=whole(1), default=RemoteSpec.top_k, help="logprobs asked from servers per position")
-    p.add_argument("--chunk", type=whole(1), default=RemoteSpec.chunk, help="the most greedy tokens asked from a server per request; 1 asks for one token at a time")
-    if command != "demo":
-        p.add_argument("--concurrency", type=whole(1), default=RemoteSpec.concurrency,
-                       help="requests in flight at once to each server" + (", with --input" if command == "generate" else ""))
 
 
 def config_from_args(a: argparse.Namespace) -> BlendConfig:
@@ -180,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", metavar="FILE", help="JSONL results file, with --input (required with it); a re-run skips the ids already in it")
     gen.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together with --input (16 runs about 6x the speed of one at a time on 2 cores)")
     gen.add_argument("--trace-html", metavar="FILE", help="also write a page showing who chose each token (hover a token for details); with PROMPT")
-    _add_decoding_options(gen, "generate")
+    add_decoding_options(gen, "generate")
     demo = command("demo", "answer a worked example on the embedded pair")
-    _add_decoding_options(demo, "demo")
+    add_decoding_options(demo, "demo")
     demo.set_defaults(max_new_tokens=128)
 
     ev = command("eval", "score methods on a benchmark task; results.jsonl + summary.json in --out")
@@ -195,12 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own: {task_tokens})")
     ev.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
     ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing); a re-run with the same folder resumes")
-    _add_models(ev)
+    add_models(ev)
     ev.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
     ev.add_argument("--pair", action="append", default=None, metavar="BASE:GUIDE",
                     help="a pair of the grid (repeatable; BASE:GUIDE1,GUIDE2 for several guides; instead of --base/--guide): "
                     "each pair's results go to --out/BASE+GUIDE/, and --out/summary.json gathers them")
-    _add_mitigations(ev)
+    add_mitigations(ev)
     ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "
                     "(default: none, outputs are written and not scored)")
@@ -221,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
     dg.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own, as eval: {task_tokens})")
     dg.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
-    _add_models(dg)
+    add_models(dg)
     dg.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
     dg.add_argument("--pair", action="append", default=None, metavar="BASE:GUIDE",
                     help="diagnose this pair (repeatable, as for eval; instead of --base/--guide): each pair's verdict, "
@@ -258,10 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=whole(1), default=d.max_prompt_tokens, help="longest prompt accepted, in tokens")
     sv.add_argument("--max-request-bytes", type=whole(1), default=d.max_request_bytes, help="largest request body accepted, in bytes")
     sv.add_argument("--max-queue", type=whole(1), default=d.max_queue, help="rows that may wait for a place in the batch; beyond it: 429")
-    _add_decoding_options(sv, "serve")
+    add_decoding_options(sv, "serve")
 
     prep = command("prepare", "install-time step: convert and cache the models")
-    _add_models(prep, placement=False)
+    add_models(prep, placement=False)
     parser.commands = sub.choices  # name -> parser, for the message on unknown options
     return parser
 
@@ -440,8 +372,22 @@ def _alphas(text: str) -> list[float | None]:
     return values
 
 
-def cmd_eval(a) -> int:
+def _pairs(a) -> list:
+    """The --pair specs (``eval.grid.PairSpec``), or [None] for the one pair of --base/--guide."""
     from .eval.grid import parse_pairs
+
+    if a.pair and (a.guide or a.base is not None):
+        raise ConfigError("--pair names each pair's models: drop --base and --guide (or drop --pair for one pair)")
+    return parse_pairs(a.pair) if a.pair else [None]
+
+
+def _models(a, spec) -> argparse.Namespace:
+    """``a`` with the models of ``spec`` (a --pair) as --base/--guide; without one, --base or the default."""
+    return argparse.Namespace(**{**vars(a), "base": spec.base if spec else a.base or DEFAULT_BASE,
+                                 "guide": list(spec.guides) if spec else a.guide})
+
+
+def cmd_eval(a) -> int:
     from .eval.runinfo import check_run
     from .eval.runner import grid
     from .eval.tasks import get_task, load_items
@@ -452,18 +398,15 @@ def cmd_eval(a) -> int:
         raise ConfigError(f"--task needs at least one task, got '{a.task}'")
     if not methods:
         raise ConfigError(f"--method needs at least one method ({', '.join(METHODS)}), got '{a.method}'")
-    if a.pair and (a.guide or a.base is not None):
-        raise ConfigError("--pair names each pair's models: drop --base and --guide (or drop --pair for one pair)")
-    specs = parse_pairs(a.pair) if a.pair else []
+    specs = _pairs(a)
     _check_dir_target(a.out, "--out")
     if a.trace_html:
         _check_dir_target(a.trace_html, "--trace-html")
     from .pair import check_pair
 
     plans = []  # (spec or None, run folder, [(task, configs, judge)]): every pair and task checked before models load
-    for spec in specs or [None]:
-        models = argparse.Namespace(**{**vars(a), "base": spec.base if spec else a.base or DEFAULT_BASE,
-                                       "guide": list(spec.guides) if spec else a.guide})
+    for spec in specs:
+        models = _models(a, spec)
         out = Path(a.out) / spec.label if spec else Path(a.out)
         jobs = []
         for task in tasks:
@@ -504,20 +447,15 @@ def _judge(a, task):
 
 
 def cmd_diagnose(a) -> int:
-    from .eval.grid import parse_pairs
     from .eval.tasks import get_task, load_items
     from .pair import check_pair
 
     task = get_task(a.task)
-    if a.pair and (a.guide or a.base is not None):
-        raise ConfigError("--pair names each pair's models: drop --base and --guide (or drop --pair for one pair)")
-    specs = parse_pairs(a.pair) if a.pair else [None]
+    specs = _pairs(a)
     methods = ("base", "blendin") if a.mitigations else ("blendin",)  # the comparison runs the base alone too
     configs = []
     for spec in specs:
-        models = argparse.Namespace(**{**vars(a), "base": spec.base if spec else a.base or DEFAULT_BASE,
-                                       "guide": list(spec.guides) if spec else a.guide})
-        configs.append((spec, _diagnose_config(a, task, models)))
+        configs.append((spec, _diagnose_config(a, task, _models(a, spec))))
         check_pair(configs[-1][1], methods)  # every pair's models, before anything loads
     items = load_items(task, a.data, a.limit)
     found = []
@@ -551,33 +489,17 @@ def _diagnose_config(a, task, models) -> BlendConfig:
 
 def _diagnose_pair(a, task, items, config: BlendConfig, methods) -> tuple[dict, str]:
     """One pair's diagnosis (and, unless --plain-only, its comparison of mitigations) and its text."""
-    from .decoding import generate_many
-    from .eval.diagnose import small_sample_warning
-    from .eval.runner import diagnose, diagnosis_text, score
+    from .eval.diagnose import diagnose_pair
     from .pair import load_pair
 
     pair = load_pair(config, methods)
-    by_index = dict(generate_many(pair, [task.render(it) for it in items], config, batch_size=a.batch_size))
-    results = [by_index[i] for i in range(len(items))]
-    d = diagnose(results, threshold=a.threshold, gamma=a.gamma, fixed_alpha=config.alpha is not None)
-    d["warning"] = small_sample_warning(results, d, MIN_DIAGNOSE_SAMPLE)
-    judged = [score(task, it, r.text)[1] for it, r in zip(items, results) if not getattr(r, "error", None)]
-    judged = [ok for ok in judged if ok is not None]
-    d["score"] = sum(judged) / len(judged) if judged else None  # BlendIn's answers on the sample, where the task has gold answers
-    text = diagnosis_text(d, f"{config.base} guided by {config.guide_label}", task.name, a.gamma)
-    if a.mitigations and d["samples"]:
-        from .eval.diagnose import compare, comparison_text
-
-        settings = {k: getattr(a, k) for k in ("max_intervention_rate", "agreement_top_k", "retire_below", "retire_after")}
-        if not a.json:
-            print(text, flush=True)
-        rows, extra = compare(pair, task, items, config, batch_size=a.batch_size, settings=settings, plain=results,
-                              progress=lambda name: print(f"blendin: diagnose: {name}", file=sys.stderr, flush=True))
-        d.update(variants=[{k: v for k, v in r.items() if k != "results"} for r in rows], **extra)
-        text = comparison_text(rows, extra)
+    settings = {k: getattr(a, k) for k in ("max_intervention_rate", "agreement_top_k", "retire_below", "retire_after")}
+    found = diagnose_pair(pair, task, items, config, batch_size=a.batch_size, threshold=a.threshold,
+                          settings=settings if a.mitigations else None, show=None if a.json else lambda text: print(text, flush=True),
+                          progress=lambda name: print(f"blendin: diagnose: {name}", file=sys.stderr, flush=True))
     del pair
     gc.collect()  # one pair's weights leave before the next pair's load
-    return d, text
+    return found
 
 
 def cmd_report(a) -> int:

@@ -1,5 +1,6 @@
 """argparse in blendin's words: one line per mistake naming the flag, every option with its default,
-and the value types the CLI's options share (numbers, fractions, whole numbers in a range, alpha).
+the value types the CLI's options share (numbers, fractions, whole numbers in a range, alpha), and
+the option groups several commands share (the models, the mitigations, the decoding options).
 
     parser = Parser(prog="blendin", formatter_class=Help)
     parser.add_argument("--gamma", type=fraction, default=0.4, help="...")   # '--gamma must be a number in [0, 1], got 2'
@@ -11,7 +12,7 @@ import argparse
 import math
 import re
 
-from .config import did_you_mean
+from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec, did_you_mean
 
 COMMANDS = ("generate", "demo", "eval", "diagnose", "report", "serve", "prepare")
 
@@ -141,3 +142,77 @@ def flagged(message: str) -> str:
         if message.startswith(field + " "):
             return flag + message[len(field):]
     return message
+
+
+# -- option groups that several commands share ------------------------------------------------------
+
+SEED_MAX = 2**64 - 1  # torch's generators take at most 64 bits (as the server's seed field)
+
+
+def add_models(p: argparse.ArgumentParser, placement: bool = True) -> None:
+    p.add_argument("--base", default=DEFAULT_BASE, metavar="MODEL", help="the base model: an embedded name, a GGUF file, a model folder or a Hugging Face id")
+    p.add_argument("--guide", action="append", default=None, metavar="MODEL",
+                   help=f"the guide model, as --base; give it again for several guides (blended under blendin and switch); "
+                   f"MODEL@URL serves one from an OpenAI-compatible server under that model name (default: {DEFAULT_GUIDE})")
+    if placement:
+        p.add_argument("--device", default="auto", help="where local models run: auto (a GPU where there is one), cpu, cuda, cuda:N")
+        p.add_argument("--dtype", default="auto", help="their precision: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16, float16")
+        p.add_argument("--guide-device", default=None, metavar="DEVICE", help="the guide's device, where it differs from --device (default: as --device)")
+        p.add_argument("--guide-dtype", default=None, metavar="DTYPE", help="the guide's dtype, where it differs from --dtype (default: as --dtype)")
+
+
+
+def add_mitigations(p: argparse.ArgumentParser) -> None:
+    """The mitigations of unreliable guidance, each off by default (see blendin.mitigations)."""
+    p.add_argument("--max-intervention-rate", type=fraction, default=None, metavar="RATE",
+                   help="intervention budget: the base decides alone while the rate so far is above RATE (the reference uses 0.15)")
+    p.add_argument("--agreement-top-k", type=whole(1), default=None, metavar="K",
+                   help="agreement filter: a guide counts only when its top token is among the base's top K (the reference uses 5)")
+    p.add_argument("--reliability", action="store_true", help="scale each guide's weight by its reliability shown so far in the answer")
+    p.add_argument("--retire-below", type=fraction, default=None, metavar="FLOOR",
+                   help="stop consulting a guide whose reliability is below FLOOR after --retire-after consultations")
+    p.add_argument("--retire-after", type=whole(1), default=BlendConfig.retire_after, metavar="N", help="consultations before a guide may retire")
+    p.add_argument("--capability-gap", type=number, default=None, metavar="GAP",
+                   help="adaptive gamma: the guide's score minus the base's (blendin diagnose measures it); "
+                   "gamma becomes min(gamma * (1 + 0.5 * GAP), max(gamma, 0.6))")
+
+
+
+def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The options of generate, demo and serve (for serve, the defaults of requests that leave them out).
+
+    ``command`` picks the ones that apply: --json prints a result (not serve's); --concurrency matters
+    for many prompts at once (generate's --input, serve's requests), not for demo's one."""
+    d, f = BlendConfig(), PromptFormat()
+    key_flag = "--upstream-api-key" if command == "serve" else "--api-key"
+    add_models(p)
+    p.add_argument("--method", default=d.method, help=" | ".join(METHODS))
+    add_mitigations(p)
+    p.add_argument("--gamma", type=number, default=d.gamma, help="the base decides alone when its top-1 probability is >= gamma")
+    p.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
+    p.add_argument("--max-new-tokens", type=whole(1), default=d.max_new_tokens, help="the most tokens to generate"
+                   + (" (a request's max_tokens, up to --max-tokens-cap, overrides it)" if command == "serve" else ""))
+    p.add_argument("--temperature", type=number, default=d.temperature, help="0 is greedy; above 0 samples")
+    p.add_argument("--top-p", type=number, default=d.top_p, help="when sampling, draw from the most likely tokens holding this much probability")
+    p.add_argument("--seed", type=whole(0, SEED_MAX), default=None, help="makes sampling reproducible (default: none, a new draw each run)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
+    p.add_argument("--no-turn-stop", dest="turn_stop", action="store_false",
+                   help="write on past the base's next turn (by default the answer ends at a line starting with the question prefix, '\\nQuestion:')")
+    f = PromptFormat()
+    p.add_argument("--system", default=f.system, help="system line for both models")
+    p.add_argument("--question-prefix", default=f.question_prefix, help="put before the question in the base's prompt")
+    p.add_argument("--answer-cue", default=f.answer_cue, help="ends the base's prompt")
+    p.add_argument("--base-prompt", default=f.base_prompt, help="plain, for a pretrained base, or chat: the base reads "
+                   "its own chat template too, for an instruction-tuned base")
+    if command != "serve":
+        p.add_argument("--json", action="store_true", help="print one JSON object with every step")
+    for role in ("base", "guide"):
+        p.add_argument(f"--{role}-url", metavar="URL", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer; "
+                       "default: none, it runs here)")
+        p.add_argument(f"--{role}-model", metavar="NAME", help=f"the {role}'s model name on that server (with --{role}-url)")
+    p.add_argument(key_flag, dest="api_key", default=None, metavar="KEY", help="for the remote models' servers (default: $BLENDIN_API_KEY or $OPENAI_API_KEY)")
+    p.add_argument("--top-k", type=whole(1), default=RemoteSpec.top_k, help="logprobs asked from servers per position")
+    p.add_argument("--chunk", type=whole(1), default=RemoteSpec.chunk, help="the most greedy tokens asked from a server per request; 1 asks for one token at a time")
+    if command != "demo":
+        p.add_argument("--concurrency", type=whole(1), default=RemoteSpec.concurrency,
+                       help="requests in flight at once to each server" + (", with --input" if command == "generate" else ""))

@@ -14,6 +14,35 @@ from __future__ import annotations
 
 from ..config import BlendConfig
 
+MIN_SAMPLE = 20  # the paper's sample: fewer prompts get a warning
+
+
+def diagnose_pair(pair, task, items: list[dict], config: BlendConfig, batch_size: int = 16, threshold: float = 0.2,
+                  settings: dict | None = None, show=None, progress=None) -> tuple[dict, str]:
+    """One pair's diagnosis on ``items`` and its text: the plain method's rate and verdict, BlendIn's
+    score on the sample where the task has gold answers, and with ``settings`` (the values each
+    mitigation is tried at; None: the plain check only) the comparison of the mitigations. ``show``
+    gets the plain diagnosis's text before the comparison runs (it takes a while)."""
+    from ..decoding import generate_many
+    from .runner import diagnose, diagnosis_text, score
+
+    got = dict(generate_many(pair, [task.render(it) for it in items], config, batch_size=batch_size))
+    results = [got[i] for i in range(len(items))]
+    d = diagnose(results, threshold=threshold, gamma=config.gamma, fixed_alpha=config.alpha is not None)
+    d["warning"] = small_sample_warning(results, d, MIN_SAMPLE)
+    judged = [score(task, it, r.text)[1] for it, r in zip(items, results) if not getattr(r, "error", None)]
+    judged = [ok for ok in judged if ok is not None]
+    d["score"] = sum(judged) / len(judged) if judged else None
+    text = diagnosis_text(d, f"{config.base} guided by {config.guide_label}", task.name, config.gamma)
+    if settings is not None and d["samples"]:
+        if show is not None:
+            show(text)
+        rows, extra = compare(pair, task, items, config, batch_size=batch_size, settings=settings, plain=results, progress=progress)
+        d.update(variants=[{k: v for k, v in r.items() if k != "results"} for r in rows], **extra)
+        text = comparison_text(rows, extra)
+    return d, text
+
+
 # the value each mitigation is tried at, unless diagnose is given another (the reference's budget and k; see the README for the floor)
 DEFAULTS = {"max_intervention_rate": 0.15, "agreement_top_k": 5, "retire_below": 0.5, "retire_after": 8}
 
