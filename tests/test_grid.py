@@ -172,3 +172,13 @@ def test_diagnose_ranks_several_pairs_by_intervention_rate(tmp_path, capsys, loa
     assert code == 0 and [d["pair"] for d in json.loads(out)] == [LA, LB]
     code, _, err = run(capsys, "diagnose", "--pair", A, "--guide", "x")
     assert code == 2 and "drop --base and --guide" in err and len(loads) == 4
+
+
+def test_copies_stay_within_the_runs_items_and_the_summary_keeps_earlier_pairs(tmp_path, capsys, loads):
+    assert run(capsys, *_grid(tmp_path, A, methods="base", limit=3))[0] == 0
+    assert run(capsys, *_grid(tmp_path, B, methods="base,blendin", limit=2))[0] == 0
+    copied = [r for r in read_rows(tmp_path / "grid" / LB / "results.jsonl") if r["method"] == "base"]
+    assert sorted(r["id"] for r in copied) == [0, 1] and {r["reused_from"] for r in copied} == {LA}  # not item 2: past --limit
+    summary = json.loads((tmp_path / "grid" / "summary.json").read_text())
+    assert [(s["pair"], s["method"], s["n"]) for s in summary] == [(LB, "base", 2), (LB, "blendin", 2), (LA, "base", 3)]
+    assert summary[-1]["base"] == "gemma-3-270m" and summary[-1]["guide_models"] == ["smollm2-135m-instruct"]  # from A's run.json

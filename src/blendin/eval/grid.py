@@ -92,11 +92,12 @@ def parse_pairs(texts: list[str]) -> list[PairSpec]:
     return specs
 
 
-def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings: dict) -> int:
+def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings: dict, ids) -> int:
     """Copy into ``out/label`` the rows of the solo configurations (base, guide) that other pairs of
     this grid folder (``others``: their labels) decoded under the same settings for ``task``,
-    for the items this pair does not have yet. ``settings``: this pair's run.json entry for the task.
-    Returns the rows copied. Call after this pair's run.json is recorded."""
+    for the items of this run (``ids``) that this pair does not have yet. ``settings``: this pair's
+    run.json entry for the task. Returns the rows copied. Call after this pair's run.json is recorded."""
+    ids = set(ids)
     here = out / label / "results.jsonl"
     done = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in read_rows(here)}
     copied = []
@@ -109,7 +110,7 @@ def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings
                 continue
             for row in read_rows(out / other / "results.jsonl"):
                 k = (row["task"], row["method"], row["gamma"], row["alpha"], row["id"])
-                if k[:4] == (task.name, *key(config)) and k not in done and not row.get("error"):
+                if k[:4] == (task.name, *key(config)) and k[4] in ids and k not in done and not row.get("error"):
                     done.add(k)
                     copied.append({**row, "reused_from": row.get("reused_from") or other})
     if copied:
@@ -120,6 +121,15 @@ def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings
         finally:
             writer.close()
     return len(copied)
+
+
+def _models_of(folder: Path) -> tuple[str | None, list[str]]:
+    """(base, guides) as a pair folder's run.json records them (its first task's entry)."""
+    try:
+        first = next(iter(json.loads((folder / "run.json").read_text(encoding="utf-8"))["tasks"].values()))
+        return first["base"], [first["guide"], *(g["model"] for g in first.get("more_guides") or ())]
+    except (OSError, ValueError, KeyError, AttributeError, StopIteration, TypeError):
+        return None, []
 
 
 def _recorded(folder: Path, task: str) -> dict | None:
@@ -143,11 +153,15 @@ def _without(settings: dict, names) -> dict:
 
 
 def write_grid_summary(out: Path, specs: list[PairSpec]) -> list[dict]:
-    """``out/summary.json``: every pair's summary objects (all tasks), each keyed by its pair."""
+    """``out/summary.json``: every pair's summary objects (all tasks), each keyed by its pair: the
+    pairs of ``specs`` (this run's) first, then any other pair folder in ``out`` (an earlier run's;
+    its models as its run.json records them)."""
     summary = []
-    for spec in specs:
-        for s in summarise(read_rows(out / spec.label / "results.jsonl")):
-            summary.append({"pair": spec.label, "base": spec.base, "guide_models": list(spec.guides), **s})
+    models = {spec.label: (spec.base, list(spec.guides)) for spec in specs}
+    for folder in [out / spec.label for spec in specs] + [p for p in pair_folders(out) if p != out and p.name not in models]:
+        base, guides = models.get(folder.name) or _models_of(folder)
+        for s in summarise(read_rows(folder / "results.jsonl")):
+            summary.append({"pair": folder.name, "base": base, "guide_models": guides, **s})
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, out / "summary.json")
@@ -185,7 +199,8 @@ def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: i
         for task, configs, judge in jobs:
             record_run(folder, task, configs, judge)
             if spec is not None:
-                copied = reuse_solo(out, spec.label, others, task, configs, run_settings(task, configs[0], judge))
+                copied = reuse_solo(out, spec.label, others, task, configs, run_settings(task, configs[0], judge),
+                                    [item_id(it) for it in items[task.name]])
                 if copied and progress is not None:
                     print(f"blendin: {label}{task.name}: {copied} answers of a model alone copied from another pair "
                           "with the same model and settings", file=progress, flush=True)
