@@ -104,7 +104,7 @@ def _score_plot(plt, summaries: dict, tasks: list[str], colours: dict, path: Pat
     far right: the guided methods' rates (a few to a few tens of percent) keep the whole width."""
     from matplotlib.lines import Line2D
 
-    fig, axes = _panels(plt, max(1, len(tasks)), 4.6, 4.0)
+    fig, axes = _panels(plt, max(1, len(tasks)), max(4.6, 10.0 / max(1, len(tasks))), 4.0)  # the legends need ~10 inches
     methods = []
     for ax, task in zip(axes, tasks or [None]):
         widest = 25.0
