@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
 from ..eval.grid import pair_folders
-from ..eval.runner import interval, read_rows, summarise
+from ..eval.runner import interval, read_rows, row_key, summarise
 
 MARKERS = {"base": "o", "guide": "s", "switch": "^", "nudging": "D", "blendin": "*"}
 
@@ -43,8 +43,8 @@ def load_runs(run_dirs: list[str]) -> dict[str, list[dict]]:
             if not rows:
                 raise ConfigError(f"{folder} has no results.jsonl rows: pass folders written by blendin eval --out")
             have = runs.setdefault(folder.name or d, [])
-            seen = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in have}
-            have += [r for r in rows if (r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) not in seen]
+            seen = {row_key(r) for r in have}
+            have += [r for r in rows if row_key(r) not in seen]
     return runs
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..jsonl import ResultWriter, read_rows
 from . import runner
-from .runner import key, markdown, summarise
+from .runner import key, markdown, row_key, summarise
 from .tasks import item_id
 
 PAIR_EXAMPLE = "--pair qwen2.5-coder-1.5b-instruct:qwen2.5-coder-0.5b-instruct"
@@ -99,7 +99,7 @@ def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings
     run.json entry for the task. Returns the rows copied. Call after this pair's run.json is recorded."""
     ids = set(ids)
     here = out / label / "results.jsonl"
-    done = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in read_rows(here)}
+    done = {row_key(r) for r in read_rows(here)}
     copied = []
     for config in configs:
         if config.method not in OTHER_SIDE:
@@ -109,7 +109,7 @@ def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings
             if theirs is None or _without(theirs, OTHER_SIDE[config.method]) != _without(settings, OTHER_SIDE[config.method]):
                 continue
             for row in read_rows(out / other / "results.jsonl"):
-                k = (row["task"], row["method"], row["gamma"], row["alpha"], row["id"])
+                k = row_key(row)
                 if k[:4] == (task.name, *key(config)) and k[4] in ids and k not in done and not row.get("error"):
                     done.add(k)
                     copied.append({**row, "reused_from": row.get("reused_from") or other})
@@ -227,5 +227,5 @@ def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: i
 
 def _remaining(folder: Path, task, configs, items: list[dict]) -> int:
     """How many (configuration, item) answers ``folder`` still lacks for ``task``."""
-    done = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in read_rows(folder / "results.jsonl")}
+    done = {row_key(r) for r in read_rows(folder / "results.jsonl")}
     return sum((task.name, *key(c), item_id(it)) not in done for c in configs for it in items)

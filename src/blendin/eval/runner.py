@@ -55,6 +55,11 @@ def key(config: BlendConfig) -> tuple:
     return (config.method, config.gamma, config.alpha_label)
 
 
+def row_key(row: dict) -> tuple:
+    """What a results.jsonl row answers: (task, method, gamma, alpha, item id); one row per key."""
+    return (row["task"], row["method"], row["gamma"], row["alpha"], row["id"])
+
+
 def score(task: Task, item: dict, output: str) -> tuple[str | None, bool | None]:
     """(extracted answer, correct); correct is None where the task cannot judge (no judge model)."""
     if task.scoring == "number":
@@ -81,7 +86,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     out = Path(out_dir)
     record_run(out, task, configs, judge)  # refuses a folder made with other settings; creates the folder
     results = out / "results.jsonl"
-    done = {(r["task"], r["method"], r["gamma"], r["alpha"], r["id"]) for r in read_rows(results)}
+    done = {row_key(r) for r in read_rows(results)}
     writer = ResultWriter(str(results))
     judging = judge is not None and task.scoring == "judge"
     pool = ThreadPoolExecutor(4) if judging else None
