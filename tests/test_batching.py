@@ -37,6 +37,27 @@ def test_rows_that_finish_leave_the_batch(embedded_pair):
     assert len(cache.free) == cache.used  # every row's cache slot was given back
 
 
+def test_methods_share_a_batch_and_read_a_common_prompt_once(embedded_pair):
+    """Rows of every method in one batch (eval --together): the tokens each method writes alone, and
+    the rows that open with the same prompt read it once (copied from the row that read it)."""
+    methods = ["base", "switch", "nudging", "blendin", "guide"]
+    configs = {m: BlendConfig(method=m, max_new_tokens=12) for m in methods}
+    alone = {(m, i): generate(embedded_pair, p, configs[m]) for m in methods for i, p in enumerate(PROMPTS[:3])}
+    runners = [embedded_pair.base.runner, embedded_pair.guide.runner]
+    shared = [r.tokens_shared for r in runners]
+    jobs = [(m, i) for i in range(3) for m in methods]
+    mixed = dict(generate_many(embedded_pair, [{"prompt": PROMPTS[i], "config": configs[m]} for m, i in jobs],
+                               configs["base"], batch_size=8))
+    for n, job in enumerate(jobs):
+        assert [s.token_id for s in mixed[n].steps] == [s.token_id for s in alone[job].steps], job
+        assert mixed[n].interventions == alone[job].interventions
+    # 4 methods run the base on each item: one row reads the prompt, three copy it (each over SHARE_MIN)
+    assert runners[0].tokens_shared - shared[0] > 3 * 3 * runners[0].SHARE_MIN
+    assert runners[1].tokens_shared > shared[1]  # and the guide's rows theirs
+    cache = embedded_pair.base.runner.cache
+    assert len(cache.free) == cache.used  # every row given back
+
+
 def test_cli_input_output_resume(tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text("\n".join(json.dumps({"id": f"q{i}", "prompt": p}) for i, p in enumerate(PROMPTS[:3])) + "\n")

@@ -325,3 +325,47 @@ def test_diagnose_leaves_failed_results_out():
     assert d["samples"] == 1 and d["errors"] == 1 and d["reliable"] and d["tokens"] == ok.tokens
     d = diagnose([failed])
     assert d["reliable"] is None and "nothing to judge" in d["verdict"] and "prompt too long" in d["verdict"]
+
+
+def _unsure_pair():
+    """A scripted base unsure of its first token (m_b 0.38 < gamma), and a guide that prefers '7'."""
+    def base(text):
+        done = text.split("Answer:\n", 1)[1] if "Answer:\n" in text else ""
+        return {"1": 0.38, "2": 0.32, "7": 0.30} if done == "" else {"<eos>": 1.0}
+    return Pair(base=ScriptedModel(base_tokenizer(), base), guide=ScriptedModel(guide_tokenizer(), lambda t: {"7": 0.6, "<|end|>": 0.4}))
+
+
+def test_configurations_decoded_together_give_the_rows_of_one_after_another(tmp_path, monkeypatch):
+    import io
+
+    from blendin import decoding
+    from blendin.eval.runner import row_key
+
+    task, pair = get_task("gsm8k"), _unsure_pair()
+    items = load_items(task, str(_task_file(tmp_path, ["1", "7", "18"])))
+    configs = grid(BlendConfig(max_new_tokens=5), ["base", "guide", "switch", "nudging", "blendin"], [0.4], [None])
+    calls, real = [], decoding.generate_many
+
+    def generate_many(pair, prompts, config, batch_size=8):
+        prompts = list(prompts)
+        calls.append(sorted({p["config"].method for p in prompts}))
+        yield from real(pair, prompts, config, batch_size=batch_size)
+
+    monkeypatch.setattr(decoding, "generate_many", generate_many)
+    one_by_one = run_eval(pair, task, items, configs, tmp_path / "a", batch_size=2, progress=None)
+    assert len(calls) == 5 and all(len(c) == 1 for c in calls)
+    calls.clear()
+    log = io.StringIO()
+    together = run_eval(pair, task, items, configs, tmp_path / "b", batch_size=4, progress=log, together=True)
+    assert calls == [["base", "blendin", "guide", "nudging", "switch"]]  # one stream, every method in it
+    fields = lambda r: (r["output"], r["tokens"], r["interventions"], r["alphas"], r["correct"])  # noqa: E731
+    a = {row_key(r): fields(r) for r in read_rows(tmp_path / "a" / "results.jsonl")}
+    b = {row_key(r): fields(r) for r in read_rows(tmp_path / "b" / "results.jsonl")}
+    assert a == b and len(b) == 15
+    assert sum(r[2] for r in b.values()) > 0  # the guide was consulted: the mixed rows really blended
+    drop = lambda ss: sorted(([{k: v for k, v in s.items() if k != "tokens_per_second"} for s in ss]), key=lambda s: s["method"])  # noqa: E731
+    assert drop(together) == drop(one_by_one)
+    assert log.getvalue().splitlines()[-1].startswith("gsm8k 5 configurations: 15/15")
+    calls.clear()
+    assert run_eval(pair, task, items, configs, tmp_path / "b", batch_size=4, progress=None, together=True) == together
+    assert calls == [[]]  # resumed: nothing left to decode

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--alpha", default="auto", help="comma list of 'auto' (BlendIn's adaptive alpha) or numbers in [0, 1]")
     ev.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own: {task_tokens})")
     ev.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
+    ev.add_argument("--together", action="store_true",
+                    help="decode all configurations of a task in one batch, item by item (fuller batches; an interrupted run "
+                    "has every configuration at the same items), instead of one configuration after another")
     ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing); a re-run with the same folder resumes")
     add_models(ev)
     ev.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
@@ -423,7 +426,8 @@ def cmd_eval(a) -> int:
     items = {task.name: load_items(task, a.data, a.limit) for task in tasks}
     from .eval.grid import run_plans
 
-    failed = run_plans(plans, items, Path(a.out), methods=tuple(methods), batch_size=a.batch_size, traces=a.trace_html, progress=sys.stderr)
+    failed = run_plans(plans, items, Path(a.out), methods=tuple(methods), batch_size=a.batch_size, traces=a.trace_html, progress=sys.stderr,
+                       together=a.together)
     if failed:
         print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in results.jsonl); "
               "a rerun skips them: delete their rows to try them again", file=sys.stderr)

@@ -498,9 +498,12 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
 def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig, batch_size: int = 8) -> Iterator[tuple[int, GenerationResult]]:
     """Decode many prompts, up to ``batch_size`` at once; yield (index, result) as each one finishes.
 
-    A prompt is text, or a dict with "prompt" and optionally "system" (this prompt's system line).
-    Greedy results are the same as ``generate`` on each prompt alone. Every prompt is checked before
-    decoding starts, so a bad one fails fast instead of after hours of work.
+    A prompt is text, or a dict with "prompt" and optionally "system" (this prompt's system line)
+    and "config" (this prompt's ``BlendConfig`` instead of ``config``: rows of different methods
+    share the batch, each model still running once per round for all rows that need it; the pair
+    must hold the models every config uses). Greedy results are the same as ``generate`` on each
+    prompt alone. Every prompt is checked before decoding starts, so a bad one fails fast instead of
+    after hours of work.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
@@ -508,9 +511,9 @@ def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig
     for i, item in enumerate(prompts):
         text, cfg = item, config
         if isinstance(item, dict):
-            text = item.get("prompt")
+            text, cfg = item.get("prompt"), item.get("config") or config
             if item.get("system") is not None:
-                cfg = config.with_(prompt=replace(config.prompt, system=str(item["system"])))
+                cfg = cfg.with_(prompt=replace(cfg.prompt, system=str(item["system"])))
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"prompt {i} is empty: every prompt needs text")
         jobs.append((text, cfg))

@@ -13,11 +13,12 @@ decoding loop reads single numbers from them, never whole vocabularies.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Sequence
 
 import torch
 
-from .base import PrefixSession
+from .base import PrefixSession, common_prefix
 
 
 class HFTokenizer:
@@ -288,14 +289,25 @@ class SlotRunner:
     last real token is the last position and ``logits_to_keep=1`` gives each row's next-token logits.
     Masks are built here: causal per row over its own valid positions, and windowed for
     sliding-window layers.
+
+    Rows that begin alike (one question under several methods, one system prompt for many requests)
+    read their common beginning once: a tail that starts with what another open session already
+    holds copies those keys and values from that session's row instead of running them
+    (``tokens_shared``), and of several sessions about to read the same new beginning in one call,
+    one reads it and the others copy it after. Keys and values depend only on the tokens and their
+    positions, so a copied row is the row the model would have written.
     """
+
+    SHARE_MIN = 16  # the shortest common beginning worth copying rather than reading
 
     def __init__(self, model):
         self.model = model
         self.cache = SlotCache()
+        self.open: weakref.WeakSet = weakref.WeakSet()  # sessions holding a row (possible donors)
         self.passes = 0  # counters, for benchmarks
         self.tokens_read = 0  # real tokens run through the model
         self.tokens_padded = 0  # padding run alongside them
+        self.tokens_shared = 0  # tokens copied from another session's row instead of read
         self.seconds = 0.0  # wall time inside the model
         config = model.config
         self.layer_types = sorted(set(getattr(config, "layer_types", None) or []))
@@ -307,8 +319,45 @@ class SlotRunner:
 
     def forward(self, sessions: list) -> None:
         """Run the sessions' pending tails, in as few passes as padding allows."""
-        for group in group_by_length(sessions, lambda s: len(s.pending()[1]), self.PAD_BUDGET):
-            self._pass(sorted(group, key=lambda s: s.slot))
+        later = self._share(sessions)
+        for batch in ([s for s in sessions if s not in later], later):
+            if batch is later:
+                self._share(later)  # the leaders have read the common beginnings: copy them
+            for group in group_by_length(batch, lambda s: len(s.pending()[1]), self.PAD_BUDGET):
+                self._pass(sorted(group, key=lambda s: s.slot))
+
+    def _share(self, sessions: list) -> list:
+        """Copy into each session's row the longest beginning of its tail that an open session
+        holds; return the sessions to run after the others because one of those others is about
+        to read the same beginning."""
+        later, leaders = [], []
+        for s in sorted(sessions, key=lambda s: s.slot):
+            start, tail = s.pending()
+            if len(tail) <= self.SHARE_MIN:
+                continue
+            donor, upto = None, start
+            for other in list(self.open):
+                if other is not s and other.slot is not None and other._cached > upto:
+                    n = min(common_prefix(other.ids[: other._cached], s.ids), len(s.ids) - 1)
+                    if n > upto:
+                        donor, upto = other, n
+            if upto - start >= self.SHARE_MIN:
+                self._copy(donor, s, start, upto)
+            elif any(min(common_prefix(lead.ids, s.ids), len(s.ids) - 1) - start >= self.SHARE_MIN for lead in leaders):
+                later.append(s)
+            else:
+                leaders.append(s)
+        return later
+
+    def _copy(self, donor, session, start: int, upto: int) -> None:
+        """Positions [start, upto) of ``donor``'s row into ``session``'s (same tokens, same positions)."""
+        cache = self.cache
+        cache.reserve(upto + 1)
+        for store in (cache.keys, cache.values):
+            for layer in store:
+                layer[session.slot, :, start:upto] = layer[donor.slot, :, start:upto]
+        session.adopt(upto)
+        self.tokens_shared += upto - start
 
     def _pass(self, sessions: list) -> None:
         starts, tails = zip(*(s.pending() for s in sessions))
@@ -393,6 +442,12 @@ class SlotSession(PrefixSession):
         super().__init__()
         self.runner = runner
         self.slot = runner.cache.open()
+        runner.open.add(self)
+
+    def adopt(self, cached: int) -> None:
+        """The row now holds the first ``cached`` ids (copied in by the runner)."""
+        self._cached = cached
+        self._logprobs = None
 
     def _run(self) -> None:
         self.runner.forward([self])
@@ -402,6 +457,7 @@ class SlotSession(PrefixSession):
 
     def close(self) -> None:
         if self.slot is not None:
+            self.runner.open.discard(self)
             self.runner.cache.close(self.slot)
             self.slot = None
 

@@ -184,10 +184,11 @@ def pair_folders(path: Path) -> list[Path]:
 
 
 def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: int = 16, traces: str | None = None,
-              progress=sys.stderr) -> int:
+              progress=sys.stderr, together: bool = False) -> int:
     """Run ``plans`` (``(PairSpec or None, run folder, [(task, configs, judge)])``, checked by the
     caller), one pair loaded at a time; print the summary table; return the samples that failed.
-    ``PairSpec`` None: a one-pair run straight into its folder, as before grids."""
+    ``PairSpec`` None: a one-pair run straight into its folder, as before grids. ``together``: as
+    ``runner.run_eval``'s (a task's configurations share one batch)."""
     from ..pair import load_pair
     from .runinfo import record_run, run_settings
 
@@ -210,7 +211,7 @@ def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: i
         for task, configs, judge in jobs:
             if pair is not None:
                 runner.run_eval(pair, task, items[task.name], configs, folder, batch_size=batch_size, progress=progress, judge=judge,
-                         traces=traces, label=label)
+                         traces=traces, label=label, together=together)
             if specs:
                 write_grid_summary(out, specs)
         del pair

@@ -75,10 +75,17 @@ def score(task: Task, item: dict, output: str) -> tuple[str | None, bool | None]
 
 
 def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], out_dir, batch_size: int = 16,
-             progress=sys.stderr, judge=None, traces: str | None = None, label: str = "") -> list[dict]:
+             progress=sys.stderr, judge=None, traces: str | None = None, label: str = "", together: bool = False) -> list[dict]:
     """``judge``: an ``eval.judge.Judge`` for tasks scored by a judge (justeval); ``traces``: a folder
     for one HTML trace page per sample (the configs need ``trace_top`` set); ``label``: put before
-    each progress line (a grid's pair). Returns ``task``'s summary objects."""
+    each progress line (a grid's pair). Returns ``task``'s summary objects.
+
+    ``together``: decode every configuration in one stream of rows, item by item (item 1 under each
+    configuration, then item 2, ...), so rows of different methods share the batch's passes: the
+    batch stays full to the end instead of emptying at each configuration's tail, and a run stopped
+    half way has every configuration at about the same items (what a paired comparison needs). One
+    progress line then covers them all, and summary.json is rewritten at the end (and on resume).
+    Otherwise the configurations run one after another, each with its line and its summary."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..decoding import generate_many
@@ -93,15 +100,19 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     line = ProgressLine(progress) if progress is not None else None
     summary: list[dict] = []
     try:
-        for config in configs:
-            config = task_config(task, config)
-            todo = [it for it in items if (task.name, *key(config), item_id(it)) not in done]
+        configs = [task_config(task, c) for c in configs]
+        for unit in [configs] if together else [[c] for c in configs]:
+            # (configuration, item) still to decode, item-major: with several configurations, each
+            # item is decoded under all of them before the next item starts
+            todo = [(config, it) for it in items for config in unit if (task.name, *key(config), item_id(it)) not in done]
+            name = _config_name(unit[0]) if len(unit) == 1 else f"{len(unit)} configurations"
             tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0}
             start = last = time.perf_counter()
             pending: list = []  # (future of the judge's scores, row), written once judged
-            prompts = [task.render(it) for it in todo]
-            for i, result in generate_many(pair, prompts, config, batch_size=batch_size):
-                item = todo[i]
+            prompts = [task.render(it) for _, it in todo]
+            jobs = [{"prompt": text, "config": config} for text, (config, _) in zip(prompts, todo)]
+            for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size):
+                config, item = todo[i]
                 now = time.perf_counter()
                 # wall time since the previous sample finished: these shares add up to the run's wall
                 # time (across resumed runs too), so tokens / shares is the batch's throughput
@@ -127,11 +138,11 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 while pending and (pending[0][0].done() or len(pending) > 16):
                     _record(writer, _judged(*pending.pop(0), judge), tally)
                 if line is not None and tally["n"]:
-                    line.update(label + _progress(task, config, tally, len(todo), time.perf_counter() - start))
+                    line.update(label + _progress(task, name, tally, len(todo), time.perf_counter() - start))
             for fut, row in pending:
                 _record(writer, _judged(fut, row, judge), tally)
             if line is not None and pending:
-                line.update(label + _progress(task, config, tally, len(todo), time.perf_counter() - start))
+                line.update(label + _progress(task, name, tally, len(todo), time.perf_counter() - start))
             if line is not None:
                 line.end()
             summary = [s for s in write_summary(out) if s["task"] == task.name]  # what is finished survives an interrupt
@@ -169,12 +180,17 @@ def _record(writer, row: dict, tally: dict) -> None:
     tally["errors"] += bool(row.get("error"))
 
 
-def _progress(task: Task, config: BlendConfig, tally: dict, total: int, seconds: float) -> str:
+def _config_name(config: BlendConfig) -> str:
+    return f"{config.method} g={config.gamma} a={config.alpha_label}"
+
+
+def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) -> str:
     """Samples done, score so far (failed samples apart), interventions, tokens/s, time so far and
     left (at this configuration's pace so far: samples finish in batches, so it moves in steps).
+    ``name``: the configuration's (``_config_name``), or what several decoded together are.
 
     >>> from blendin.eval.tasks import get_task
-    >>> _progress(get_task("gsm8k"), BlendConfig(), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
+    >>> _progress(get_task("gsm8k"), _config_name(BlendConfig()), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
     'gsm8k blendin g=0.4 a=auto: 16/100 score 0.250 interventions 10.0% 8.0 tok/s (200 s, ~1050 s left)'
     """
     rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
@@ -182,7 +198,7 @@ def _progress(task: Task, config: BlendConfig, tally: dict, total: int, seconds:
     mean = f"{tally['score'] / scored:.3f}" if scored else "-"
     errors = f" errors {tally['errors']}" if tally["errors"] else ""
     left = f", ~{seconds / tally['n'] * (total - tally['n']):.0f} s left" if 0 < tally["n"] < total else ""
-    return (f"{task.name} {config.method} g={config.gamma} a={config.alpha_label}: {tally['n']}/{total} "
+    return (f"{task.name} {name}: {tally['n']}/{total} "
             f"score {mean}{errors} interventions {100 * rate:.1f}% {tally['tokens'] / seconds if seconds else 0.0:.1f} tok/s "
             f"({seconds:.0f} s{left})")
 
