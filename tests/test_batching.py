@@ -37,9 +37,13 @@ def test_rows_that_finish_leave_the_batch(embedded_pair):
     assert len(cache.free) == cache.used  # every row's cache slot was given back
 
 
-def test_methods_share_a_batch_and_read_a_common_prompt_once(embedded_pair):
+def test_methods_share_a_batch_and_read_a_common_prompt_once(embedded_pair, monkeypatch):
     """Rows of every method in one batch (eval --together): the tokens each method writes alone, and
     the rows that open with the same prompt read it once (copied from the row that read it)."""
+    from blendin.backends.hf import SlotCache
+
+    for model in (embedded_pair.base, embedded_pair.guide):  # fresh caches: their layers are made inside a pass
+        monkeypatch.setattr(model.runner, "cache", SlotCache())
     methods = ["base", "switch", "nudging", "blendin", "guide"]
     configs = {m: BlendConfig(method=m, max_new_tokens=12) for m in methods}
     alone = {(m, i): generate(embedded_pair, p, configs[m]) for m in methods for i, p in enumerate(PROMPTS[:3])}
@@ -56,6 +60,32 @@ def test_methods_share_a_batch_and_read_a_common_prompt_once(embedded_pair):
     assert runners[1].tokens_shared > shared[1]  # and the guide's rows theirs
     cache = embedded_pair.base.runner.cache
     assert len(cache.free) == cache.used  # every row given back
+
+
+def test_a_row_copies_the_beginning_another_row_read(embedded_pair, monkeypatch):
+    """The copy goes into layers a pass made (inference tensors), and gives the row's own distribution."""
+    import torch
+
+    from blendin.backends.hf import SlotCache
+
+    model = embedded_pair.base
+    runner = model.runner
+    monkeypatch.setattr(runner, "cache", SlotCache())
+    ids = model.tokenizer.encode_prompt("Question: " + PROMPTS[1] + "\nAnswer:")
+    first, second = model.session(), model.session()
+    first.sync(ids)
+    second.sync(ids)
+    before = runner.tokens_shared
+    model.forward_batch([first, second])  # one reads the prompt, the other copies it
+    assert runner.tokens_shared - before == len(ids) - 1
+    alone = model.session()
+    alone.sync(ids + [ids[-1]])
+    alone.logprobs()  # reads its last token only, after the copied beginning
+    assert runner.tokens_shared - before == (len(ids) - 1) + len(ids)  # all of the first row it holds
+    assert torch.allclose(first.logprobs(), second.logprobs(), atol=1e-4)
+    assert int(first.logprobs().argmax()) == int(second.logprobs().argmax())
+    for s in (first, second, alone):
+        s.close()
 
 
 def test_cli_input_output_resume(tmp_path):

@@ -353,9 +353,10 @@ class SlotRunner:
         """Positions [start, upto) of ``donor``'s row into ``session``'s (same tokens, same positions)."""
         cache = self.cache
         cache.reserve(upto + 1)
-        for store in (cache.keys, cache.values):
-            for layer in store:
-                layer[session.slot, :, start:upto] = layer[donor.slot, :, start:upto]
+        with torch.inference_mode():  # the layers a pass allocated are inference tensors
+            for store in (cache.keys, cache.values):
+                for layer in store:
+                    layer[session.slot, :, start:upto] = layer[donor.slot, :, start:upto]
         session.adopt(upto)
         self.tokens_shared += upto - start
 
