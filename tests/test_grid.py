@@ -182,3 +182,33 @@ def test_copies_stay_within_the_runs_items_and_the_summary_keeps_earlier_pairs(t
     summary = json.loads((tmp_path / "grid" / "summary.json").read_text())
     assert [(s["pair"], s["method"], s["n"]) for s in summary] == [(LB, "base", 2), (LB, "blendin", 2), (LA, "base", 3)]
     assert summary[-1]["base"] == "gemma-3-270m" and summary[-1]["guide_models"] == ["smollm2-135m-instruct"]  # from A's run.json
+
+
+def test_retry_errors_decodes_failed_samples_again_and_counts_each_once(tmp_path, capsys, monkeypatch):
+    from blendin.backends.fake import ScriptedModel
+    from blendin.pair import Pair
+
+    from scripted import base_tokenizer, guide_tokenizer
+
+    def failing(text):
+        if "Q1" in text:
+            raise RuntimeError("the server said 500")
+        return {"<eos>": 1.0}
+
+    broken = Pair(base=ScriptedModel(base_tokenizer(), failing), guide=ScriptedModel(guide_tokenizer(), lambda t: {"<|end|>": 1.0}))
+    monkeypatch.setattr(blendin.pair, "check_pair", lambda *a, **k: None)
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda config, methods=None: broken)
+    args = _grid(tmp_path, A, methods="base", limit=3)
+    code, _, err = run(capsys, *args)
+    rows = read_rows(tmp_path / "grid" / LA / "results.jsonl")
+    assert [r["id"] for r in rows if r.get("error")] == [1] and "add --retry-errors" in err
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda config, methods=None: _number_pair())
+    run(capsys, *args)  # a plain resume: the failed sample counts as done
+    assert len(read_rows(tmp_path / "grid" / LA / "results.jsonl")) == 3
+    code, _, err = run(capsys, *args, "--retry-errors")
+    rows = read_rows(tmp_path / "grid" / LA / "results.jsonl")
+    assert code == 0 and "1 failed samples of an earlier run will be decoded again" in err
+    assert sorted(r["id"] for r in rows) == [0, 1, 2] and not any(r.get("error") for r in rows)
+    summary = json.loads((tmp_path / "grid" / "summary.json").read_text())
+    assert [(s["n"], s["errors"]) for s in summary] == [(3, 0)]
+    assert [r["extracted"] for r in rows if r["id"] == 1] == ["18"]  # decoded by the pair that works

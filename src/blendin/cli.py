@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--together", action="store_true",
                     help="decode all configurations of a task in one batch, item by item (fuller batches; an interrupted run "
                     "has every configuration at the same items), instead of one configuration after another")
+    ev.add_argument("--retry-errors", action="store_true",
+                    help="decode again the samples an earlier run into --out recorded as failed (by default they count as done)")
     ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing); a re-run with the same folder resumes")
     add_models(ev)
     ev.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
@@ -427,10 +429,10 @@ def cmd_eval(a) -> int:
     from .eval.grid import run_plans
 
     failed = run_plans(plans, items, Path(a.out), methods=tuple(methods), batch_size=a.batch_size, traces=a.trace_html, progress=sys.stderr,
-                       together=a.together)
+                       together=a.together, retry_errors=a.retry_errors)
     if failed:
         print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in results.jsonl); "
-              "a rerun skips them: delete their rows to try them again", file=sys.stderr)
+              "a rerun skips them; add --retry-errors to decode them again", file=sys.stderr)
     return 0
 
 

@@ -184,11 +184,12 @@ def pair_folders(path: Path) -> list[Path]:
 
 
 def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: int = 16, traces: str | None = None,
-              progress=sys.stderr, together: bool = False) -> int:
+              progress=sys.stderr, together: bool = False, retry_errors: bool = False) -> int:
     """Run ``plans`` (``(PairSpec or None, run folder, [(task, configs, judge)])``, checked by the
     caller), one pair loaded at a time; print the summary table; return the samples that failed.
     ``PairSpec`` None: a one-pair run straight into its folder, as before grids. ``together``: as
-    ``runner.run_eval``'s (a task's configurations share one batch)."""
+    ``runner.run_eval``'s (a task's configurations share one batch). ``retry_errors``: the samples
+    that failed in an earlier run are decoded again (``runner.forget_failures``)."""
     from ..pair import load_pair
     from .runinfo import record_run, run_settings
 
@@ -199,6 +200,10 @@ def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: i
         others = [p.name for p in pair_folders(out) if p != out and p.name != (spec.label if spec else None)]
         for task, configs, judge in jobs:
             record_run(folder, task, configs, judge)
+            dropped = runner.forget_failures(folder, task.name) if retry_errors else 0
+            if dropped and progress is not None:
+                print(f"blendin: {label}{task.name}: {dropped} failed samples of an earlier run will be decoded again",
+                      file=progress, flush=True)
             if spec is not None:
                 copied = reuse_solo(out, spec.label, others, task, configs, run_settings(task, configs[0], judge),
                                     [item_id(it) for it in items[task.name]])

@@ -17,7 +17,7 @@ anything else is printed, an interrupt or an error included.
 
 A sample whose decoding failed (``result.error``, a one-line message) is written as a row with
 ``"error"`` and no score; it counts as done on a resume (a deterministic failure would fail again:
-delete its row to retry it), and the summary counts errors apart and scores the other samples.
+rerun with --retry-errors, ``forget_failures``, to decode it again), and the summary counts errors apart and scores the other samples.
 """
 
 from __future__ import annotations
@@ -153,6 +153,20 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     return summary
+
+
+def forget_failures(out_dir, task_name: str) -> int:
+    """Drop ``task_name``'s failed rows (those with ``"error"``) from ``out_dir/results.jsonl`` so that
+    the next run decodes them again (``eval --retry-errors``); the file is rewritten whole, through a
+    temporary file renamed over it. Returns how many rows were dropped."""
+    path = Path(out_dir) / "results.jsonl"
+    rows = read_rows(path)
+    keep = [r for r in rows if not (r.get("error") and r.get("task") == task_name)]
+    if len(keep) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
+        os.replace(tmp, path)
+    return len(rows) - len(keep)
 
 
 def write_summary(out: Path) -> list[dict]:
