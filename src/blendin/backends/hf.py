@@ -320,11 +320,15 @@ class SlotRunner:
     def forward(self, sessions: list) -> None:
         """Run the sessions' pending tails, in as few passes as padding allows."""
         later = self._share(sessions)
-        for batch in ([s for s in sessions if s not in later], later):
-            if batch is later:
-                self._share(later)  # the leaders have read the common beginnings: copy them
-            for group in group_by_length(batch, lambda s: len(s.pending()[1]), self.PAD_BUDGET):
-                self._pass(sorted(group, key=lambda s: s.slot))
+        waiting = {id(s) for s in later}
+        self._passes([s for s in sessions if id(s) not in waiting])
+        if later:
+            self._share(later)  # the leaders have read the common beginnings: copy them
+            self._passes(later)
+
+    def _passes(self, sessions: list) -> None:
+        for group in group_by_length(sessions, lambda s: len(s.pending()[1]), self.PAD_BUDGET):
+            self._pass(sorted(group, key=lambda s: s.slot))
 
     def _share(self, sessions: list) -> list:
         """Copy into each session's row the longest beginning of its tail that an open session
