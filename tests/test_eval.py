@@ -277,8 +277,8 @@ def _failing_at(index, message="RuntimeError: out of memory"):
 
     real = decoding.generate_many
 
-    def generate_many(pair, prompts, config, batch_size=8):
-        for i, result in real(pair, prompts, config, batch_size=batch_size):
+    def generate_many(pair, prompts, config, batch_size=8, **kw):
+        for i, result in real(pair, prompts, config, batch_size=batch_size, **kw):
             if i == index:
                 result = copy.copy(result)  # its text still scores right: the row must not be scored
                 object.__setattr__(result, "error", message)
@@ -346,10 +346,10 @@ def test_configurations_decoded_together_give_the_rows_of_one_after_another(tmp_
     configs = grid(BlendConfig(max_new_tokens=5), ["base", "guide", "switch", "nudging", "blendin"], [0.4], [None])
     calls, real = [], decoding.generate_many
 
-    def generate_many(pair, prompts, config, batch_size=8):
+    def generate_many(pair, prompts, config, batch_size=8, **kw):
         prompts = list(prompts)
         calls.append(sorted({p["config"].method for p in prompts}))
-        yield from real(pair, prompts, config, batch_size=batch_size)
+        yield from real(pair, prompts, config, batch_size=batch_size, **kw)
 
     monkeypatch.setattr(decoding, "generate_many", generate_many)
     one_by_one = run_eval(pair, task, items, configs, tmp_path / "a", batch_size=2, progress=None)
@@ -369,3 +369,15 @@ def test_configurations_decoded_together_give_the_rows_of_one_after_another(tmp_
     calls.clear()
     assert run_eval(pair, task, items, configs, tmp_path / "b", batch_size=4, progress=None, together=True) == together
     assert calls == [[]]  # resumed: nothing left to decode
+
+
+def test_on_token_counts_every_token_as_it_is_decoded():
+    from blendin.decoding import generate_many
+
+    seen = []
+    config = BlendConfig(max_new_tokens=5, prompt=get_task("gsm8k").prompt)
+    finished = {}
+    for i, result in generate_many(_unsure_pair(), ["Q0", "Q1", "Q2"], config, batch_size=2, on_token=seen.append):
+        finished[i] = (result.tokens, seen.count(i))  # its tokens were counted before it finished
+    assert finished and all(tokens == counted for tokens, counted in finished.values())
+    assert len(seen) == sum(t for t, _ in finished.values())

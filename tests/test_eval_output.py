@@ -32,8 +32,8 @@ def _stopping_at(count, exc):
 
     real, seen = decoding.generate_many, [0]
 
-    def generate_many(pair, prompts, config, batch_size=8):
-        for i, result in real(pair, prompts, config, batch_size=batch_size):
+    def generate_many(pair, prompts, config, batch_size=8, **kw):
+        for i, result in real(pair, prompts, config, batch_size=batch_size, **kw):
             if seen[0] == count:
                 raise exc
             seen[0] += 1

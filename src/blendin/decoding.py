@@ -495,7 +495,8 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
                 row.error = exc
 
 
-def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig, batch_size: int = 8) -> Iterator[tuple[int, GenerationResult]]:
+def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig, batch_size: int = 8,
+                  on_token=None) -> Iterator[tuple[int, GenerationResult]]:
     """Decode many prompts, up to ``batch_size`` at once; yield (index, result) as each one finishes.
 
     A prompt is text, or a dict with "prompt" and optionally "system" (this prompt's system line)
@@ -503,7 +504,8 @@ def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig
     share the batch, each model still running once per round for all rows that need it; the pair
     must hold the models every config uses). Greedy results are the same as ``generate`` on each
     prompt alone. Every prompt is checked before decoding starts, so a bad one fails fast instead of
-    after hours of work.
+    after hours of work. ``on_token(index)``, if given, is called for every token as it is decoded
+    (rows still running included: what a progress line counts).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
@@ -528,6 +530,8 @@ def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig
     for row, step in run_rows(rows(), width=batch_size):
         if step is None:
             yield index.pop(row), row.result()
+        elif on_token is not None:
+            on_token(index[row])
 
 
 def stream(pair: Pair, prompt: str, config: BlendConfig) -> Iterator[Step]:

@@ -106,12 +106,15 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             # item is decoded under all of them before the next item starts
             todo = [(config, it) for it in items for config in unit if (task.name, *key(config), item_id(it)) not in done]
             name = _config_name(unit[0]) if len(unit) == 1 else f"{len(unit)} configurations"
-            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0}
+            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0, "decoded": 0}
             start = last = time.perf_counter()
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for _, it in todo]
             jobs = [{"prompt": text, "config": config} for text, (config, _) in zip(prompts, todo)]
-            for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size):
+            def on_token(_, tally=tally):
+                tally["decoded"] += 1
+
+            for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size, on_token=on_token):
                 config, item = todo[i]
                 now = time.perf_counter()
                 # wall time since the previous sample finished: these shares add up to the run's wall
@@ -200,20 +203,30 @@ def _config_name(config: BlendConfig) -> str:
 
 def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) -> str:
     """Samples done, score so far (failed samples apart), interventions, tokens/s, time so far and
-    left (at this configuration's pace so far: samples finish in batches, so it moves in steps).
-    ``name``: the configuration's (``_config_name``), or what several decoded together are.
+    left. ``name``: the configuration's (``_config_name``), or what several decoded together are.
+
+    Tokens/s counts every token decoded so far (``tally["decoded"]``, rows still running included;
+    without it, the finished samples' tokens). Time left is the tokens still expected at that pace:
+    each sample not finished is expected to be as long as the finished ones on average, less what
+    has been decoded of it (a batch of 96 rows finishes together, so finished samples alone gave
+    estimates off by a hundredfold).
 
     >>> from blendin.eval.tasks import get_task
     >>> _progress(get_task("gsm8k"), _config_name(BlendConfig()), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
     'gsm8k blendin g=0.4 a=auto: 16/100 score 0.250 interventions 10.0% 8.0 tok/s (200 s, ~1050 s left)'
+    >>> _progress(get_task("gsm8k"), "2 configurations", dict(n=1, score=1.0, tokens=100, interventions=0, errors=0, decoded=1000), 20, 100.0)
+    'gsm8k 2 configurations: 1/20 score 1.000 interventions 0.0% 10.0 tok/s (100 s, ~100 s left)'
     """
     rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
     scored = tally["n"] - tally["errors"]
     mean = f"{tally['score'] / scored:.3f}" if scored else "-"
     errors = f" errors {tally['errors']}" if tally["errors"] else ""
-    left = f", ~{seconds / tally['n'] * (total - tally['n']):.0f} s left" if 0 < tally["n"] < total else ""
+    decoded = tally.get("decoded") or tally["tokens"]
+    speed = decoded / seconds if seconds else 0.0
+    expected = tally["tokens"] / tally["n"] * total if tally["n"] else 0  # every sample's tokens, at the mean so far
+    left = f", ~{max(0.0, expected - decoded) / speed:.0f} s left" if 0 < tally["n"] < total and speed else ""
     return (f"{task.name} {name}: {tally['n']}/{total} "
-            f"score {mean}{errors} interventions {100 * rate:.1f}% {tally['tokens'] / seconds if seconds else 0.0:.1f} tok/s "
+            f"score {mean}{errors} interventions {100 * rate:.1f}% {speed:.1f} tok/s "
             f"({seconds:.0f} s{left})")
 
 
