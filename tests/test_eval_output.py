@@ -140,3 +140,14 @@ def test_readme_json_output_names_every_field():
         assert not missing, f"README's JSON output section does not name {record.__name__}.{missing}"
     for reason in typing.get_args(StopReason):
         assert f'"{reason}"' in section, f"stop_reason {reason!r} not listed"
+
+
+def test_the_line_moves_with_the_tokens_before_any_sample_finishes(tmp_path, monkeypatch):
+    from blendin.eval import runner
+
+    clock = iter(range(0, 100000, 20))  # every reading of the clock is 20 s later
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: float(next(clock)))
+    log = io.StringIO()
+    _run(tmp_path, log)
+    first = log.getvalue().splitlines()[0]
+    assert first.startswith("gsm8k base g=0.4 a=auto: 0/3 score - ") and " tok/s (" in first  # tokens, no sample yet

@@ -111,8 +111,16 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for _, it in todo]
             jobs = [{"prompt": text, "config": config} for text, (config, _) in zip(prompts, todo)]
-            def on_token(_, tally=tally):
+            shown = [start]  # when the line last moved
+
+            def on_token(_, tally=tally, todo=todo, name=name, start=start):
+                # a large batch can run many minutes before its first sample finishes: from 10 s on,
+                # the line also moves with the tokens (at most once a second)
                 tally["decoded"] += 1
+                now = time.perf_counter()
+                if line is not None and now - start >= 10 and now - shown[0] >= 1:
+                    shown[0] = now
+                    line.update(label + _progress(task, name, tally, len(todo), now - start))
 
             for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size, on_token=on_token):
                 config, item = todo[i]
