@@ -79,6 +79,21 @@ def test_tasks_on_the_shared_data():
         load_items(get_task("mmlu"), "/nonexistent")
 
 
+def test_truthfulqa_items_with_more_than_ten_choices():
+    """Items 33 and 37 of the file list 11 choices: they were refused as 'not a truthfulqa item'."""
+    tqa = get_task("truthfulqa")
+    items = load_items(tqa, str(DATA / "truthfulqa" / "truthfulqa.jsonl"), limit=100)
+    wide = [it for it in items if len(it["mc1_targets"]["choices"]) > 10]
+    assert [it["idx"] for it in wide] == [33, 37]
+    for it in wide:
+        assert "\nK. " in tqa.render(it)
+        letter = tqa.gold(it)
+        line = next(l for l in tqa.render(it).splitlines() if l.startswith(f"{letter}. "))
+        assert line[3:] == it["mc1_targets"]["choices"][0]
+        assert choice_letter(f"The answer is {letter}.", 11) == letter
+    assert choice_letter("The answer is K.", 11) == "K" and choice_letter("The answer is K.", 10) is None
+
+
 def _number_pair():
     """A scripted base that always answers ' 18', and a guide it never needs."""
     def script(text):

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import re
 
+# the choice letters; TruthfulQA's mc1 lists up to 13 choices (items 33 and 37 of the first 100 have 11)
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
 # digits with thousands separators in groups of exactly three ("12,345,678"), or plain digits;
 # "2,3,4" is three numbers
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3}(?!\d))+|\d+)(?:\.\d+)?")
@@ -72,7 +75,7 @@ def choice_letter(text: str, n_choices: int) -> str | None:
     >>> choice_letter("B\\nQuestion: Which is larger?\\nA. 1\\nB. 2\\nAnswer: B", 4), choice_letter("A is not correct", 4)
     ('B', None)
     """
-    up = "ABCDEFGHIJ"[:n_choices]
+    up = LETTERS[:n_choices]
     if not up:
         return None
     t = re.split(r"(?:^|\n)\s*Question:", (text or "").strip(), maxsplit=1)[0]

@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..config import PromptFormat, did_you_mean
 from ..errors import ConfigError
+from .extract import LETTERS
 
 MC_SYSTEM = "Answer the multiple-choice question with the letter of the correct choice, then explain briefly."
 
@@ -46,7 +47,9 @@ def item_id(item: dict):
 
 
 def lettered(question: str, choices: list[str]) -> str:
-    return question + "\n" + "\n".join(f"{'ABCDEFGHIJ'[i]}. {c}" for i, c in enumerate(choices))
+    if len(choices) > len(LETTERS):
+        raise ValueError(f"{len(choices)} choices, more than the {len(LETTERS)} letters")
+    return question + "\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
 def _tqa_order(item: dict) -> list[int]:
@@ -61,7 +64,7 @@ def _tqa_choices(item):
 
 def _tqa_gold(item):
     labels = item["mc1_targets"]["labels"]
-    return "ABCDEFGHIJ"[[labels[i] for i in _tqa_order(item)].index(1)]
+    return LETTERS[[labels[i] for i in _tqa_order(item)].index(1)]
 
 
 def _gsm8k_hub(row):
