@@ -9,6 +9,9 @@ run. Every figure has one panel per task; a pair keeps its colour in every figur
 - tables.md: per task, pair x configuration: n, score and its 95% interval, intervention rate, mean alpha;
 - paired.md: per pair and task, method a against method b item by item (``eval.compare``): the
   difference, its 95% interval and the items only one of them got right;
+- early_warning.md: per pair and task, BlendIn's intervention rate on the first 20 items (what
+  ``blendin diagnose`` samples) and its verdict, beside the whole run's rate and score, and whether
+  the rate on the sample ranks the pairs as their scores do (``eval.warning``);
 - score_vs_interventions.png: score against intervention rate, a colour per pair, a marker per
   method, the 95% interval as an error bar; no text on the points (the legends name them), so
   nothing is written over anything else where points lie close;
@@ -26,6 +29,7 @@ from ..errors import ConfigError
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
 from ..eval.grid import pair_folders
 from ..eval.runner import interval, read_rows, row_key, summarise
+from ..eval.warning import early_warnings, warning_markdown
 
 MARKERS = {"base": "o", "guide": "s", "switch": "^", "nudging": "D", "blendin": "*"}
 
@@ -67,6 +71,10 @@ def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS) -
     (out / "paired.md").write_text((paired_markdown(paired) if paired else "no run has both methods of a comparison ("
                                     + ", ".join(f"{a}:{b}" for a, b in comparisons) + ")") + "\n", encoding="utf-8")
     written.append(out / "paired.md")
+    warnings = early_warnings(runs)
+    (out / "early_warning.md").write_text((warning_markdown(warnings) if warnings else "no run has BlendIn rows") + "\n",
+                                          encoding="utf-8")
+    written.append(out / "early_warning.md")
     written.append(_score_plot(plt, summaries, tasks, colours, out / "score_vs_interventions.png"))
     written.append(_alpha_plot(plt, runs, colours, out / "alpha_hist.png"))
     written.append(_correctness_plot(plt, runs, tasks, colours, out / "interventions_by_correctness.png"))

@@ -1,0 +1,105 @@
+"""The early warning, read back from finished runs: would the paper's check on a small sample have
+told the pairs apart the way their full runs then did?
+
+    entries = early_warnings({"P3": rows_p3, "P4": rows_p4})      # {run name: results.jsonl rows}
+    print(warning_markdown(entries))
+
+``blendin diagnose`` decodes a task's first 20 items under BlendIn and calls a pair unreliable past
+20% interventions (tokens guided / tokens decoded, pooled over the sample). A grid's BlendIn rows
+already hold those 20 items, decoded with the same settings, so the same numbers come from them
+without decoding anything again: the rate on the first ``sample`` items, its verdict, and beside them
+what the whole run measured (rate, score, the base and the guide alone). Items are taken in id order,
+which is the data file's order for shared/data (every file's ids count up).
+
+Across pairs, ``rank_agreement`` says whether a lower early rate goes with a higher full-run score:
+Kendall's tau between the two over the pairs of one task and configuration (+1: the rate on the
+sample ranks the pairs exactly as their scores do; -1: exactly the other way).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+from .compare import config_name
+from .diagnose import MIN_SAMPLE
+
+
+def _order(item_id):
+    """Ids that are numbers sort as numbers (2 before 10), before any that are not."""
+    try:
+        return (0, float(item_id), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(item_id))
+
+
+def _rate(rows: list[dict]) -> float | None:
+    tokens = sum(r.get("tokens") or 0 for r in rows)
+    return sum(r.get("interventions") or 0 for r in rows) / tokens if tokens else None
+
+
+def _score(rows: list[dict]) -> float | None:
+    scored = [r["score"] for r in rows if r.get("score") is not None]
+    return sum(scored) / len(scored) if scored else None
+
+
+def early_warnings(runs: dict[str, list[dict]], sample: int = MIN_SAMPLE, threshold: float = 0.2) -> list[dict]:
+    """One entry per run, task and BlendIn configuration: ``early_rate`` and ``reliable`` on the
+    first ``sample`` items (``sample_n``: how many there were), ``rate``, ``score`` and ``n`` on all
+    of the run's items, and ``base``/``guide``: those methods' scores on the same task (None where
+    not run). Rows that failed are left out, as ``diagnose`` leaves them out."""
+    out = []
+    for name, rows in runs.items():
+        rows = [r for r in rows if not r.get("error")]
+        for task in dict.fromkeys(r["task"] for r in rows):
+            of_task = [r for r in rows if r["task"] == task]
+            alone = {m: _score([r for r in of_task if r["method"] == m]) for m in ("base", "guide")}
+            for key in dict.fromkeys((r["gamma"], r["alpha"]) for r in of_task if r["method"] == "blendin"):
+                blend = sorted((r for r in of_task if r["method"] == "blendin" and (r["gamma"], r["alpha"]) == key),
+                               key=lambda r: _order(r["id"]))
+                first = blend[:sample]
+                early = _rate(first)
+                out.append({"run": name, "task": task, "config": config_name(blend[0]), "sample_n": len(first),
+                            "early_rate": early, "reliable": None if early is None else early <= threshold,
+                            "early_score": _score(first), "rate": _rate(blend), "score": _score(blend), "n": len(blend),
+                            **alone})
+    return out
+
+
+def kendall_tau(xs: list[float], ys: list[float]) -> float | None:
+    """Kendall's tau-a of two equally long lists (ties count as neither); None below two values."""
+    pairs = list(combinations(range(len(xs)), 2))
+    if not pairs:
+        return None
+    sign = lambda v: (v > 0) - (v < 0)
+    return sum(sign(xs[i] - xs[j]) * sign(ys[i] - ys[j]) for i, j in pairs) / len(pairs)
+
+
+def rank_agreement(entries: list[dict]) -> list[dict]:
+    """Per task and configuration with two or more runs: tau between the early rate, negated (a
+    lower rate should mean a better pair), and the full run's score."""
+    out = []
+    for task, config in dict.fromkeys((e["task"], e["config"]) for e in entries):
+        group = [e for e in entries if (e["task"], e["config"]) == (task, config)
+                 and e["early_rate"] is not None and e["score"] is not None]
+        if len(group) >= 2:
+            out.append({"task": task, "config": config, "runs": len(group),
+                        "tau": kendall_tau([-e["early_rate"] for e in group], [e["score"] for e in group])})
+    return out
+
+
+def warning_markdown(entries: list[dict], threshold: float = 0.2) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    num = lambda v: "-" if v is None else f"{v:.3f}"
+    lines = [f"| run | task | configuration | rate on the first items | verdict (> {100 * threshold:.0f}%: unreliable) "
+             "| score on them | n | rate, all items | score | base alone | guide alone |", "|" + "---|" * 11]
+    for e in entries:
+        verdict = "-" if e["reliable"] is None else ("reliable" if e["reliable"] else "unreliable")
+        lines.append(f"| {e['run']} | {e['task']} | {e['config']} | {pct(e['early_rate'])} ({e['sample_n']}) | {verdict} | "
+                     f"{num(e['early_score'])} | {e['n']} | {pct(e['rate'])} | {num(e['score'])} | {num(e['base'])} | {num(e['guide'])} |")
+    agreement = rank_agreement(entries)
+    if agreement:
+        lines += ["", "Does the rate on the sample rank the runs as their scores do? (Kendall's tau of the negated "
+                  "early rate and the score: +1 the same order, -1 the reverse)", "",
+                  "| task | configuration | runs | tau |", "|---|---|---|---|"]
+        lines += [f"| {a['task']} | {a['config']} | {a['runs']} | {a['tau']:+.2f} |" for a in agreement]
+    return "\n".join(lines)
