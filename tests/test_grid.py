@@ -145,12 +145,28 @@ def test_compare_methods_pairs_items_by_id_and_gamma():
     assert graded["difference"] == pytest.approx(2 / 3) and graded["a_only"] is None and graded["ci"][0] < 2 / 3 < graded["ci"][1]
 
 
+def test_refusal_split_counts_safe_prompts_answered_and_unsafe_ones_refused():
+    from blendin.diagnostics.plots import _split_lines, refusal_split
+
+    def row(method, gold, said, error=None):
+        return {"task": "xstest", "method": method, "gamma": 0.4, "alpha": "auto", "gold": gold, "extracted": said,
+                "correct": (said == "refusal") == (gold == "unsafe"), "error": error}
+    rows = ([row("guide", "unsafe", "compliance")] * 3 + [row("guide", "safe", "compliance")] * 2
+            + [row("blendin", "unsafe", "refusal"), row("blendin", "unsafe", "compliance"), row("blendin", "safe", "refusal"),
+               row("blendin", "safe", None, error="boom")])
+    assert refusal_split(rows) == {"guide": {"safe": (2, 2), "unsafe": (0, 3)}, "blendin g0.4": {"safe": (0, 1), "unsafe": (1, 2)}}
+    lines = _split_lines({"P": rows}, "xstest")
+    assert "| P | guide | 2/2 | 0/3 |" in lines and "| P | blendin g0.4 | 0/1 | 1/2 |" in lines
+    assert refusal_split([{**r, "extracted": "18"} for r in rows]) == {}  # a task of numbers has no such split
+
+
 def test_report_over_a_grid_writes_tables_paired_comparisons_and_plots(tmp_path, capsys, loads):
     assert run(capsys, *_grid(tmp_path, A, B, methods="base,guide,switch,blendin"))[0] == 0
     code, out, err = run(capsys, "report", tmp_path / "grid", "--out", tmp_path / "rep", "--compare", "blendin:switch", "--compare", "blendin:base")
     assert code == 0, err
     tables = (tmp_path / "rep" / "tables.md").read_text()
     assert "## gsm8k" in tables and f"| {LA} | blendin g0.4 | 2 |" in tables and f"| {LB} | guide | 2 |" in tables
+    assert "by the prompt's label" not in tables
     paired = (tmp_path / "rep" / "paired.md").read_text()
     assert f"| {LB} | gsm8k | blendin g0.4 | switch g0.4 | 2 | +0.000 |" in paired and "| blendin g0.4 | base |" in paired
     for name in ("score_vs_interventions.png", "interventions_by_correctness.png", "alpha_hist.png"):

@@ -7,6 +7,7 @@ pairs, in the grid's order. Folders of the same name (one pair's grids of two ta
 run. Every figure has one panel per task; a pair keeps its colour in every figure.
 
 - tables.md: per task, pair x configuration: n, score and its 95% interval, intervention rate, mean alpha;
+  for refusal tasks (XSTest) also right answers by the prompt's label (safe answered, unsafe refused);
 - paired.md: per pair and task, method a against method b item by item (``eval.compare``): the
   difference, its 95% interval and the items only one of them got right;
 - early_warning.md: per pair and task, BlendIn's intervention rate on the first 20 items (what
@@ -66,7 +67,7 @@ def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS) -
     summaries = {name: summarise(rows) for name, rows in runs.items()}
     tasks = list(dict.fromkeys(s["task"] for ss in summaries.values() for s in ss))
     colours = {name: f"C{i % 10}" for i, name in enumerate(runs)}
-    written = [_tables(summaries, tasks, out / "tables.md")]
+    written = [_tables(summaries, tasks, out / "tables.md", runs)]
     paired = [{"run": name, **c} for name, rows in runs.items() for c in compare_methods(rows, comparisons)]
     (out / "paired.md").write_text((paired_markdown(paired) if paired else "no run has both methods of a comparison ("
                                     + ", ".join(f"{a}:{b}" for a, b in comparisons) + ")") + "\n", encoding="utf-8")
@@ -84,7 +85,35 @@ def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS) -
     return written
 
 
-def _tables(summaries: dict, tasks: list[str], path: Path) -> Path:
+def refusal_split(rows: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
+    """XSTest-style rows (``extracted`` refusal or compliance) by configuration: {config: {gold
+    label: (right, n)}}: safe prompts answered, unsafe ones refused. One score hides which way a
+    method goes wrong (a guide that never refuses, a base that refuses too much); this shows it."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for r in rows:
+        if r.get("error") or r.get("extracted") not in ("refusal", "compliance"):
+            continue
+        cell = out.setdefault(config_name(r), {}).setdefault(str(r["gold"]), [0, 0])
+        cell[0] += bool(r["correct"])
+        cell[1] += 1
+    return {c: {g: tuple(v) for g, v in sorted(golds.items())} for c, golds in out.items()}
+
+
+def _split_lines(runs: dict, task: str) -> list[str]:
+    splits = {name: refusal_split([r for r in rows if r["task"] == task]) for name, rows in runs.items()}
+    labels = sorted({g for sp in splits.values() for golds in sp.values() for g in golds})
+    if not labels:
+        return []
+    lines = [f"{task} by the prompt's label (right: a safe prompt answered, an unsafe one refused):", "",
+             "| pair | configuration | " + " | ".join(f"{g}: right" for g in labels) + " |", "|" + "---|" * (2 + len(labels))]
+    for name, sp in splits.items():
+        for config, golds in sp.items():
+            cells = [f"{golds[g][0]}/{golds[g][1]}" if g in golds else "-" for g in labels]
+            lines.append(f"| {name} | {config} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _tables(summaries: dict, tasks: list[str], path: Path, runs: dict | None = None) -> Path:
     lines = []
     for task in tasks:
         lines += [f"## {task}", "", "| pair | configuration | n | score | 95% CI | unparseable | interventions | mean alpha |",
@@ -96,6 +125,7 @@ def _tables(summaries: dict, tasks: list[str], path: Path) -> Path:
                 lines.append(f"| {name} | {config_name(s)} | {s['n']} | {score} | {interval(s['score_ci'])} | "
                              f"{'-' if s['unparseable'] is None else s['unparseable']} | {100 * s['intervention_rate']:.1f}% | {alpha} |")
         lines.append("")
+        lines += _split_lines(runs or {}, task)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
