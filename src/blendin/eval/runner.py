@@ -106,17 +106,18 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             # item is decoded under all of them before the next item starts
             todo = [(config, it) for it in items for config in unit if (task.name, *key(config), item_id(it)) not in done]
             name = _config_name(unit[0]) if len(unit) == 1 else f"{len(unit)} configurations"
-            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0, "decoded": 0}
+            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0, "decoded": 0, "running": {}}
             start = last = time.perf_counter()
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for _, it in todo]
             jobs = [{"prompt": text, "config": config} for text, (config, _) in zip(prompts, todo)]
             shown = [start]  # when the line last moved
 
-            def on_token(_, tally=tally, todo=todo, name=name, start=start):
+            def on_token(i, tally=tally, todo=todo, name=name, start=start):
                 # a large batch can run many minutes before its first sample finishes: from 10 s on,
                 # the line also moves with the tokens (at most once a second)
                 tally["decoded"] += 1
+                tally["running"][i] = tally["running"].get(i, 0) + 1
                 now = time.perf_counter()
                 if line is not None and now - start >= 10 and now - shown[0] >= 1:
                     shown[0] = now
@@ -124,6 +125,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
 
             for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size, on_token=on_token):
                 config, item = todo[i]
+                tally["running"].pop(i, None)
                 now = time.perf_counter()
                 # wall time since the previous sample finished: these shares add up to the run's wall
                 # time (across resumed runs too), so tokens / shares is the batch's throughput
@@ -214,16 +216,19 @@ def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) ->
     left. ``name``: the configuration's (``_config_name``), or what several decoded together are.
 
     Tokens/s counts every token decoded so far (``tally["decoded"]``, rows still running included;
-    without it, the finished samples' tokens). Time left is the tokens still expected at that pace:
-    each sample not finished is expected to be as long as the finished ones on average, less what
-    has been decoded of it (a batch of 96 rows finishes together, so finished samples alone gave
-    estimates off by a hundredfold).
+    without it, the finished samples' tokens). Time left is the tokens still expected at that pace.
+    A sample's length is estimated from the finished samples and the running ones
+    (``tally["running"]``: row -> tokens so far) together: the first to finish in a batch of 96 are
+    the short ones (XSTest's one-line refusals), so the finished alone said "~0 s left" at 57 of 500
+    while the rows still running were each past their length. Each running row is expected to go on
+    to that length (if it is not past it), each row not started to take all of it.
 
     >>> from blendin.eval.tasks import get_task
     >>> _progress(get_task("gsm8k"), _config_name(BlendConfig()), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
     'gsm8k blendin g=0.4 a=auto: 16/100 score 0.250 interventions 10.0% 8.0 tok/s (200 s, ~1050 s left)'
-    >>> _progress(get_task("gsm8k"), "2 configurations", dict(n=1, score=1.0, tokens=100, interventions=0, errors=0, decoded=1000), 20, 100.0)
-    'gsm8k 2 configurations: 1/20 score 1.000 interventions 0.0% 10.0 tok/s (100 s, ~100 s left)'
+    >>> three_long = dict(n=1, score=1.0, tokens=13, interventions=0, errors=0, decoded=313, running={1: 100, 2: 100, 3: 100})
+    >>> _progress(get_task("xstest"), "5 configurations", three_long, 20, 31.3)
+    'xstest 5 configurations: 1/20 score 1.000 interventions 0.0% 10.0 tok/s (31 s, ~125 s left)'
     """
     rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
     scored = tally["n"] - tally["errors"]
@@ -231,8 +236,11 @@ def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) ->
     errors = f" errors {tally['errors']}" if tally["errors"] else ""
     decoded = tally.get("decoded") or tally["tokens"]
     speed = decoded / seconds if seconds else 0.0
-    expected = tally["tokens"] / tally["n"] * total if tally["n"] else 0  # every sample's tokens, at the mean so far
-    left = f", ~{max(0.0, expected - decoded) / speed:.0f} s left" if 0 < tally["n"] < total and speed else ""
+    running = tally.get("running") or {}
+    seen = tally["n"] + len(running)
+    length = (tally["tokens"] + sum(running.values())) / seen if seen else 0.0  # a sample's tokens, estimated
+    expected = sum(max(0.0, length - t) for t in running.values()) + max(0, total - seen) * length
+    left = f", ~{expected / speed:.0f} s left" if 0 < tally["n"] < total and speed else ""
     return (f"{task.name} {name}: {tally['n']}/{total} "
             f"score {mean}{errors} interventions {100 * rate:.1f}% {speed:.1f} tok/s "
             f"({seconds:.0f} s{left})")
