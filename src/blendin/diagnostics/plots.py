@@ -15,7 +15,8 @@ run. Every figure has one panel per task; a pair keeps its colour in every figur
   the rate on the sample ranks the pairs as their scores do (``eval.warning``);
 - score_vs_interventions.png: score against intervention rate, a colour per pair, a marker per
   method, the 95% interval as an error bar; no text on the points (the legends name them), so
-  nothing is written over anything else where points lie close;
+  nothing is written over anything else where points lie close; one model alone in two pairs (its
+  rows copied) is set beside itself, and two guide-alone lines at one score alternate their dashes;
 - alpha_hist.png: the weights BlendIn gave the guide, over every intervention, per pair;
 - interventions_by_correctness.png: BlendIn's per-sample intervention rate on right and wrong answers;
 - guides.png and guides.md, for runs that record their guides: each guide's interventions, passes,
@@ -146,13 +147,19 @@ def _score_plot(plt, summaries: dict, tasks: list[str], colours: dict, path: Pat
     methods = []
     for ax, task in zip(axes, tasks or [None]):
         widest = 25.0
+        seen: dict[tuple, int] = {}  # a point or line already drawn: how many times
         for name, ss in summaries.items():
             for s in (s for s in ss if s["task"] == task and s["score"] is not None):
                 methods.append(s["method"])
                 if s["method"] == "guide":
-                    ax.axhline(s["score"], color=colours[name], linestyle="--", linewidth=1.2, alpha=0.8)
+                    # two pairs with one guide (its rows copied) share the line: their dashes alternate
+                    k = seen[("guide", s["score"])] = seen.get(("guide", s["score"]), -1) + 1
+                    ax.axhline(s["score"], color=colours[name], linestyle=(4 * k, (4, 4)), linewidth=1.2, alpha=0.8)
                     continue
                 x, y = 100 * s["intervention_rate"], s["score"]
+                # the same point again (one base alone in two pairs): set beside the first, not on it
+                k = seen[(s["method"], round(x, 1), round(y, 3))] = seen.get((s["method"], round(x, 1), round(y, 3)), -1) + 1
+                x += 0.8 * k
                 widest = max(widest, 1.15 * x)
                 ci = s["score_ci"] or [y, y]
                 ax.errorbar(x, y, yerr=[[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]], fmt=MARKERS.get(s["method"], "x"),
