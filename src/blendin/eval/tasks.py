@@ -143,7 +143,7 @@ def _check_items(task: Task, items: list[dict], path) -> None:
         try:
             task.render(item)
             task.gold(item)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             missing = f"no field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
             raise ConfigError(f"--data {path}: item {n} is not a '{task.name}' item ({missing}); "
                               f"pass the {task.name} file ({task.file})") from None
