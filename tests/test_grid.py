@@ -230,3 +230,24 @@ def test_retry_errors_decodes_failed_samples_again_and_counts_each_once(tmp_path
     summary = json.loads((tmp_path / "grid" / "summary.json").read_text())
     assert [(s["n"], s["errors"]) for s in summary] == [(3, 0)]
     assert [r["extracted"] for r in rows if r["id"] == 1] == ["18"]  # decoded by the pair that works
+
+
+def test_one_model_alone_in_two_pairs_is_drawn_beside_itself(tmp_path, monkeypatch):
+    """P2's base alone is P3's (copied rows): the same point twice was drawn exactly on itself."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+
+    from blendin.diagnostics.plots import _score_plot
+
+    xs, dashes, real_errorbar, real_axhline = [], [], Axes.errorbar, Axes.axhline
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, **kw: xs.append(x) or real_errorbar(self, x, y, **kw))
+    monkeypatch.setattr(Axes, "axhline", lambda self, y, **kw: dashes.append(kw.get("linestyle")) or real_axhline(self, y, **kw))
+    same = {"task": "xstest", "method": "base", "gamma": None, "alpha": None, "score": 0.77, "score_ci": [0.68, 0.84], "intervention_rate": 0.0}
+    guide = {**same, "method": "guide", "intervention_rate": 1.0, "score": 0.59}
+    summaries = {"P2": [same, guide], "P3": [same, guide]}
+    _score_plot(plt, summaries, ["xstest"], {"P2": "C0", "P3": "C1"}, tmp_path / "s.png")
+    assert xs[0] == 0.0 and xs[1] > xs[0]  # set beside, not under
+    assert dashes[0] != dashes[1]  # the two guide lines alternate their dashes
