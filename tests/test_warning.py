@@ -17,7 +17,8 @@ from test_eval import _task_file
 
 def _row(method, i, tokens, interventions, ok, error=None):
     return {"task": "t", "method": method, "gamma": 0.4, "alpha": "auto", "id": i, "tokens": tokens,
-            "interventions": interventions, "score": float(ok), "correct": ok, "error": error}
+            "interventions": interventions, "score": float(ok), "correct": ok, "extracted": "x", "error": error,
+            "mean_alpha": None, "seconds": 1.0}
 
 
 def test_the_first_items_are_the_lowest_ids_and_the_rate_is_pooled_over_their_tokens():

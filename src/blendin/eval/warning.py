@@ -22,6 +22,7 @@ from itertools import combinations
 
 from .compare import config_name
 from .diagnose import MIN_SAMPLE
+from .runner import summarise
 
 
 def _order(item_id):
@@ -32,36 +33,27 @@ def _order(item_id):
         return (1, 0.0, str(item_id))
 
 
-def _rate(rows: list[dict]) -> float | None:
-    tokens = sum(r.get("tokens") or 0 for r in rows)
-    return sum(r.get("interventions") or 0 for r in rows) / tokens if tokens else None
-
-
-def _score(rows: list[dict]) -> float | None:
-    scored = [r["score"] for r in rows if r.get("score") is not None]
-    return sum(scored) / len(scored) if scored else None
-
-
 def early_warnings(runs: dict[str, list[dict]], sample: int = MIN_SAMPLE, threshold: float = 0.2) -> list[dict]:
     """One entry per run, task and BlendIn configuration: ``early_rate`` and ``reliable`` on the
     first ``sample`` items (``sample_n``: how many there were), ``rate``, ``score`` and ``n`` on all
     of the run's items, and ``base``/``guide``: those methods' scores on the same task (None where
-    not run). Rows that failed are left out, as ``diagnose`` leaves them out."""
+    not run). Rows that failed are left out, as ``diagnose`` leaves them out; rates and scores are
+    ``runner.summarise``'s."""
     out = []
     for name, rows in runs.items():
         rows = [r for r in rows if not r.get("error")]
-        for task in dict.fromkeys(r["task"] for r in rows):
-            of_task = [r for r in rows if r["task"] == task]
-            alone = {m: _score([r for r in of_task if r["method"] == m]) for m in ("base", "guide")}
-            for key in dict.fromkeys((r["gamma"], r["alpha"]) for r in of_task if r["method"] == "blendin"):
-                blend = sorted((r for r in of_task if r["method"] == "blendin" and (r["gamma"], r["alpha"]) == key),
-                               key=lambda r: _order(r["id"]))
-                first = blend[:sample]
-                early = _rate(first)
-                out.append({"run": name, "task": task, "config": config_name(blend[0]), "sample_n": len(first),
-                            "early_rate": early, "reliable": None if early is None else early <= threshold,
-                            "early_score": _score(first), "rate": _rate(blend), "score": _score(blend), "n": len(blend),
-                            **alone})
+        summaries = summarise(rows)
+        for s in (s for s in summaries if s["method"] == "blendin"):
+            alone = {m: next((a["score"] for a in summaries if (a["task"], a["method"]) == (s["task"], m)), None)
+                     for m in ("base", "guide")}
+            config = (s["task"], "blendin", s["gamma"], s["alpha"])
+            first = sorted((r for r in rows if (r["task"], r["method"], r["gamma"], r["alpha"]) == config),
+                           key=lambda r: _order(r["id"]))[:sample]
+            [early] = summarise(first)
+            out.append({"run": name, "task": s["task"], "config": config_name(s), "sample_n": len(first),
+                        "early_rate": early["intervention_rate"], "reliable": early["intervention_rate"] <= threshold,
+                        "early_score": early["score"], "rate": s["intervention_rate"], "score": s["score"], "n": s["n"],
+                        **alone})
     return out
 
 
