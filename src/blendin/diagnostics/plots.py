@@ -114,7 +114,7 @@ def _split_lines(runs: dict, task: str) -> list[str]:
     return lines + [""]
 
 
-def _tables(summaries: dict, tasks: list[str], path: Path, runs: dict | None = None) -> Path:
+def _tables(summaries: dict, tasks: list[str], path: Path, runs: dict) -> Path:
     lines = []
     for task in tasks:
         lines += [f"## {task}", "", "| pair | configuration | n | score | 95% CI | unparseable | interventions | mean alpha |",
@@ -126,7 +126,7 @@ def _tables(summaries: dict, tasks: list[str], path: Path, runs: dict | None = N
                 lines.append(f"| {name} | {config_name(s)} | {s['n']} | {score} | {interval(s['score_ci'])} | "
                              f"{'-' if s['unparseable'] is None else s['unparseable']} | {100 * s['intervention_rate']:.1f}% | {alpha} |")
         lines.append("")
-        lines += _split_lines(runs or {}, task)
+        lines += _split_lines(runs, task)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -147,19 +147,21 @@ def _score_plot(plt, summaries: dict, tasks: list[str], colours: dict, path: Pat
     methods = []
     for ax, task in zip(axes, tasks or [None]):
         widest = 25.0
-        seen: dict[tuple, int] = {}  # a point or line already drawn: how many times
+        seen: dict[tuple, int] = {}  # a point or line already drawn: how many times before
+
+        def nth(key) -> int:
+            seen[key] = seen.get(key, -1) + 1
+            return seen[key]
         for name, ss in summaries.items():
             for s in (s for s in ss if s["task"] == task and s["score"] is not None):
                 methods.append(s["method"])
                 if s["method"] == "guide":
                     # two pairs with one guide (its rows copied) share the line: their dashes alternate
-                    k = seen[("guide", s["score"])] = seen.get(("guide", s["score"]), -1) + 1
-                    ax.axhline(s["score"], color=colours[name], linestyle=(4 * k, (4, 4)), linewidth=1.2, alpha=0.8)
+                    ax.axhline(s["score"], color=colours[name], linestyle=(4 * nth(("guide", s["score"])), (4, 4)), linewidth=1.2, alpha=0.8)
                     continue
                 x, y = 100 * s["intervention_rate"], s["score"]
                 # the same point again (one base alone in two pairs): set beside the first, not on it
-                k = seen[(s["method"], round(x, 1), round(y, 3))] = seen.get((s["method"], round(x, 1), round(y, 3)), -1) + 1
-                x += 0.8 * k
+                x += 0.8 * nth((s["method"], round(x, 1), round(y, 3)))
                 widest = max(widest, 1.15 * x)
                 ci = s["score_ci"] or [y, y]
                 ax.errorbar(x, y, yerr=[[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]], fmt=MARKERS.get(s["method"], "x"),
