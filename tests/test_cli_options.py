@@ -40,6 +40,8 @@ BAD = [
     (["generate", "--concurrency", "0", "hi"], "--concurrency must be a whole number >= 1, got 0"),
     (["generate", "--batch-size", "0", "--input", "q.jsonl", "--output", "r.jsonl"], "--batch-size must be a whole number >= 1, got 0"),
     (["generate", "--gamma"], "--gamma needs a value"),
+    (["generate", "--speculate", "fast", "hi"], "unknown speculate 'fast'; choose one of: off, guide, lookup, auto"),
+    (["eval", "--task", "gsm8k", "--out", "o", "--speculate", "gide"], "unknown speculate 'gide' (did you mean 'guide'?)"),
     (["generate", "--gama", "0.3", "hi"], "(did you mean '--gamma'?)"),
     (["eval", "--task", "gsm8k", "--out", "o", "--limit", "0"], "--limit must be a whole number >= 1, got 0"),
     (["eval", "--task", "gsm8k", "--out", "o", "--limit", "-1"], "--limit must be a whole number >= 1, got -1"),

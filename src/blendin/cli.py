@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
-from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_mitigations, add_models, alpha, alpha_value, flagged,
-                      fraction, number, unknown_options, whole)
+from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_mitigations, add_models, add_speculate, alpha,
+                      alpha_value, flagged, fraction, number, unknown_options, whole)
 from .errors import BlendinError, ConfigError
 from .eval.diagnose import MIN_SAMPLE as MIN_DIAGNOSE_SAMPLE  # the paper's pair check: 20 prompts
 
@@ -81,7 +81,7 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
         stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt), turn_stop=a.turn_stop,
         base_remote=_remote(a, "base"), trace_top=5 if getattr(a, "trace_html", None) else 0,
-        **_guides(a), **_placement(a), **_mitigations(a),
+        speculate=a.speculate, **_guides(a), **_placement(a), **_mitigations(a),
     )
 
 
@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a pair of the grid (repeatable; BASE:GUIDE1,GUIDE2 for several guides; instead of --base/--guide): "
                     "each pair's results go to --out/BASE+GUIDE/, and --out/summary.json gathers them")
     add_mitigations(ev)
+    add_speculate(ev)
     ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "
                     "(default: none, outputs are written and not scored)")
@@ -417,7 +418,7 @@ def cmd_eval(a) -> int:
         for task in tasks:
             base = BlendConfig(base=models.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
                                prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
-                               **_guides(models), **_placement(a), **_mitigations(a))
+                               speculate=a.speculate, **_guides(models), **_placement(a), **_mitigations(a))
             # grid builds each configuration through BlendConfig, so every combination is checked before models load
             configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
             judge = _judge(a, task)

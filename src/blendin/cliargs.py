@@ -178,6 +178,12 @@ def add_mitigations(p: argparse.ArgumentParser) -> None:
 
 
 
+def add_speculate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speculate", default=BlendConfig.speculate, metavar="MODE",
+                   help="off | guide | lookup | auto: draft tokens for the base to read in one pass (the guide, one tokenizer; "
+                   "prompt lookup, any pair; auto: the guide where it can). The same tokens as off, fewer base passes")
+
+
 def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
     """The options of generate, demo and serve (for serve, the defaults of requests that leave them out).
 
@@ -188,6 +194,7 @@ def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
     add_models(p)
     p.add_argument("--method", default=d.method, help=" | ".join(METHODS))
     add_mitigations(p)
+    add_speculate(p)
     p.add_argument("--gamma", type=number, default=d.gamma, help="the base decides alone when its top-1 probability is >= gamma")
     p.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
     p.add_argument("--max-new-tokens", type=whole(1), default=d.max_new_tokens, help="the most tokens to generate"

@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .placement import Placement, check_names, dtype_name
 
 METHODS = ("base", "guide", "switch", "nudging", "blendin")
+SPECULATE = ("off", "guide", "lookup", "auto")  # who drafts for the base (``speculative``)
 BASE_PROMPTS = ("plain", "chat")
 DEFAULT_BASE = "gemma-3-270m"
 DEFAULT_GUIDE = "smollm2-135m-instruct"
@@ -128,6 +129,9 @@ class BlendConfig:
     turn_stop: end the answer where the base's plain-text format starts the next turn, a line
     beginning with the question prefix ("\\nQuestion:"), as if it were one of ``stop``; a pretrained
     base would otherwise write the user's next question and answer it too. ``stops`` lists what applies.
+    speculate: off, or who drafts tokens for the base to read in one pass (``speculative``): the
+    guide (one tokenizer), prompt lookup, or auto (the guide where it can, else lookup). The tokens
+    are the same as off; only the passes differ.
     """
 
     base: str = DEFAULT_BASE
@@ -157,6 +161,7 @@ class BlendConfig:
     retire_below: float | None = None
     retire_after: int = 8
     capability_gap: float | None = None
+    speculate: str = "off"  # off | guide | lookup | auto: draft tokens for the base to read in one pass
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -186,6 +191,9 @@ class BlendConfig:
         check_names(self.guide_device or self.device, self.guide_dtype or self.dtype, flag="guide_device")
         self._check_guides()
         self._check_mitigations()
+        if self.speculate not in SPECULATE:
+            raise ConfigError(f"unknown speculate '{self.speculate}'{did_you_mean(str(self.speculate), SPECULATE)}; "
+                              f"choose one of: {', '.join(SPECULATE)}")
         if not isinstance(self.turn_stop, bool):
             raise ConfigError(f"turn_stop must be True or False (stop at the base's next turn, or not), got {self.turn_stop!r}")
 

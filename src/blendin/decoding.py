@@ -38,6 +38,7 @@ from .pair import Pair, guide_role
 from .policies import policy_for
 from .prompts import Rendered, prompt_ids
 from .sampling import Sampler
+from .speculative import drafter_for
 from .transcript import Transcript, split_words
 from .types import GenerationResult, Step
 
@@ -63,10 +64,11 @@ class Track:
             self.session.sync(self.prompt + self.gen_ids)
         return self
 
-    def probs(self) -> torch.Tensor:
-        """Next-token probabilities [V_model] after prompt + generated text (runs the model if needed)."""
+    def probs(self, ahead: bool = False) -> torch.Tensor:
+        """Next-token probabilities [V_model] after prompt + generated text (runs the model if needed);
+        ``ahead``: after the tokens drafted past it too (``speculative``)."""
         self.passes += 1
-        return torch.exp(self.session.logprobs())
+        return torch.exp(self.session.ahead_logprobs() if ahead else self.session.logprobs())
 
     def push(self, token_id: int) -> None:
         self.gen_ids.append(token_id)
@@ -81,9 +83,11 @@ class Track:
 
 @dataclass(frozen=True)
 class Need:
-    """What a row yields when it needs ``track``'s next-token probabilities; the driver sends them back."""
+    """What a row yields when it needs ``track``'s next-token probabilities; the driver sends them back
+    (``ahead``: those after the tokens drafted on its session, for a drafter)."""
 
     track: Track
+    ahead: bool = False
 
 
 class Generation:
@@ -117,6 +121,7 @@ class Generation:
         self.guide = self.guides[0] if self.guides else None  # the first guide: the one that writes under guide/nudging
         self.records = [GuideRecord(g.label) for g in config.guides[:n_guides]]  # each guide's history, for the mitigations
         self.mitigations = mitigations_for(config)
+        self.drafter = drafter_for(config, pair, self.base, self.guides)  # None unless config.speculate
         self.detail = n_guides > 1 or config.mitigated  # steps record each guide's part (Step.guides)
         self.interventions = 0
         self.held: dict[str, int] = {}  # uncertain steps the base decided alone at, by the mitigation that held guidance back
@@ -158,7 +163,10 @@ class Generation:
         if self.policy.writes == "all":
             yield from self._guide_token()
             return
-        base_probs = yield Need(self.base.follow(self.transcript.text))
+        base = self.base.follow(self.transcript.text)
+        if self.drafter is not None and base.session.stale:  # a pass will run: let it read a draft too
+            yield from self.drafter.prepare(self)
+        base_probs = yield Need(base)
         m_b, _ = top1(base_probs)
         base_turn, self._base_turn = self._base_turn, False
         if base_turn or not self.policy.consult_guide(m_b) or not self._allowed():
@@ -412,6 +420,8 @@ class Generation:
             error=None if self.error is None else first_line(self.error),
             guides=tuple(r.stats(t.passes) for r, t in zip(self.records, self.guides)) or None,
             held=dict(self.held) or None,
+            speculation=None if self.drafter is None else {"drafter": self.drafter.name, "drafted": self.drafter.drafted,
+                                                           "accepted": self.drafter.accepted, "base_passes": self.base.session.forward_calls},
         )
 
 
@@ -490,7 +500,7 @@ def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[t
             pass
         for row, need in zip(group, needs):
             try:
-                replies[row] = need.track.probs()
+                replies[row] = need.track.probs(need.ahead)
             except Exception as exc:  # noqa: BLE001
                 row.error = exc
 

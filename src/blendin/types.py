@@ -83,6 +83,7 @@ class GenerationResult:
     error: str | None = None  # why this row failed (stop_reason "error"); the other rows of its batch go on
     guides: tuple | None = None  # per guide: passes, consulted, interventions, filtered, reliability, retired_at, passes_saved
     held: dict | None = None  # uncertain steps the base decided alone at, by mitigation ("budget", "agreement", "retire")
+    speculation: dict | None = None  # with --speculate: drafter, drafted, accepted (tokens), base_passes
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -11,9 +11,16 @@ Work is lazy: ``sync``/``append`` only record the context; ``logprobs`` runs the
 not yet in the cache. So a model that is not consulted costs nothing, and one that is consulted again
 after the text moved on only reads the new tail.
 
+Drafts (speculative decoding, see ``speculative``): ``session.draft(ids)`` asks the next pass to read
+``ids`` after the context too and keep the distribution after each of them. Those drafted tokens are
+"ahead": in the cache, not in the context. A later ``append``/``sync`` onto them moves the context
+along without a pass, and its ``logprobs`` are the kept ones; one that leaves them drops them. So a
+session only ever hands out the distribution of exactly its context, drafted or not.
+
 Capability flags (instead of isinstance checks):
     full_distribution   logprobs covers the whole vocabulary (not only a top-k)
     batched             ``forward_batch(sessions)`` serves many sessions in one pass
+    drafts              a pass reads drafted tokens and returns their distributions too (``draft``)
     context_length      the longest context in tokens, or None where unknown (a remote server)
 """
 
@@ -39,15 +46,20 @@ class Tokenizer(Protocol):
 
 
 class PrefixSession:
-    """Context bookkeeping shared by local backends; subclasses implement ``_forward`` and ``_truncate``.
+    """Context bookkeeping shared by local backends; subclasses implement ``_forward`` and ``_truncate``
+    (and ``_forward_rows``, where the model has the ``drafts`` capability).
 
     ``forward_tokens`` counts the tokens actually run through the model (the cost that prefix reuse saves).
     """
 
     def __init__(self):
         self.ids: list[int] = []  # the context, in this model's vocabulary
-        self._cached = 0  # how many of self.ids the backend cache holds
-        self._logprobs: torch.Tensor | None = None  # valid while _cached == len(ids)
+        self._cached = 0  # how many of self.ids + self.ahead the backend cache holds
+        self._logprobs: torch.Tensor | None = None  # valid while _cached >= len(ids)
+        self.ahead: list[int] = []  # drafted tokens past the context, all cached, each with its logprobs
+        self._ahead_logprobs: list[torch.Tensor] = []  # [V] after ids + ahead[: j + 1]
+        self.drafted: list[int] = []  # tokens the next pass reads after ids + ahead (``draft``)
+        self.advanced = 0  # tokens the context moved onto from ahead (drafts taken), for the acceptance rate
         self.forward_tokens = 0
         self.forward_calls = 0
 
@@ -57,8 +69,13 @@ class PrefixSession:
             raise ValueError("cannot sync a session to an empty context")
         if ids == self.ids:
             return
+        full = self.ids + self.ahead
+        if len(self.ids) < len(ids) <= len(full) and full[: len(ids)] == ids:
+            self._advance(len(ids) - len(self.ids))
+            return
         # subtle: the model needs >= 1 fresh token to produce logits, so keep at most len(ids) - 1
-        keep = min(common_prefix(self.ids, ids), self._cached, len(ids) - 1)
+        keep = min(common_prefix(full, ids), self._cached, len(ids) - 1)
+        self._drop_ahead()
         if keep < self._cached:
             self._truncate(keep)
             self._cached = keep
@@ -66,40 +83,95 @@ class PrefixSession:
         self._logprobs = None
 
     def append(self, token_id: int) -> None:
-        self.ids.append(int(token_id))
+        token_id = int(token_id)
+        if self.ahead and self.ahead[0] == token_id:
+            self._advance(1)
+            return
+        if self.ahead:
+            self._drop_ahead()
+            self._truncate(len(self.ids))
+            self._cached = len(self.ids)
+        self.drafted = []
+        self.ids.append(token_id)
         self._logprobs = None
+
+    def draft(self, ids: Sequence[int]) -> None:
+        """Ask the next pass to read ``ids`` after the context and what is already ahead, keeping the
+        distribution after each (see ``ahead_logprobs``). A move of the context cancels it."""
+        self.drafted = [int(i) for i in ids]
+
+    def _advance(self, n: int) -> None:
+        """Move the context onto the first ``n`` tokens ahead; their kept logprobs need no pass."""
+        self.ids = self.ids + self.ahead[:n]
+        self.advanced += n
+        self._logprobs = self._ahead_logprobs[n - 1]
+        self.ahead, self._ahead_logprobs = self.ahead[n:], self._ahead_logprobs[n:]
+        self.drafted = []
+
+    def _drop_ahead(self) -> None:
+        self.ahead, self._ahead_logprobs, self.drafted = [], [], []
 
     @property
     def stale(self) -> bool:
-        """True when ``logprobs`` would run the model."""
-        return self._logprobs is None
+        """True when ``logprobs`` (or ``ahead_logprobs``) would run the model."""
+        return self._logprobs is None or bool(self.drafted)
 
     def pending(self) -> tuple[int, list[int]]:
         """(tokens already in the cache, the tokens the next forward pass must read)."""
-        return self._cached, self.ids[self._cached :]
+        return self._cached, (self.ids + self.ahead + self.drafted)[self._cached :]
+
+    def wanted(self) -> int:
+        """How many of the pending tokens' positions, counted from the last, the pass must return
+        logprobs after: 1 without a draft; with one, every drafted token's and the context's own."""
+        total = len(self.ids) + len(self.ahead) + len(self.drafted)
+        first = len(self.ids) if self._logprobs is None else len(self.ids) + len(self.ahead) + 1
+        return total - first + 1
 
     def store(self, logprobs: torch.Tensor) -> None:
-        """Accept logprobs computed for the whole context (by a batched pass)."""
-        self.forward_tokens += len(self.ids) - self._cached
+        """Accept logprobs computed for the pending tail (by a batched pass): [V] after the whole
+        context, or [wanted(), V], one row after each of the last ``wanted()`` pending tokens."""
+        rows = logprobs if logprobs.dim() == 2 else logprobs[None]
+        total = len(self.ids) + len(self.ahead) + len(self.drafted)
+        if rows.shape[0] != self.wanted():
+            raise ValueError(f"a pass returned {rows.shape[0]} positions where the session needs {self.wanted()}")
+        self.forward_tokens += total - self._cached
         self.forward_calls += 1
-        self._cached = len(self.ids)
-        self._logprobs = logprobs
+        first = total - rows.shape[0] + 1  # the context length the first row comes after
+        for j in range(rows.shape[0]):
+            if first + j == len(self.ids):
+                self._logprobs = rows[j]
+            elif first + j > len(self.ids):
+                self._ahead_logprobs.append(rows[j])
+        self.ahead, self.drafted = self.ahead + self.drafted, []
+        self._cached = total
 
     def logprobs(self) -> torch.Tensor:
         """Next-token log-probabilities after ``self.ids``: float tensor [V_model]. Do not modify it."""
         if not self.ids:
             raise ValueError("the session has an empty context: sync it to a prompt first")
-        if self._logprobs is None:
+        if self.stale:
             self._run()
         return self._logprobs
 
+    def ahead_logprobs(self) -> torch.Tensor:
+        """Log-probabilities [V_model] after the context and every token ahead (runs a pending draft)."""
+        if self.stale:
+            self._run()
+        return self._ahead_logprobs[-1] if self.ahead else self._logprobs
+
     def _run(self) -> None:
         """Compute and ``store`` the logprobs after the pending tail (a batched backend runs a pass)."""
-        self.store(self._forward(self.ids[self._cached :]))
+        start, tail = self.pending()
+        wanted = self.wanted()
+        self.store(self._forward(tail) if wanted == 1 else self._forward_rows(tail, wanted))
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
         """Run the model on ``new_ids`` after the cached prefix; return the last position's logprobs [V]."""
         raise NotImplementedError
+
+    def _forward_rows(self, new_ids: list[int], keep: int) -> torch.Tensor:
+        """As ``_forward``, returning the last ``keep`` positions' logprobs [keep, V] (``drafts`` models)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score drafted tokens")
 
     def _truncate(self, keep: int) -> None:
         """Drop everything after the first ``keep`` tokens from the cache."""

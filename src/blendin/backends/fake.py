@@ -80,6 +80,7 @@ class ScriptedModel:
         self.name = name
         self.context_length = context_length
         self.full_distribution = not partial
+        self.drafts = True  # any context's distribution is one script call away
         self.vocab_size = len(tokenizer.pieces())
         self.sessions: list[ScriptedSession] = []
 
@@ -105,7 +106,12 @@ class ScriptedSession(PrefixSession):
         self.model = model
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
-        return torch.log(self.model.probs_for(self.model.tokenizer.decode(self.ids)))
+        return self._forward_rows(new_ids, 1)[0]
+
+    def _forward_rows(self, new_ids: list[int], keep: int) -> torch.Tensor:
+        context = self.ids + self.ahead + self.drafted
+        decode = self.model.tokenizer.decode
+        return torch.stack([torch.log(self.model.probs_for(decode(context[: len(context) - keep + 1 + j]))) for j in range(keep)])
 
     def _truncate(self, keep: int) -> None:
         pass

@@ -152,6 +152,7 @@ class HFModel:
     """
 
     full_distribution = True
+    drafts = True  # a pass returns the distributions after drafted tokens too
 
     def __init__(self, model, tokenizer, name: str):
         self.model = model.eval()
@@ -192,16 +193,19 @@ class HFSession(PrefixSession):
         return DynamicCache()
 
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
+        return self._forward_rows(new_ids, 1)[0]
+
+    def _forward_rows(self, new_ids: list[int], keep: int) -> torch.Tensor:
         device = self.model.device
         with torch.inference_mode():
             out = self.model(
                 input_ids=torch.tensor([new_ids], device=device),
                 past_key_values=self.cache,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=keep,
             )
         self.cache = out.past_key_values
-        return torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        return torch.log_softmax(out.logits[0, -keep:].float(), dim=-1)  # [keep, V]
 
     def _truncate(self, keep: int) -> None:
         drop = self.cache.get_seq_length() - keep
@@ -403,6 +407,8 @@ class SlotRunner:
             masks = {kind: m.to(device) for kind, m in masks.items()}
         else:
             masks = masks.to(device)
+        wanted = [s.wanted() for s in sessions]  # positions each row needs back: 1, or a draft's
+        keep = max(wanted)  # <= T: a row's wanted positions are its last real tokens
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model(
@@ -411,14 +417,14 @@ class SlotRunner:
                 attention_mask=masks,
                 past_key_values=cache,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=keep,
             )
-        logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [S, V], on the device
+        logprobs = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)  # [S, keep, V], on the device
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # so that `seconds` is the pass's time, not its launch's
         self.seconds += time.perf_counter() - start
-        for r, s in enumerate(sessions):
-            s.store(logprobs[r])
+        for r, (s, w) in enumerate(zip(sessions, wanted)):
+            s.store(logprobs[r, -1] if w == 1 else logprobs[r, keep - w :])
 
 
 def group_by_length(items: list, length, pad_budget: int) -> list[list]:

@@ -59,7 +59,7 @@ FIXED_FIELDS = ("turn_stop",)
 # recorded without them resumes where they are at that value (and only there)
 LEGACY_DEFAULTS = {"more_guides": [], "max_intervention_rate": None, "agreement_top_k": None, "reliability": False,
                    "retire_below": None, "retire_after": 8, "capability_gap": None}
-UNRECORDED = ("api_key", "concurrency")  # a secret; a throughput knob
+UNRECORDED = ("api_key", "concurrency", "speculate")  # a secret; throughput knobs (the same tokens either way)
 _MISSING = object()
 
 
