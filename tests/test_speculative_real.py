@@ -30,7 +30,7 @@ def decisions(result):
     return [(s.token_id, s.source, s.intervened) for s in result.steps]
 
 
-def check(pair, method, speculate, tokens=24):
+def check(pair, method, speculate, tokens=16):
     plain_config = BlendConfig(method=method, max_new_tokens=tokens, prompt=PromptFormat(system="Answer briefly."))
     config = plain_config.with_(speculate=speculate)
     plain = dict(generate_many(pair, PROMPTS, plain_config, batch_size=1))
@@ -47,20 +47,20 @@ def check(pair, method, speculate, tokens=24):
     return rows
 
 
-@pytest.mark.parametrize("method", ["blendin", "switch", "nudging"])
+@pytest.mark.parametrize("method", ["blendin", "nudging"])
 def test_qwen_guide_drafts_keep_every_decision(qwen_pair, method):
     rows = check(qwen_pair, method, "guide")
     assert sum(g.drafter.accepted for g in rows) > 0
     assert sum(g.base.session.forward_calls for g in rows) < sum(len(g.steps) for g in rows)
 
 
-@pytest.mark.parametrize("method", ["base", "blendin"])
+@pytest.mark.parametrize("method", ["base"])
 def test_qwen_prompt_lookup_keeps_every_decision(qwen_pair, method):
     rows = check(qwen_pair, method, "lookup")
     assert rows[2].drafter.accepted > 0  # the sentence to repeat is in the prompt
 
 
-@pytest.mark.parametrize("method", ["blendin", "switch"])
+@pytest.mark.parametrize("method", ["blendin"])
 def test_embedded_pair_across_tokenizers_keeps_every_decision(embedded_pair, method):
     rows = check(embedded_pair, method, "auto")
     assert all(g.drafter.name == "lookup" for g in rows)
