@@ -99,6 +99,13 @@ def main() -> int:
     for r in rows:
         print(f"| {r['pair']} | {r['batch']} | {r['config']} | {r['tokens']} | {r['tps']:.2f} | {r['x_base']:.2f} | "
               f"{_fmt(r['base_passes_per_token'])} | {_fmt(r['acceptance'])} | {r['identical']} |")
+    print()
+    print("where the time goes: passes / seconds inside each model / tokens read (prompts included)")
+    print("| base | batch | configuration | base passes | base s | base tokens | guide passes | guide s | guide tokens |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (base, batch, method, speculate), (bp, bs, bt, gp, gs, gt) in TIME_SPENT.items():
+        label = method + ("" if speculate == "off" else f" speculate={speculate}")
+        print(f"| {base} | {batch} | {label} | {bp} | {bs:.1f} | {bt} | {gp} | {gs:.1f} | {gt} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)
@@ -145,10 +152,16 @@ def run(pair, prompts, config, batch):
     from blendin.decoding import Generation, run_rows
 
     rows = [Generation(pair, p, config) for p in prompts]
+    runners = [getattr(m, "runner", None) for m in (pair.base, pair.guide)]
+    before = [_counters(r) for r in runners]
     start = time.perf_counter()
     for _ in run_rows(iter(rows), width=batch):
         pass
     seconds = time.perf_counter() - start
+    TIME_SPENT.setdefault((config.base, batch, config.method, config.speculate), [0, 0.0, 0, 0, 0.0, 0])
+    spent = [y - x for r, b in zip(runners, before) for x, y in zip(b, _counters(r))]
+    TIME_SPENT[(config.base, batch, config.method, config.speculate)] = [
+        x + y for x, y in zip(TIME_SPENT[(config.base, batch, config.method, config.speculate)], spent)]
     results = [r.result() for r in rows]
     calls = sum(r.base.session.forward_calls for r in rows if r.base is not None)
     drafted = [sum(r.drafter.drafted for r in rows if r.drafter), sum(r.drafter.accepted for r in rows if r.drafter)]
@@ -173,6 +186,13 @@ def assisted(pair, prompts, config):
         seconds += time.perf_counter() - start
         n += out.shape[1] - ids.shape[1]
     return n, seconds
+
+
+TIME_SPENT: dict = {}  # (base, batch, method, speculate) -> base passes, s, tokens read; guide passes, s, tokens read
+
+
+def _counters(runner) -> list:
+    return [0, 0.0, 0] if runner is None else [runner.passes, runner.seconds, runner.tokens_read]
 
 
 def _add(store, key, values):
