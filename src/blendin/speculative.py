@@ -21,7 +21,9 @@ Drafters (one object per row, asked by ``Generation`` before each base pass that
                    (prompt or answer so far); costs no model at all. Any pair, any method with a base.
 
 The draft length adapts per row as transformers' assisted generation does ("heuristic"): two more
-after a draft taken whole, one fewer after one cut short, between 1 and ``MAX_DRAFT``.
+after a draft taken whole, one fewer after one cut short, between 1 and ``MAX_DRAFT``; after drafts
+of which nothing was taken the row rests a growing number of passes before drafting again. Under
+``auto`` a row drafts only while it has its base's passes to itself (measured: see ``drafter_for``).
 
 Decided (the issue asked for speculative sampling): a greedy draft accepted where the sampled token
 equals it is accepted with probability p(d), the chance speculative sampling gives a one-hot draft,
