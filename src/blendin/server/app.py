@@ -4,7 +4,8 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)        # what ``blendin serve`` does
 
 Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with
-``stream: true`` as server-sent events ending with ``data: [DONE]``). Bodies are read and validated
+``stream: true`` as server-sent events ending with ``data: [DONE]``), and vLLM's POST /tokenize and
+POST /detokenize (prompts counted as the base reads them). Bodies are read and validated
 here (not by FastAPI's automatic validation) so that every failure has the OpenAI error shape:
 400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large
 (refused as soon as it is, even a chunked one), 429 queue full; 500 only for faults of the server
@@ -32,7 +33,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import Engine, QueueFull
-from .protocol import ChatCompletionRequest, CompletionRequest, error_body, internal_error, validation_error_body
+from .protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, error_body, internal_error,
+                       validation_error_body)
 from .service import RequestError, Service, chunk_logprobs, finish_reason
 
 log = logging.getLogger("blendin.server")
@@ -142,7 +144,7 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
     async def _http_error(request, exc):
         if exc.status_code == 404:
             return _error(404, f"no route {request.method} {request.url.path}; routes: GET /health, GET /v1/models, "
-                               "POST /v1/completions, POST /v1/chat/completions", code="not_found")
+                               "POST /v1/completions, POST /v1/chat/completions, POST /tokenize, POST /detokenize", code="not_found")
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -227,6 +229,23 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
                 ticket.cancel()
         body = service.completion_body(req, jobs, results) if kind == "completion" else service.chat_body(req, jobs, results)
         return JSONResponse(body)
+
+    async def count(request: Request, model, answer):
+        req, failed = await read(request, model)
+        if failed is not None:
+            return failed
+        try:
+            return answer(req)
+        except RequestError as exc:
+            return _error(exc.status, str(exc), param=exc.param, code=exc.code)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        return await count(request, TokenizeRequest, service.tokenize)
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        return await count(request, DetokenizeRequest, service.detokenize)
 
     @app.post("/v1/completions")
     async def completions(request: Request):

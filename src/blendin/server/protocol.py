@@ -13,7 +13,7 @@ import logging
 import uuid
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import METHODS, did_you_mean
 
@@ -133,6 +133,32 @@ class ChatCompletionRequest(_Sampling):
     def as_dicts(self) -> list[dict]:
         """Messages for the prompt renderers; 'developer' (the newer name) counts as 'system'."""
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's ``POST /tokenize``: ``prompt`` (text, read as a completion's prompt is) or ``messages``
+    (rendered as a chat request is), in the base's vocabulary (the one ``usage`` counts)."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True  # with the tokenizer's own BOS etc., as a prompt is read
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt (text) or messages (a chat), not both or neither")
+        return self
+
+    def as_dicts(self) -> list[dict]:
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages or []]
+
+
+class DetokenizeRequest(BaseModel):
+    """vLLM's ``POST /detokenize``: base-vocabulary token ids back to text."""
+
+    model: str | None = None
+    tokens: list[int]
 
 
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:

@@ -26,7 +26,7 @@ from ..config import BlendConfig
 from ..errors import BlendinError
 from ..prompts import Rendered, render_chat, render_raw
 from ..types import GenerationResult, Step
-from .protocol import SEED_MAX, ChatCompletionRequest, CompletionRequest
+from .protocol import SEED_MAX, ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .settings import ServeSettings
 
 
@@ -146,6 +146,35 @@ class Service:
         rendered = render_chat(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None,
                                config.prompt, req.as_dicts(), more_guide_toks=self._more_toks(config))
         return self._rows(config, [rendered], req.n, max_tokens_given=max_tokens is not None)
+
+    # -- counting tokens (vLLM's /tokenize and /detokenize) ----------------------------------
+    def _counted(self):
+        """The model whose vocabulary prompts are counted in: the base, or the guide of a guide-only server."""
+        return self.pair.base if self.pair.base is not None else self.pair.guide
+
+    def tokenize(self, req: TokenizeRequest) -> dict:
+        """{"count", "max_model_len", "tokens"}: the ids the base reads for this prompt or chat."""
+        if req.model is not None:
+            self.check_model(req.model)
+        model = self._counted()
+        if req.messages is not None:
+            base = model is self.pair.base
+            rendered = render_chat(model.tokenizer if base else None, None if base else model.tokenizer, self.config.prompt, req.as_dicts())
+            ids = list(rendered.base_ids if base else rendered.guide_ids)
+        else:
+            ids = model.tokenizer.encode_prompt(req.prompt) if req.add_special_tokens else model.tokenizer.encode(req.prompt)
+        return {"count": len(ids), "max_model_len": getattr(model, "context_length", None), "tokens": ids}
+
+    def detokenize(self, req: DetokenizeRequest) -> dict:
+        """{"prompt"}: the text of base-vocabulary ids (control tokens dropped, as in answers)."""
+        if req.model is not None:
+            self.check_model(req.model)
+        model = self._counted()
+        size = getattr(model, "vocab_size", None)
+        bad = next((t for t in req.tokens if t < 0 or (size is not None and t >= size)), None)
+        if bad is not None:
+            raise RequestError(f"token id {bad} is outside the vocabulary of '{model.name}' (ids 0 to {size - 1})", param="tokens")
+        return {"prompt": model.tokenizer.decode(req.tokens)}
 
     # -- results -> responses ---------------------------------------------------------------
     @staticmethod
