@@ -4,8 +4,8 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)        # what ``blendin serve`` does
 
 Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with
-``stream: true`` as server-sent events ending with ``data: [DONE]``), and vLLM's POST /tokenize and
-POST /detokenize (prompts counted as the base reads them). Bodies are read and validated
+``stream: true`` as server-sent events ending with ``data: [DONE]``), vLLM's POST /tokenize and
+POST /detokenize (prompts counted as the base reads them), and GET /metrics (Prometheus, ``metrics``). Bodies are read and validated
 here (not by FastAPI's automatic validation) so that every failure has the OpenAI error shape:
 400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large
 (refused as soon as it is, even a chunked one), 429 queue full; 500 only for faults of the server
@@ -28,17 +28,19 @@ import logging
 import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import Engine, QueueFull
+from .metrics import Metrics
 from .protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, error_body, internal_error,
                        validation_error_body)
 from .service import RequestError, Service, chunk_logprobs, finish_reason
 
 log = logging.getLogger("blendin.server")
 NOTE = "blendin.log"  # the scope key where a decoding route leaves its part of the request's log line
+START = "blendin.start"  # the scope key of the request's start (perf_counter), for the time to first token
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param=None, code=None) -> JSONResponse:
@@ -75,13 +77,13 @@ class RequestLog:
     noted by a stream that failed after its 200). uvicorn's own access log is off: this line has
     more in it."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, metrics=None):
+        self.app, self.metrics = app, metrics  # metrics: counts every request too (``metrics.Metrics``)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start = time.perf_counter()
+        start = scope[START] = time.perf_counter()
         seen = {"status": None, "body": b""}
 
         async def watch(message):
@@ -103,7 +105,10 @@ class RequestLog:
             if fault:
                 error = "a fault of the server (its traceback is logged under an error id)"
             status = 500 if fault and seen["status"] is None else seen["status"]
-            log.info("%s", request_line(scope["method"], scope["path"], status, note, 1000 * (time.perf_counter() - start), error))
+            seconds = time.perf_counter() - start
+            log.info("%s", request_line(scope["method"], scope["path"], status, note, 1000 * seconds, error))
+            if self.metrics is not None:
+                self.metrics.request(scope["path"], status, seconds)
 
 
 def request_line(method: str, path: str, status: int | None, note: dict, ms: float, error: str | None = None) -> str:
@@ -128,23 +133,33 @@ def _error_message(body: bytes) -> str | None:
 
 
 def _note_results(request: Request, results) -> None:
-    """Add the finished rows' tokens and interventions to the request's log line."""
+    """Add the finished rows' tokens and interventions to the request's log line and the metrics."""
     done = [r for r in results if r is not None]
     note = request.scope.setdefault(NOTE, {})
     note.update(tokens=sum(r.tokens for r in done), interventions=sum(r.interventions for r in done))
+    request.app.state.metrics.answers(done)
+
+
+def _note_text(request: Request, event: tuple) -> None:
+    """At a request's first generated text (an engine "text" event with text), its time to first token."""
+    if event[0] == "text" and event[2] and not request.scope.get("blendin.first"):
+        request.scope["blendin.first"] = True
+        request.app.state.metrics.first_token(time.perf_counter() - request.scope.get(START, time.perf_counter()))
 
 
 def build_app(service: Service, engine: Engine) -> FastAPI:
     settings = service.settings
     app = FastAPI(title="blendin", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(RequestLog)
+    metrics = app.state.metrics = Metrics(engine)
+    app.add_middleware(RequestLog, metrics=metrics)
     started = time.time()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
         if exc.status_code == 404:
             return _error(404, f"no route {request.method} {request.url.path}; routes: GET /health, GET /v1/models, "
-                               "POST /v1/completions, POST /v1/chat/completions, POST /tokenize, POST /detokenize", code="not_found")
+                               "POST /v1/completions, POST /v1/chat/completions, POST /tokenize, POST /detokenize, GET /metrics",
+                          code="not_found")
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -163,6 +178,11 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
     @app.get("/health")
     async def health():
         return {"status": "ok", "running": engine.running, "waiting": engine.waiting, "uptime_s": round(time.time() - started, 1)}
+
+    @app.get("/metrics")
+    async def scrape():  # no key needed, as /health: counts only, no text of any request
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -215,6 +235,7 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
         try:
             while any(r is None for r in results):
                 event = await events.get()
+                _note_text(request, event)
                 if event[0] == "gone":
                     return _error(499, "the client closed the request")
                 if event[0] == "error":
@@ -294,6 +315,7 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
                 yield chunk(i, None, role=True)
         while any(r is None for r in results):
             event = await events.get()
+            _note_text(request, event)
             if event[0] == "text":
                 _, i, delta, step = event
                 if delta or (step is not None and k is not None):
