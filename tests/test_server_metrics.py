@@ -1,4 +1,4 @@
-"""GET /metrics on scripted models: a scrape after a few requests shows them by route and status,
+"""GET /metrics and /health on scripted models: a scrape after a few requests shows them by route and status,
 the tokens and interventions the responses reported, one intervention rate and one time to first
 token per answered request, and an idle queue (parsed with prometheus-client's own parser)."""
 
@@ -36,3 +36,9 @@ def test_a_scrape_counts_the_requests_and_what_they_generated():
     assert m[("blendin_intervention_rate_count", ())] == 2 and m[("blendin_time_to_first_token_seconds_count", ())] == 2
     assert m[("blendin_request_latency_seconds_count", (("route", "/v1/completions"),))] == 2
     assert m[("blendin_queue_depth", ())] == 0 and m[("blendin_running_rows", ())] == 0 and m[("blendin_batch_occupancy", ())] == 0
+
+
+def test_health_says_the_models_are_loaded_and_which():
+    with serving(scripted_pair(SWITCH_BASE, SWITCH_GUIDE)) as (url, _):
+        health = httpx.get(url.removesuffix("/v1") + "/health", timeout=30).json()
+    assert health["loaded"] is True and health["models"] == {"base": "fake-base", "guides": ["fake-guide"]}

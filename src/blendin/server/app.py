@@ -175,9 +175,14 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
     def unauthorized() -> JSONResponse:
         return _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY' with the key the server was started with", code="invalid_api_key")
 
+    loaded = {"base": service.pair.base.name if service.pair.base is not None else None,
+              "guides": [g.name for g in service.pair.guides]}
+
     @app.get("/health")
     async def health():
-        return {"status": "ok", "running": engine.running, "waiting": engine.waiting, "uptime_s": round(time.time() - started, 1)}
+        # the app is built once the models are loaded, so any answer means ready (a readiness probe's question)
+        return {"status": "ok", "loaded": True, "models": loaded, "running": engine.running, "waiting": engine.waiting,
+                "uptime_s": round(time.time() - started, 1)}
 
     @app.get("/metrics")
     async def scrape():  # no key needed, as /health: counts only, no text of any request
