@@ -23,21 +23,18 @@ which one was used.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import torch
 
 from ..errors import BlendinError
+from ..httpclient import JSONClient, Unreachable
 from .base import PrefixSession
-
-RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class RemoteError(BlendinError):
@@ -58,9 +55,8 @@ class RemoteModel:
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise RemoteError(f"bad server URL '{url}': give it as http://HOST:PORT (with /v1 or without)")
         self.url, self.model_name = url, model
-        self._host, self._port, self._https = parsed.hostname, parsed.port, parsed.scheme == "https"
         path = parsed.path.rstrip("/")
-        self._path = (path if path.endswith("/v1") else path + "/v1") + "/completions"
+        prefix = path if path.endswith("/v1") else path + "/v1"
         self.tokenizer = tokenizer
         self.name = name or model
         self.vocab_size = len(tokenizer.pieces())
@@ -70,7 +66,8 @@ class RemoteModel:
         self.accepts_token_ids: bool | None = None  # found out on the first request
         self.requests = 0
         self.concurrency = concurrency
-        self._local = threading.local()  # one connection per thread
+        self._client = JSONClient(f"{parsed.scheme}://{parsed.netloc}{prefix}", self.api_key, timeout, retries,
+                                  connections=concurrency)  # shared by the pool's threads, connections kept alive
         self._count = threading.Lock()
         self._pool = None
         self._by_text: dict[str, int] | None = None  # built on first need: only text-keyed servers use it
@@ -169,44 +166,20 @@ class RemoteModel:
         return self._by_text.get(key)
 
     def _post(self, payload: dict) -> tuple[int, bytes, int]:
-        """(status, body, HTTP requests made), retrying 429/5xx and broken connections with backoff."""
-        body = json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        delay = 0.5
-        for attempt in range(self.retries + 1):
-            try:
-                conn = getattr(self._local, "conn", None)
-                if conn is None:
-                    cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                    conn = self._local.conn = cls(self._host, self._port, timeout=self.timeout)
-                conn.request("POST", self._path, body=body, headers=headers)
-                response = conn.getresponse()
-                status, data = response.status, response.read()
-                with self._count:
-                    self.requests += 1
-                # subtle: llama-cpp-python answers a token-id prompt with a 500 validation error; that
-                # is an answer (switch to text), not a fault to retry
-                validation = status == 500 and b"prompt" in data and isinstance(payload.get("prompt"), list)
-                if status not in RETRY_STATUS or attempt == self.retries or validation:
-                    return status, data, attempt + 1
-            except (OSError, http.client.HTTPException) as exc:
-                self._close()
-                if attempt == self.retries:
-                    raise RemoteError(
-                        f"cannot reach {self.url} ({type(exc).__name__}: {exc}) after {self.retries + 1} tries; "
-                        "is the server running, and is the URL right?"
-                    ) from None
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        """(status, body, HTTP requests made), retrying 429/5xx and broken connections with backoff
+        (``httpclient.JSONClient``)."""
+        # subtle: llama-cpp-python answers a token-id prompt with a 500 validation error; that is an
+        # answer (switch to text), not a fault to retry
+        def validation(status: int, data: bytes) -> bool:
+            return status == 500 and b"prompt" in data and isinstance(payload.get("prompt"), list)
 
-    def _close(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        try:
+            status, data, tries = self._client.post("/completions", payload, final=validation)
+        except Unreachable as exc:
+            raise RemoteError(f"cannot reach {self.url} ({exc}) after {exc.tries} tries; is the server running, and is the URL right?") from None
+        with self._count:
+            self.requests += tries
+        return status, data, tries
 
 
 class RemoteSession(PrefixSession):

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import urllib.error
-import urllib.request
 
 from ..errors import BlendinError
+from ..httpclient import JSONClient, Unreachable
 
 ASPECTS = ("helpfulness", "clarity", "factuality", "depth", "engagement")
 SAFETY_ASPECTS = ("safety",)
@@ -82,6 +80,7 @@ class Judge:
         if not self.url.endswith("/v1"):
             self.url += "/v1"
         self.model, self.api_key, self.timeout, self.retries, self.max_tokens = model, api_key, timeout, retries, max_tokens
+        self._client = JSONClient(self.url, api_key, timeout, retries, backoff=1.0)
 
     def describe(self) -> str:
         return f"{self.model} at {self.url}"
@@ -93,23 +92,12 @@ class Judge:
         return None if scores is None else {**scores, "judge": self.model}
 
     def _chat(self, prompt: str) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": 0, "max_tokens": self.max_tokens}).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        for attempt in range(self.retries + 1):
-            try:
-                req = urllib.request.Request(self.url + "/chat/completions", data=body, headers=headers)
-                with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    return json.loads(r.read())["choices"][0]["message"]["content"] or ""
-            except urllib.error.HTTPError as exc:
-                detail = exc.read().decode("utf-8", "replace")[:300]
-                if exc.code in (429, 500, 502, 503, 504) and attempt < self.retries:
-                    time.sleep(2 ** attempt)
-                    continue
-                raise JudgeError(f"the judge at {self.url} answered {exc.code}: {detail}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt < self.retries:
-                    time.sleep(2 ** attempt)
-                    continue
-                raise JudgeError(f"cannot reach the judge at {self.url} ({exc}); is the server running? (--judge-url)") from None
-        raise JudgeError("unreachable")
+        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": self.max_tokens}
+        try:
+            status, body, _ = self._client.post("/chat/completions", payload)
+        except Unreachable as exc:
+            raise JudgeError(f"cannot reach the judge at {self.url} ({exc}); is the server running? (--judge-url)") from None
+        if status != 200:
+            detail = body.decode("utf-8", "replace")[:300]
+            raise JudgeError(f"the judge at {self.url} answered {status}: {detail}")
+        return json.loads(body)["choices"][0]["message"]["content"] or ""
