@@ -1,0 +1,157 @@
+"""BlendIn inside transformers' ``generate()``: a logits processor that brings the guide in.
+
+    from blendin.hf_generate import BlendInProcessor
+    blend = BlendInProcessor(base_tokenizer, guide_model, guide_tokenizer, ["What is 2+3?"],
+                             BlendConfig(method="blendin", gamma=0.4), base_model=base_model)
+    out = base_model.generate(**blend.inputs(), logits_processor=[blend], max_new_tokens=64, do_sample=False)
+    blend.results()[0].interventions          # per row: steps, interventions, mean alpha, ...
+
+Each call hands the processor the base's next-token logits for every row; they become, for that
+row, the base's distribution in blendin's own decoding loop (``decoding.Generation``, fed instead
+of run): the gamma gate, the guide's pass where the base is unsure (its cache kept between steps,
+through the vocabulary bridge for a guide of another tokenizer), alpha, the mixture and the
+sampler decide the token exactly as ``blendin generate`` does, and the processor returns logits
+that leave that token alone possible. So greedy or sampled (BlendConfig's temperature, top_p and
+seed; generate's own sampling then has one token to pick), the tokens are blendin's, a
+``TextStreamer`` streams them as usual, and the per-row statistics are ``results()``.
+
+Methods: base, switch, blendin (one token per base pass; nudging's words and the guide alone do not
+fit a processor of the base's logits). The questions are rendered for both models as blendin renders
+them (the base: plain text, the guide: its chat template); ``inputs()`` gives the base's left-padded
+batch for them. Rows stop where blendin would (its end tokens, ``max_new_tokens``, stop strings):
+from then on the processor allows only the base's end token, which generate pads with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backends.base import PrefixSession, forward_sessions
+from .backends.hf import HFModel
+from .config import BlendConfig
+from .decoding import Generation, Need
+from .errors import ConfigError
+from .pair import Pair
+from .prompts import Rendered, prompt_ids
+from .types import Step
+
+METHODS = ("base", "switch", "blendin")
+
+
+class BlendInProcessor:
+    """A ``transformers.LogitsProcessor`` (callable on (input_ids [B, L], scores [B, V_base])) that
+    decodes ``questions`` with ``config``'s method; one row per question, in order."""
+
+    def __init__(self, base_tokenizer, guide_model, guide_tokenizer, questions: list[str], config: BlendConfig | None = None,
+                 base_model=None, base_name: str = "base", guide_name: str = "guide"):
+        config = config or BlendConfig()
+        if config.method not in METHODS:
+            raise ConfigError(f"method '{config.method}' cannot run inside generate(): it writes whole words or runs the guide alone; "
+                              f"use one of {', '.join(METHODS)}, or blendin generate")
+        if not questions or any(not q or not q.strip() for q in questions):
+            raise ConfigError("every question needs text")
+        guide = guide_model if isinstance(guide_model, HFModel) else HFModel(guide_model, guide_tokenizer, guide_name)
+        self.base = FedModel(base_tokenizer, base_model, base_name)
+        self.pair = Pair(base=self.base, guide=guide)
+        self.config = config
+        fmt = config.prompt
+        self.rendered = [Rendered(tuple(prompt_ids(self.base.tokenizer, fmt, q, chat=fmt.base_prompt == "chat")),
+                                  tuple(prompt_ids(guide.tokenizer, fmt, q, chat=True))) for q in questions]
+        self.rows = [Generation(self.pair, r, config) for r in self.rendered]
+        self._coroutines = [row.decode() for row in self.rows]
+        self._waiting: list = [None] * len(self.rows)  # each open row's Need for its base, once it asks
+        self._end = min(self.base.tokenizer.eos_ids)
+
+    def inputs(self) -> dict:
+        """{"input_ids", "attention_mask"}: the base's prompts, left-padded (with its end token)."""
+        width = max(len(r.base_ids) for r in self.rendered)
+        ids = torch.full((len(self.rendered), width), self._end, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(self.rendered):
+            ids[i, width - len(r.base_ids):] = torch.tensor(r.base_ids)
+            mask[i, width - len(r.base_ids):] = 1
+        device = getattr(self.base, "device", None) or "cpu"
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """One step for every row: the logits [B, V] a token is picked from (only blendin's token left)."""
+        if scores.shape[0] != len(self.rows):
+            raise ConfigError(f"generate() decodes {scores.shape[0]} rows and the processor was made for {len(self.rows)} questions; "
+                              "pass blend.inputs() (one row per question, no num_return_sequences)")
+        chosen = self._step(torch.log_softmax(scores.float(), dim=-1))
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
+        return out
+
+    def _step(self, base_logprobs: torch.Tensor) -> list[int]:
+        """Drive every row to its next token, the guide's passes batched across rows."""
+        chosen: list[int | None] = [None] * len(self.rows)
+        replies: dict[int, torch.Tensor] = {}
+        for i, row in enumerate(self.rows):
+            if row.stop_reason is not None or row.error is not None:
+                chosen[i] = self._end
+                continue
+            if self._waiting[i] is None:  # the first call: start the row, it asks for its base
+                self._waiting[i] = self._advance(i, None)
+            self.base.feed(self._waiting[i].track.session, base_logprobs[i])
+            replies[i] = self._waiting[i].track.probs()
+            self._waiting[i] = None
+        while replies:
+            guide_needs = {}
+            for i, probs in replies.items():
+                message = self._advance(i, probs)
+                if isinstance(message, Step):  # this call's token; the row now waits on its base again (None: it ended)
+                    chosen[i] = message.token_id
+                    self._waiting[i] = self._advance(i, None)
+                elif message is None:  # the row ended without a token: its end
+                    chosen[i] = self._end
+                else:
+                    guide_needs[i] = message
+            replies = {}
+            if guide_needs:
+                forward_sessions(self.pair.guide, [n.track.session for n in guide_needs.values()])
+                replies = {i: n.track.probs(n.ahead) for i, n in guide_needs.items()}
+        return [self._end if c is None else c for c in chosen]
+
+    def _advance(self, i: int, reply):
+        """Send ``reply`` to row ``i``'s coroutine: its next Need or Step, or None once it ended."""
+        try:
+            return self._coroutines[i].send(reply)
+        except StopIteration:
+            return None
+
+    def results(self):
+        """Each row's ``GenerationResult`` (text, steps, interventions, mean alpha...), in order."""
+        return [row.result() for row in self.rows]
+
+
+class FedModel:
+    """The base as generate() runs it: a tokenizer and sessions whose distributions are handed in
+    (``feed``), never computed here."""
+
+    full_distribution = True
+
+    def __init__(self, tokenizer, model=None, name: str = "base"):
+        if model is not None:
+            hf = HFModel(model, tokenizer, name)  # for its tokenizer's end tokens and the logit size
+            self.tokenizer, self.vocab_size, self.device = hf.tokenizer, hf.vocab_size, hf.device
+        else:
+            from .backends.hf import HFTokenizer
+
+            self.tokenizer, self.vocab_size, self.device = HFTokenizer(tokenizer), len(tokenizer), None
+        self.name, self.context_length = name, None
+
+    def session(self) -> "FedSession":
+        return FedSession()
+
+    @staticmethod
+    def feed(session: "FedSession", logprobs: torch.Tensor) -> None:
+        session.store(logprobs)
+
+
+class FedSession(PrefixSession):
+    def _forward(self, new_ids: list[int]) -> torch.Tensor:
+        raise RuntimeError("the base's distribution comes from generate(); nothing was fed for this step")
+
+    def _truncate(self, keep: int) -> None:
+        pass
