@@ -27,7 +27,7 @@ def run(pair, questions, method, sampling=None, **generate_kw):
     inputs = blend.inputs()
     generate_kw.setdefault("do_sample", False)
     with torch.inference_mode():
-        out = base.model.generate(**inputs, logits_processor=[blend], max_new_tokens=TOKENS, pad_token_id=blend._end, **generate_kw)
+        out = base.model.generate(**inputs, logits_processor=[blend], max_new_tokens=TOKENS, pad_token_id=blend.pad_token_id, **generate_kw)
     return blend, out[:, inputs["input_ids"].shape[1]:]
 
 
@@ -38,7 +38,7 @@ def check(pair, method):
         for i, (row, result) in enumerate(zip(new.tolist(), blend.results())):
             ids = [s.token_id for s in plain[i].steps]
             assert row[: len(ids)] == ids, (method, i)
-            assert all(t in pair.base.tokenizer.eos_ids or t == blend._end for t in row[len(ids):])
+            assert all(t in pair.base.tokenizer.eos_ids or t == blend.pad_token_id for t in row[len(ids):])
             assert result.interventions == plain[i].interventions and result.text == plain[i].text
     return plain
 

@@ -3,7 +3,7 @@
     from blendin.hf_generate import BlendInProcessor
     blend = BlendInProcessor(base_tokenizer, guide_model, guide_tokenizer, ["What is 2+3?"],
                              BlendConfig(method="blendin", gamma=0.4), base_model=base_model)
-    out = base_model.generate(**blend.inputs(), logits_processor=[blend], max_new_tokens=64, do_sample=False)
+    out = base_model.generate(**blend.inputs(), logits_processor=[blend], max_new_tokens=64, pad_token_id=blend.pad_token_id)
     blend.results()[0].interventions          # per row: steps, interventions, mean alpha, ...
 
 Each call hands the processor the base's next-token logits for every row; they become, for that
@@ -61,6 +61,11 @@ class BlendInProcessor:
         self._coroutines = [row.decode() for row in self.rows]
         self._waiting: list = [None] * len(self.rows)  # each open row's Need for its base, once it asks
         self._end = min(self.base.tokenizer.eos_ids)
+
+    @property
+    def pad_token_id(self) -> int:
+        """The base's end token: what ``inputs()`` pads with, and what generate() should pad ended rows with."""
+        return self._end
 
     def inputs(self) -> dict:
         """{"input_ids", "attention_mask"}: the base's prompts, left-padded (with its end token)."""
