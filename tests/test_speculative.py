@@ -139,6 +139,11 @@ def test_choices_and_what_they_refuse():
     assert Generation(pair_of(), "q?", config(method="blendin")).drafter is None
     with pytest.raises(ConfigError, match="consults no guide"):
         Generation(pair_of(), "q?", config(method="base", speculate="guide"))
+    served = pair_of()
+    served.guide.drafts = False  # as a guide on a server
+    with pytest.raises(ConfigError, match="'guide' cannot read drafted tokens"):
+        Generation(served, "q?", config(method="blendin", speculate="guide"))
+    assert isinstance(Generation(served, "q?", config(method="blendin", speculate="auto")).drafter, PromptLookup)
     with pytest.raises(ConfigError, match="unknown speculate 'gide'.*did you mean 'guide'"):
         config(speculate="gide")
 

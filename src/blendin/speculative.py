@@ -166,7 +166,12 @@ def drafter_for(config, pair, base, guides) -> Drafter | None:
                           f"'{base.model.name}' does not: use --speculate off")
     guide_ok = bool(guides) and pair.bridges[0].identity and getattr(guides[0].model, "drafts", False)
     if mode == "guide" and not guide_ok:
-        why = "the method consults no guide" if not guides else "the guide has another tokenizer than the base"
+        if not guides:
+            why = "the method consults no guide"
+        elif not pair.bridges[0].identity:
+            why = "the guide has another tokenizer than the base"
+        else:
+            why = f"the guide '{guides[0].model.name}' cannot read drafted tokens (a model on a server)"
         raise ConfigError(f"--speculate guide drafts with the guide in the base's own vocabulary, and {why}; "
                           f"use --speculate lookup (any pair) or auto")
     drafter = PromptLookup(base.session) if mode == "lookup" or (mode == "auto" and not guide_ok) else GuideDraft(base.session)
