@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .config import SPECULATE  # noqa: F401 - the modes, listed with the config
 from .errors import ConfigError
 
 FIRST_DRAFT = 4  # tokens drafted at a row's first pass

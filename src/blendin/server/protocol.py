@@ -117,6 +117,11 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+def as_dicts(messages: list[ChatMessage]) -> list[dict]:
+    """Messages for the prompt renderers; 'developer' (the newer name) counts as 'system'."""
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -131,8 +136,7 @@ class ChatCompletionRequest(_Sampling):
         return v
 
     def as_dicts(self) -> list[dict]:
-        """Messages for the prompt renderers; 'developer' (the newer name) counts as 'system'."""
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+        return as_dicts(self.messages)
 
 
 class TokenizeRequest(BaseModel):
@@ -151,7 +155,7 @@ class TokenizeRequest(BaseModel):
         return self
 
     def as_dicts(self) -> list[dict]:
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages or []]
+        return as_dicts(self.messages or [])
 
 
 class DetokenizeRequest(BaseModel):
