@@ -157,9 +157,9 @@ def decoded(monkeypatch):
     configs = []
     real = blendin.decoding.generate_many
 
-    def spy(pair, prompts, config, batch_size=16):
+    def spy(pair, prompts, config, batch_size=16, **kw):
         configs.append(config)
-        return real(pair, prompts, config, batch_size=batch_size)
+        return real(pair, prompts, config, batch_size=batch_size, **kw)
 
     monkeypatch.setattr(blendin.pair, "load_pair", lambda *a, **k: _scripted_pair())
     monkeypatch.setattr(blendin.decoding, "generate_many", spy)

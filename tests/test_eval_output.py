@@ -57,17 +57,40 @@ def test_an_interrupt_or_error_starts_on_a_line_of_its_own(tmp_path, monkeypatch
     with pytest.raises(type(exc)):
         _run(tmp_path, term)
     out = term.getvalue()
-    assert out.startswith("\r") and out.endswith("\n")  # rewritten in place, then ended
-    assert out.rstrip("\n").rsplit("\r", 1)[1].startswith("gsm8k base g=0.4 a=auto: 2/3 score 1.000")
+    assert out.startswith("\r") and out.endswith("\n") and out.count("\n") == 1  # a bar redrawn in place, then ended
+    assert out.rstrip("\n").rsplit("\r", 1)[1].startswith("gsm8k base g=0.4 a=auto: 2/3 score 1.000 interventions 0.0%")
 
 
-def test_a_terminal_line_is_rewritten_and_ended_per_configuration(tmp_path):
+def test_a_terminal_gets_a_bar_over_tokens_per_configuration(tmp_path):
     term = Terminal()
     _run(tmp_path, term)
     lines = term.getvalue().split("\n")
-    assert len(lines) == 3 and lines[2] == ""  # one line per configuration, each ended
-    assert lines[0].count("\r") == 3 and lines[0].rsplit("\r", 1)[1].startswith("gsm8k base g=0.4 a=auto: 3/3 score 0.667")
-    assert lines[1].rsplit("\r", 1)[1].startswith("gsm8k blendin g=0.4 a=auto: 3/3")
+    assert len(lines) == 3 and lines[2] == ""  # one bar per configuration, each ended
+    last = [line.rsplit("\r", 1)[1] for line in lines[:2]]
+    assert last[0].startswith("gsm8k base g=0.4 a=auto: 3/3 score 0.667") and last[1].startswith("gsm8k blendin g=0.4 a=auto: 3/3")
+    for text in last:  # tqdm's bar, full at the end, its time and its rate in tokens
+        assert re.search(r" 100%\|#+\| \d\d:\d\d<00:00, [\d.]+tok/s$", text), text
+    assert "tok/s (" not in term.getvalue()  # the log line's own rate and time are not repeated beside the bar
+
+
+def test_the_bar_counts_tokens_expected_from_running_rows(tmp_path):
+    """Half way (one of two samples done, the other running), the bar's end is the tokens decoded
+    plus those the running row is expected to take: the estimate _progress makes, not samples."""
+    from blendin.eval.runner import Watch
+    from blendin.progress import Progress
+
+    term = Terminal()
+    watch = Watch(Progress(term), get_task("gsm8k"), "base", total=2)
+    for _ in range(10):
+        watch.token(0)
+    watch.finished(0)
+    watch.count({"score": 1.0, "tokens": 10, "interventions": 0})
+    for _ in range(4):
+        watch.token(1)
+    watch.show()
+    assert watch.line.bar.n == 14 and watch.line.bar.total == 17  # a sample is 7 tokens, estimated from both (14 / 2): row 1 has 3 to go
+    watch.line.end()
+    assert term.getvalue().rsplit("\r", 1)[1].startswith("gsm8k base: 1/2 score 1.000 interventions 0.0%  82%|")
 
 
 def test_a_log_gets_whole_lines_without_carriage_returns(tmp_path, monkeypatch):
@@ -151,3 +174,23 @@ def test_the_line_moves_with_the_tokens_before_any_sample_finishes(tmp_path, mon
     _run(tmp_path, log)
     first = log.getvalue().splitlines()[0]
     assert first.startswith("gsm8k base g=0.4 a=auto: 0/3 score - ") and " tok/s (" in first  # tokens, no sample yet
+
+
+def test_diagnose_shows_each_variant_as_eval_shows_a_configuration(tmp_path):
+    """diagnose decodes the sample once per variant: each gets its progress (its name, samples done,
+    score, interventions), a whole line in a log, a bar on a terminal."""
+    from blendin.eval.diagnose import DEFAULTS, diagnose_pair
+
+    task = get_task("gsm8k")
+    items = load_items(task, str(_task_file(tmp_path, ["18", "18", "7"])))
+    config = BlendConfig(max_new_tokens=5)
+    log = io.StringIO()
+    diagnose_pair(_number_pair(), task, items, config, batch_size=2, settings=DEFAULTS, progress=log)
+    heads = [line.split(" score")[0] for line in log.getvalue().splitlines()]
+    assert heads[0] == "gsm8k diagnose blendin: 1/3" and "gsm8k diagnose blendin: 3/3" in heads
+    assert "gsm8k diagnose reliability: 3/3" in heads and "gsm8k diagnose base alone: 3/3" in heads
+    assert all("tok/s (" in line for line in log.getvalue().splitlines()) and "\r" not in log.getvalue()
+    term = Terminal()
+    diagnose_pair(_number_pair(), task, items, config, batch_size=2, progress=term)  # the plain check only: one bar
+    [line, end] = term.getvalue().split("\n")
+    assert end == "" and re.search(r"^gsm8k diagnose blendin: 3/3 score [\d.]+ interventions [\d.]+%  ?100%\|", line.rsplit("\r", 1)[1])

@@ -503,7 +503,7 @@ def _diagnose_pair(a, task, items, config: BlendConfig, methods) -> tuple[dict, 
     settings = {k: getattr(a, k) for k in ("max_intervention_rate", "agreement_top_k", "retire_below", "retire_after")}
     found = diagnose_pair(pair, task, items, config, batch_size=a.batch_size, threshold=a.threshold,
                           settings=settings if a.mitigations else None, show=None if a.json else lambda text: print(text, flush=True),
-                          progress=lambda name: print(f"blendin: diagnose: {name}", file=sys.stderr, flush=True))
+                          progress=sys.stderr)
     del pair
     gc.collect()  # one pair's weights leave before the next pair's load
     return found

@@ -22,12 +22,11 @@ def diagnose_pair(pair, task, items: list[dict], config: BlendConfig, batch_size
     """One pair's diagnosis on ``items`` and its text: the plain method's rate and verdict, BlendIn's
     score on the sample where the task has gold answers, and with ``settings`` (the values each
     mitigation is tried at; None: the plain check only) the comparison of the mitigations. ``show``
-    gets the plain diagnosis's text before the comparison runs (it takes a while)."""
-    from ..decoding import generate_many
+    gets the plain diagnosis's text before the comparison runs (it takes a while); ``progress``: a
+    stream (stderr) for each decoding's progress, as ``eval`` shows it (``runner.Watch``)."""
     from .runner import diagnose, diagnosis_text, score
 
-    got = dict(generate_many(pair, [task.render(it) for it in items], config, batch_size=batch_size))
-    results = [got[i] for i in range(len(items))]
+    results = decode(pair, task, items, [task.render(it) for it in items], config, batch_size, progress, config.method)
     d = diagnose(results, threshold=threshold, gamma=config.gamma, fixed_alpha=config.alpha is not None)
     d["warning"] = small_sample_warning(results, d, MIN_SAMPLE)
     judged = [score(task, it, r.text)[1] for it, r in zip(items, results) if not getattr(r, "error", None)]
@@ -71,13 +70,8 @@ def compare(pair, task, items: list[dict], config: BlendConfig, batch_size: int 
     scored = task.scoring in ("number", "letter", "refusal")
 
     def run(name, cfg, flags, the_pair=pair, done=None):
-        if progress:
-            progress(name)
         if done is None:
-            from ..decoding import generate_many
-
-            got = dict(generate_many(the_pair, prompts, cfg, batch_size=batch_size))
-            done = [got[i] for i in range(len(prompts))]
+            done = decode(the_pair, task, items, prompts, cfg, batch_size, progress, name)
         return row(name, flags, done, [score(task, it, r.text)[1] if scored and not r.error else None for it, r in zip(items, done)])
 
     rows = [run("blendin", config, "", done=plain)]
@@ -99,6 +93,28 @@ def compare(pair, task, items: list[dict], config: BlendConfig, batch_size: int 
         extra = {"gap": gap, "gamma": gamma, "guides": guide_ranking(rows[0], alone)}
     extra["recommendation"] = recommend(rows, scored)
     return rows, extra
+
+
+def decode(pair, task, items: list[dict], prompts: list[str], config: BlendConfig, batch_size: int, progress, name: str) -> list:
+    """``generate_many``'s results in the prompts' order, with their progress on ``progress`` (a
+    stream; None: quiet) under ``name``, scored as they finish where the task can score."""
+    from ..decoding import generate_many
+    from ..progress import Progress
+    from .runner import Watch, score
+
+    watch = Watch(Progress(progress) if progress is not None else None, task, f"diagnose {name}", len(prompts))
+    got: dict = {}
+    try:
+        for i, result in generate_many(pair, prompts, config, batch_size=batch_size, on_token=watch.token):
+            got[i] = result
+            watch.finished(i)
+            ok = None if result.error else score(task, items[i], result.text)[1]
+            watch.count({"score": None if ok is None else float(ok), "tokens": result.tokens, "interventions": result.interventions, "error": result.error})
+            watch.show()
+    finally:
+        if watch.line is not None:
+            watch.line.end()
+    return [got[i] for i in range(len(prompts))]
 
 
 def row(name: str, flags: str, results: list, correct: list) -> dict:

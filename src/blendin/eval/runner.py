@@ -11,8 +11,8 @@ is refused instead of merged (``eval.runinfo``). ``out_dir/summary.json`` holds 
 configuration, rewritten (whole: a temporary file renamed over it) as each configuration finishes, so
 an interrupted grid keeps the summary of the configurations it finished; ``markdown(summary)`` prints it.
 
-Progress goes to ``progress`` (stderr; None: quiet), one line per configuration (``ProgressLine``):
-rewritten in place on a terminal, a whole line every 30 s in a log file, and always ended before
+Progress goes to ``progress`` (stderr; None: quiet), one per configuration (``blendin.progress``):
+a tqdm bar over tokens on a terminal, a whole line every 30 s in a log file, and always ended before
 anything else is printed, an interrupt or an error included.
 
 A sample whose decoding failed (``result.error``, a one-line message) is written as a row with
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from ..config import BlendConfig
 from ..jsonl import ResultWriter, read_rows
+from ..progress import Progress
 from .extract import choice_letter, last_number, numbers_equal, refused
 from .runinfo import record_run, task_config
 from .tasks import Task, item_id, n_choices
@@ -97,7 +97,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     writer = ResultWriter(str(results))
     judging = judge is not None and task.scoring == "judge"
     pool = ThreadPoolExecutor(4) if judging else None
-    line = ProgressLine(progress) if progress is not None else None
+    line = Progress(progress) if progress is not None else None
     summary: list[dict] = []
     try:
         configs = [task_config(task, c) for c in configs]
@@ -106,26 +106,15 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             # item is decoded under all of them before the next item starts
             todo = [(config, it) for it in items for config in unit if (task.name, *key(config), item_id(it)) not in done]
             name = _config_name(unit[0]) if len(unit) == 1 else f"{len(unit)} configurations"
-            tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0, "decoded": 0, "running": {}}
-            start = last = time.perf_counter()
+            watch = Watch(line, task, name, len(todo), label)
+            last = watch.start
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for _, it in todo]
             jobs = [{"prompt": text, "config": config} for text, (config, _) in zip(prompts, todo)]
-            shown = [start]  # when the line last moved
 
-            def on_token(i, tally=tally, todo=todo, name=name, start=start):
-                # a large batch can run many minutes before its first sample finishes: from 10 s on,
-                # the line also moves with the tokens (at most once a second)
-                tally["decoded"] += 1
-                tally["running"][i] = tally["running"].get(i, 0) + 1
-                now = time.perf_counter()
-                if line is not None and now - start >= 10 and now - shown[0] >= 1:
-                    shown[0] = now
-                    line.update(label + _progress(task, name, tally, len(todo), now - start))
-
-            for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size, on_token=on_token):
+            for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size, on_token=watch.token):
                 config, item = todo[i]
-                tally["running"].pop(i, None)
+                watch.finished(i)
                 now = time.perf_counter()
                 # wall time since the previous sample finished: these shares add up to the run's wall
                 # time (across resumed runs too), so tokens / shares is the batch's throughput
@@ -147,15 +136,15 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 if judging and not error:
                     pending.append((pool.submit(judge.score, prompts[i], result.text, bool(item.get("is_safety"))), row))
                 else:
-                    _record(writer, row, tally)
+                    _record(writer, row, watch)
                 while pending and (pending[0][0].done() or len(pending) > 16):
-                    _record(writer, _judged(*pending.pop(0), judge), tally)
-                if line is not None and tally["n"]:
-                    line.update(label + _progress(task, name, tally, len(todo), time.perf_counter() - start))
+                    _record(writer, _judged(*pending.pop(0), judge), watch)
+                if watch.tally["n"]:
+                    watch.show()
             for fut, row in pending:
-                _record(writer, _judged(fut, row, judge), tally)
-            if line is not None and pending:
-                line.update(label + _progress(task, name, tally, len(todo), time.perf_counter() - start))
+                _record(writer, _judged(fut, row, judge), watch)
+            if pending:
+                watch.show()
             if line is not None:
                 line.end()
             summary = [s for s in write_summary(out) if s["task"] == task.name]  # what is finished survives an interrupt
@@ -198,22 +187,63 @@ def _judged(future, row: dict, judge) -> dict:
     return {**row, "extracted": scores, "score": None if scores is None else scores["mean"], "judge": judge.model}
 
 
-def _record(writer, row: dict, tally: dict) -> None:
+def _record(writer, row: dict, watch: Watch) -> None:
     writer.write(row)
-    tally["n"] += 1
-    tally["score"] += row["score"] or 0.0
-    tally["tokens"] += row["tokens"]
-    tally["interventions"] += row["interventions"]
-    tally["errors"] += bool(row.get("error"))
+    watch.count(row)
+
+
+class Watch:
+    """One run's progress: the tally of finished samples and of the rows still running, shown on a
+    ``Progress`` (``line``; None: counted, never shown) as ``_progress`` words it.
+
+    ``token(i)`` is ``generate_many``'s ``on_token``: a large batch can run many minutes before its
+    first sample finishes, so from 10 s on the line also moves with the tokens (at most once a
+    second). ``finished(i)``: row ``i`` is out of the batch; ``count(row)``: a sample's row (score,
+    tokens, interventions, error) is done; ``show()``: update the line now."""
+
+    def __init__(self, line: Progress | None, task: Task, name: str, total: int, label: str = ""):
+        self.line, self.task, self.name, self.total, self.label = line, task, name, total, label
+        self.tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0, "scored": 0, "decoded": 0, "running": {}}
+        self.start = self.shown = time.perf_counter()
+
+    def token(self, i: int) -> None:
+        self.tally["decoded"] += 1
+        self.tally["running"][i] = self.tally["running"].get(i, 0) + 1
+        now = time.perf_counter()
+        if now - self.start >= 10 and now - self.shown >= 1:
+            self.show(now)
+
+    def finished(self, i: int) -> None:
+        self.tally["running"].pop(i, None)
+
+    def count(self, row: dict) -> None:
+        tally = self.tally
+        tally["n"] += 1
+        tally["score"] += row.get("score") or 0.0
+        tally["scored"] += row.get("score") is not None
+        tally["tokens"] += row["tokens"]
+        tally["interventions"] += row["interventions"]
+        tally["errors"] += bool(row.get("error"))
+
+    def show(self, now: float | None = None) -> None:
+        if self.line is None:
+            return
+        now = time.perf_counter() if now is None else now
+        self.shown = now
+        p = _progress(self.task, self.name, self.tally, self.total, now - self.start)
+        self.line.update(self.label + p["text"], p["tokens"], p["total_tokens"], log_text=self.label + p["log_text"],
+                         elapsed=now - self.start)
 
 
 def _config_name(config: BlendConfig) -> str:
     return f"{config.method} g={config.gamma} a={config.alpha_label}"
 
 
-def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) -> str:
-    """Samples done, score so far (failed samples apart), interventions, tokens/s, time so far and
-    left. ``name``: the configuration's (``_config_name``), or what several decoded together are.
+def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) -> dict:
+    """What the progress shows: ``text`` (samples done, score so far with failed samples apart,
+    interventions), ``tokens`` decoded so far, ``total_tokens`` expected in all, and ``log_text``
+    (the text with tokens/s, time so far and time left, for a log). ``name``: the configuration's
+    (``_config_name``), or what several decoded together are.
 
     Tokens/s counts every token decoded so far (``tally["decoded"]``, rows still running included;
     without it, the finished samples' tokens). Time left is the tokens still expected at that pace.
@@ -224,14 +254,17 @@ def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) ->
     to that length (if it is not past it), each row not started to take all of it.
 
     >>> from blendin.eval.tasks import get_task
-    >>> _progress(get_task("gsm8k"), _config_name(BlendConfig()), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
+    >>> p = _progress(get_task("gsm8k"), _config_name(BlendConfig()), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
+    >>> p["log_text"]
     'gsm8k blendin g=0.4 a=auto: 16/100 score 0.250 interventions 10.0% 8.0 tok/s (200 s, ~1050 s left)'
+    >>> p["text"], p["tokens"], p["total_tokens"]
+    ('gsm8k blendin g=0.4 a=auto: 16/100 score 0.250 interventions 10.0%', 1600, 10000.0)
     >>> three_long = dict(n=1, score=1.0, tokens=13, interventions=0, errors=0, decoded=313, running={1: 100, 2: 100, 3: 100})
-    >>> _progress(get_task("xstest"), "5 configurations", three_long, 20, 31.3)
+    >>> _progress(get_task("xstest"), "5 configurations", three_long, 20, 31.3)["log_text"]
     'xstest 5 configurations: 1/20 score 1.000 interventions 0.0% 10.0 tok/s (31 s, ~125 s left)'
     """
     rate = tally["interventions"] / tally["tokens"] if tally["tokens"] else 0.0
-    scored = tally["n"] - tally["errors"]
+    scored = tally.get("scored", tally["n"] - tally["errors"])  # samples with a score (a task without gold: none)
     mean = f"{tally['score'] / scored:.3f}" if scored else "-"
     errors = f" errors {tally['errors']}" if tally["errors"] else ""
     decoded = tally.get("decoded") or tally["tokens"]
@@ -241,69 +274,9 @@ def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) ->
     length = (tally["tokens"] + sum(running.values())) / seen if seen else 0.0  # a sample's tokens, estimated
     expected = sum(max(0.0, length - t) for t in running.values()) + max(0, total - seen) * length
     left = f", ~{expected / speed:.0f} s left" if 0 < tally["n"] < total and speed else ""
-    return (f"{task.name} {name}: {tally['n']}/{total} "
-            f"score {mean}{errors} interventions {100 * rate:.1f}% {speed:.1f} tok/s "
-            f"({seconds:.0f} s{left})")
-
-
-class ProgressLine:
-    """A progress line on ``stream`` that reads right on a terminal and in a log file.
-
-    On a terminal the line is rewritten in place (``\\r``, cut to the terminal's width so it never
-    wraps). Anywhere else (a log file, a pipe) no ``\\r`` is written: a whole line for the first
-    update, then at most one every ``every`` seconds, and the last state when the line ends.
-    ``end()`` ends the line (the next ``update`` starts a new one); it does nothing when no line is
-    open, so it can be called again in a ``finally``.
-
-    >>> import io
-    >>> log = io.StringIO()
-    >>> line = ProgressLine(log, every=30)
-    >>> for n, now in [(1, 0.0), (2, 10.0), (3, 31.0), (4, 40.0)]:
-    ...     line.update(f"{n}/5", now=now)
-    >>> line.end(); line.end()
-    >>> log.getvalue()
-    '1/5\\n3/5\\n4/5\\n'
-    """
-
-    def __init__(self, stream, every: float = 30.0):
-        self.stream, self.every = stream, every
-        isatty = getattr(stream, "isatty", None)
-        self.terminal = bool(isatty and isatty())
-        self.shown = 0  # terminal: the width of the text on the open line (0: none open)
-        self.logged_at: float | None = None  # log: when the last whole line was written
-        self.unlogged: str | None = None  # log: the newest text not written yet
-
-    def update(self, text: str, now: float | None = None) -> None:
-        if self.terminal:
-            text = text[:max(20, _columns(self.stream) - 1)]
-            self._write("\r" + text.ljust(self.shown))
-            self.shown = max(len(text), 1)
-            return
-        now = time.monotonic() if now is None else now
-        if self.logged_at is None or now - self.logged_at >= self.every:
-            self._write(text + "\n")
-            self.logged_at, self.unlogged = now, None
-        else:
-            self.unlogged = text
-
-    def end(self) -> None:
-        if self.shown:
-            self._write("\n")
-        elif self.unlogged is not None:
-            self._write(self.unlogged + "\n")
-        self.shown, self.logged_at, self.unlogged = 0, None, None
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-
-def _columns(stream) -> int:
-    """The width of the terminal ``stream`` writes to (stdout's, or 80, when it cannot tell)."""
-    try:
-        return os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, OSError, ValueError):
-        return shutil.get_terminal_size().columns
+    text = f"{task.name} {name}: {tally['n']}/{total} score {mean}{errors} interventions {100 * rate:.1f}%"
+    return {"text": text, "tokens": decoded, "total_tokens": decoded + expected if seen else None,
+            "log_text": f"{text} {speed:.1f} tok/s ({seconds:.0f} s{left})"}
 
 
 def _write_trace(result, folder: Path, sample_id, prompt: str | None = None) -> None:
