@@ -2,6 +2,7 @@
 over a grid: scripted models, no real ones."""
 
 import json
+import shutil
 
 import pytest
 
@@ -158,6 +159,8 @@ def test_refusal_split_counts_safe_prompts_answered_and_unsafe_ones_refused():
     lines = _split_lines({"P": rows}, "xstest")
     assert "| P | guide | 2/2 | 0/3 |" in lines and "| P | blendin g0.4 | 0/1 | 1/2 |" in lines
     assert refusal_split([{**r, "extracted": "18"} for r in rows]) == {}  # a task of numbers has no such split
+    kept = [{k: v for k, v in r.items() if k != "gold"} for r in rows]  # rows kept for the repository lack the gold label
+    assert refusal_split(kept) == refusal_split(rows)
 
 
 def test_report_over_a_grid_writes_tables_paired_comparisons_and_plots(tmp_path, capsys, loads):
@@ -175,6 +178,27 @@ def test_report_over_a_grid_writes_tables_paired_comparisons_and_plots(tmp_path,
     assert f"| {LA} | gsm8k | blendin g0.4 | 0.0% (2) | reliable |" in early and "| gsm8k | blendin g0.4 | 2 |" in early
     code, _, err = run(capsys, "report", tmp_path / "grid", "--out", tmp_path / "rep", "--compare", "blendin")
     assert code == 2 and "--compare blendin: write A:B" in err
+
+
+def test_report_keeps_rows_without_text_or_gold_and_remakes_itself_from_them(tmp_path, capsys, loads):
+    assert run(capsys, *_grid(tmp_path, B, A, methods="base,switch,blendin"))[0] == 0
+    compare = ["--compare", "blendin:switch", "--compare", "blendin:base"]
+    code, out, err = run(capsys, "report", tmp_path / "grid", "--out", tmp_path / "rep", "--keep-rows", *compare)
+    assert code == 0 and str(tmp_path / "rep" / "rows") in out, err
+    kept = tmp_path / "rep" / "rows"
+    for label in (LA, LB):
+        rows = read_rows(kept / label / "results.jsonl")
+        assert len(rows) == len(read_rows(tmp_path / "grid" / label / "results.jsonl")) == 6
+        assert all("output" not in r and "gold" not in r and "correct" in r and "alphas" in r for r in rows)
+        assert json.loads((kept / label / "run.json").read_text())["tasks"]["gsm8k"]["base"] == "gemma-3-270m"
+    assert [s["pair"] for s in json.loads((kept / "summary.json").read_text())][::3] == [LB, LA]  # the grid's order
+    shutil.rmtree(tmp_path / "grid")  # the run folders are gone: the kept rows make the same report
+    code, _, err = run(capsys, "report", kept, "--out", tmp_path / "again", *compare)
+    assert code == 0, err
+    for name in ("tables.md", "paired.md", "early_warning.md"):
+        assert (tmp_path / "again" / name).read_text() == (tmp_path / "rep" / name).read_text(), name
+    code, _, err = run(capsys, "report", kept, "--out", tmp_path / "rep", "--keep-rows", *compare)  # rows/ remade from itself
+    assert code == 0 and len(read_rows(kept / LA / "results.jsonl")) == 6, err
 
 
 def test_diagnose_ranks_several_pairs_by_intervention_rate(tmp_path, capsys, loads):

@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--compare", action="append", default=None, metavar="A:B",
                      help="compare method A with method B item by item, per pair and task (repeatable; default: blendin:switch, blendin:nudging)")
     rep.add_argument("--out", default="report", metavar="DIR", help="folder for the PNG files (created if missing)")
+    rep.add_argument("--keep-rows", action="store_true",
+                     help="also write every row, without the answers' text and gold answers, to DIR/rows (small enough to "
+                     "commit); 'blendin report DIR/rows' makes the same report from them once the run folders are gone")
 
     sv = command("serve", "an OpenAI-compatible API (/v1/completions, /v1/chat/completions) over the pair",
                  "; the decoding options below are the defaults of requests that leave them out")
@@ -520,7 +523,7 @@ def cmd_report(a) -> int:
         for text, c in zip(a.compare, comparisons):
             if len(c) != 2 or not all(m in METHODS for m in c):
                 raise ConfigError(f"--compare {text}: write A:B with two of {', '.join(METHODS)}, e.g. --compare blendin:switch")
-    for path in report(a.runs, a.out, comparisons):
+    for path in report(a.runs, a.out, comparisons, keep_rows=a.keep_rows):
         print(path)
     return 0
 

@@ -20,19 +20,28 @@ run. Every figure has one panel per task; a pair keeps its colour in every figur
 - alpha_hist.png: the weights BlendIn gave the guide, over every intervention, per pair;
 - interventions_by_correctness.png: BlendIn's per-sample intervention rate on right and wrong answers;
 - guides.png and guides.md, for runs that record their guides: each guide's interventions, passes,
-  passes saved and mean reliability, per run and configuration.
+  passes saved and mean reliability, per run and configuration;
+- with ``keep_rows``, rows/RUN/results.jsonl (and the run's run.json) and rows/summary.json: every
+  row without the answer's text and the gold answer (``KEPT_OUT``), small enough to commit beside
+  the report, and ``report(["DIR/rows"], ...)`` makes the same report from them, paired tables and
+  plots included, once the run folders are gone.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
-from ..eval.grid import pair_folders
+from ..eval.grid import pair_folders, recorded_models
 from ..eval.runner import interval, read_rows, row_key, summarise
 from ..eval.warning import early_warnings, warning_markdown
 
+# what rows/ leaves out: the answer's text (which may quote the benchmark's prompt) and the benchmark's
+# gold answer; the scores, the model's extracted answer and the intervention record stay
+KEPT_OUT = ("output", "gold")
 MARKERS = {"base": "o", "guide": "s", "switch": "^", "nudging": "D", "blendin": "*"}
 
 
@@ -54,7 +63,7 @@ def load_runs(run_dirs: list[str]) -> dict[str, list[dict]]:
     return runs
 
 
-def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS) -> list[Path]:
+def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS, keep_rows: bool = False) -> list[Path]:
     try:
         import matplotlib
 
@@ -83,7 +92,33 @@ def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS) -
     table = guide_table(runs)
     if table:
         written += _guides_plot(plt, table, out)
+    if keep_rows:
+        written.append(_keep_rows(runs, summaries, run_dirs, out / "rows"))
     return written
+
+
+def _keep_rows(runs: dict, summaries: dict, run_dirs: list[str], path: Path) -> Path:
+    """rows/RUN/results.jsonl without ``KEPT_OUT``, each run's run.json beside it, and rows/summary.json
+    (the grid's form: its order is the report's, so a pair keeps its colour). Written to temporary
+    names first: a report made from rows/ itself rewrites it from what it read."""
+    folders: dict[str, Path] = {}
+    for d in run_dirs:
+        for f in pair_folders(Path(d)):
+            folders.setdefault(f.name or d, f)
+    summary = []
+    for name, rows in runs.items():
+        folder = path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps({k: v for k, v in r.items() if k not in KEPT_OUT}) + "\n" for r in rows)
+        (folder / "results.jsonl.tmp").write_text(text, encoding="utf-8")
+        (folder / "results.jsonl.tmp").replace(folder / "results.jsonl")
+        source = folders.get(name)
+        if source is not None and (source / "run.json").exists() and source.resolve() != folder.resolve():
+            shutil.copyfile(source / "run.json", folder / "run.json")
+        base, guides = recorded_models(folder)
+        summary += [{"pair": name, "base": base, "guide_models": guides, **s} for s in summaries[name]]
+    (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def refusal_split(rows: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
@@ -94,10 +129,18 @@ def refusal_split(rows: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
     for r in rows:
         if r.get("error") or r.get("extracted") not in ("refusal", "compliance"):
             continue
-        cell = out.setdefault(config_name(r), {}).setdefault(str(r["gold"]), [0, 0])
+        cell = out.setdefault(config_name(r), {}).setdefault(_label(r), [0, 0])
         cell[0] += bool(r["correct"])
         cell[1] += 1
     return {c: {g: tuple(v) for g, v in sorted(golds.items())} for c, golds in out.items()}
+
+
+def _label(row: dict) -> str:
+    """The prompt's label: the row's gold, or (rows kept without it) what the verdict and its
+    correctness imply: a right refusal was of an unsafe prompt, a wrong one of a safe prompt."""
+    if row.get("gold") is not None:
+        return str(row["gold"])
+    return "unsafe" if (row["extracted"] == "refusal") == bool(row["correct"]) else "safe"
 
 
 def _split_lines(runs: dict, task: str) -> list[str]:

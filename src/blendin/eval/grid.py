@@ -123,7 +123,7 @@ def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings
     return len(copied)
 
 
-def _models_of(folder: Path) -> tuple[str | None, list[str]]:
+def recorded_models(folder: Path) -> tuple[str | None, list[str]]:
     """(base, guides) as a pair folder's run.json records them (its first task's entry)."""
     try:
         first = next(iter(json.loads((folder / "run.json").read_text(encoding="utf-8"))["tasks"].values()))
@@ -159,7 +159,7 @@ def write_grid_summary(out: Path, specs: list[PairSpec]) -> list[dict]:
     summary = []
     models = {spec.label: (spec.base, list(spec.guides)) for spec in specs}
     for folder in [out / spec.label for spec in specs] + [p for p in pair_folders(out) if p != out and p.name not in models]:
-        base, guides = models.get(folder.name) or _models_of(folder)
+        base, guides = models.get(folder.name) or recorded_models(folder)
         for s in summarise(read_rows(folder / "results.jsonl")):
             summary.append({"pair": folder.name, "base": base, "guide_models": guides, **s})
     tmp = out / "summary.json.tmp"
