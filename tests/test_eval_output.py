@@ -88,9 +88,26 @@ def test_the_bar_counts_tokens_expected_from_running_rows(tmp_path):
     for _ in range(4):
         watch.token(1)
     watch.show()
-    assert watch.line.bar.n == 14 and watch.line.bar.total == 17  # a sample is 7 tokens, estimated from both (14 / 2): row 1 has 3 to go
+    assert watch.line.bar.n == 14 and watch.line.bar.total == 20  # row 1 (at 4) is expected to reach the finished one's 10
     watch.line.end()
-    assert term.getvalue().rsplit("\r", 1)[1].startswith("gsm8k base: 1/2 score 1.000 interventions 0.0%  82%|")
+    assert term.getvalue().rsplit("\r", 1)[1].startswith("gsm8k base: 1/2 score 1.000 interventions 0.0%  70%|")
+
+
+def test_time_left_counts_running_rows_as_at_least_as_long_as_they_are():
+    """XSTest at 14 of 500, 96 rows running: the 14 finished are one-line answers, the running rows
+    are 34 tokens in. Cut off where they stood, the estimate said ~850 s left of a 40-minute run.
+    Too few finished samples are longer than 34 tokens to say where those rows end, so they are
+    expected to run to the cap; once enough long samples have finished, to their mean."""
+    from blendin.eval.runner import _progress
+
+    tally = dict(n=14, score=6.0, tokens=14 * 10, interventions=0, errors=0, decoded=14 * 10 + 96 * 34,
+                 running={i: 34 for i in range(96)}, lengths=[10] * 14, cap=128)
+    p = _progress(get_task("xstest"), "5 configurations", tally, 500, 237.0)  # 14.4 tok/s
+    reach = (14 * 10 + 96 * 128) / 110  # a sample, estimated: 113 tokens
+    assert p["total_tokens"] == pytest.approx(p["tokens"] + 96 * (128 - 34) + 390 * reach)
+    assert p["log_text"].endswith("14.4 tok/s (237 s, ~3696 s left)")
+    later = dict(tally, running={i: 34 for i in range(96)}, lengths=sorted([10] * 14 + [60] * 3))
+    assert _progress(get_task("xstest"), "5", later, 500, 237.0)["total_tokens"] < p["total_tokens"]  # three finished at 60
 
 
 def test_a_log_gets_whole_lines_without_carriage_returns(tmp_path, monkeypatch):

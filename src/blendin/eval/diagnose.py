@@ -102,7 +102,8 @@ def decode(pair, task, items: list[dict], prompts: list[str], config: BlendConfi
     from ..progress import Progress
     from .runner import Watch, score
 
-    watch = Watch(Progress(progress) if progress is not None else None, task, f"diagnose {name}", len(prompts))
+    watch = Watch(Progress(progress) if progress is not None else None, task, f"diagnose {name}", len(prompts),
+                  cap=config.max_new_tokens)
     got: dict = {}
     try:
         for i, result in generate_many(pair, prompts, config, batch_size=batch_size, on_token=watch.token):

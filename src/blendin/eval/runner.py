@@ -22,6 +22,7 @@ rerun with --retry-errors, ``forget_failures``, to decode it again), and the sum
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -106,7 +107,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             # item is decoded under all of them before the next item starts
             todo = [(config, it) for it in items for config in unit if (task.name, *key(config), item_id(it)) not in done]
             name = _config_name(unit[0]) if len(unit) == 1 else f"{len(unit)} configurations"
-            watch = Watch(line, task, name, len(todo), label)
+            watch = Watch(line, task, name, len(todo), label, cap=max(c.max_new_tokens for c in unit))
             last = watch.start
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for _, it in todo]
@@ -199,11 +200,14 @@ class Watch:
     ``token(i)`` is ``generate_many``'s ``on_token``: a large batch can run many minutes before its
     first sample finishes, so from 10 s on the line also moves with the tokens (at most once a
     second). ``finished(i)``: row ``i`` is out of the batch; ``count(row)``: a sample's row (score,
-    tokens, interventions, error) is done; ``show()``: update the line now."""
+    tokens, interventions, error) is done; ``show()``: update the line now. ``cap``: the most tokens
+    a sample may take (max_new_tokens), what a running row is expected to reach while too few
+    finished samples were longer (``_progress``)."""
 
-    def __init__(self, line: Progress | None, task: Task, name: str, total: int, label: str = ""):
+    def __init__(self, line: Progress | None, task: Task, name: str, total: int, label: str = "", cap: int | None = None):
         self.line, self.task, self.name, self.total, self.label = line, task, name, total, label
-        self.tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0, "scored": 0, "decoded": 0, "running": {}}
+        self.tally = {"n": 0, "score": 0.0, "tokens": 0, "interventions": 0, "errors": 0, "scored": 0, "decoded": 0, "running": {},
+                      "lengths": [], "cap": cap}
         self.start = self.shown = time.perf_counter()
 
     def token(self, i: int) -> None:
@@ -222,6 +226,7 @@ class Watch:
         tally["score"] += row.get("score") or 0.0
         tally["scored"] += row.get("score") is not None
         tally["tokens"] += row["tokens"]
+        bisect.insort(tally["lengths"], row["tokens"])
         tally["interventions"] += row["interventions"]
         tally["errors"] += bool(row.get("error"))
 
@@ -247,11 +252,15 @@ def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) ->
 
     Tokens/s counts every token decoded so far (``tally["decoded"]``, rows still running included;
     without it, the finished samples' tokens). Time left is the tokens still expected at that pace.
-    A sample's length is estimated from the finished samples and the running ones
-    (``tally["running"]``: row -> tokens so far) together: the first to finish in a batch of 96 are
-    the short ones (XSTest's one-line refusals), so the finished alone said "~0 s left" at 57 of 500
-    while the rows still running were each past their length. Each running row is expected to go on
-    to that length (if it is not past it), each row not started to take all of it.
+    Lengths are estimated with the rows still running (``tally["running"]``: row -> tokens so far)
+    taken for what they are, samples at least that long: the first to finish in a batch of 96 are
+    the short ones (XSTest's one-line refusals), so a mean of the finished said "~0 s left" at 57 of
+    500, and a mean of finished and running together (each running row cut off where it stood)
+    still said "~850 s left" at 14 of 500 of a run that took 40 minutes. A row running at t tokens
+    is expected to reach the mean length of the finished samples longer than t, or, while fewer than
+    ``TAIL`` of them are, ``tally["cap"]`` (max_new_tokens; ``_expected_length``); a row not started, the
+    mean of those expected lengths and the finished ones. Early in a run this leans long (rows
+    expected to run to the cap), and it shortens as samples finish.
 
     >>> from blendin.eval.tasks import get_task
     >>> p = _progress(get_task("gsm8k"), _config_name(BlendConfig()), dict(n=16, score=4.0, tokens=1600, interventions=160, errors=0), 100, 200.0)
@@ -271,12 +280,32 @@ def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) ->
     speed = decoded / seconds if seconds else 0.0
     running = tally.get("running") or {}
     seen = tally["n"] + len(running)
-    length = (tally["tokens"] + sum(running.values())) / seen if seen else 0.0  # a sample's tokens, estimated
-    expected = sum(max(0.0, length - t) for t in running.values()) + max(0, total - seen) * length
+    reach = [_expected_length(t, tally.get("lengths") or [], tally.get("cap")) for t in running.values()]
+    length = (tally["tokens"] + sum(reach)) / seen if seen else 0.0  # a sample's tokens, estimated
+    expected = sum(r - t for r, t in zip(reach, running.values())) + max(0, total - seen) * length
     left = f", ~{expected / speed:.0f} s left" if 0 < tally["n"] < total and speed else ""
     text = f"{task.name} {name}: {tally['n']}/{total} score {mean}{errors} interventions {100 * rate:.1f}%"
     return {"text": text, "tokens": decoded, "total_tokens": decoded + expected if seen else None,
             "log_text": f"{text} {speed:.1f} tok/s ({seconds:.0f} s{left})"}
+
+
+TAIL = 3  # finished samples longer than a running row needed to trust their mean over the cap
+
+
+def _expected_length(t: int, lengths: list[int], cap: int | None) -> float:
+    """What a row running at ``t`` tokens is expected to reach: the mean of the finished ``lengths``
+    (sorted) longer than t where there are ``TAIL`` of them, else ``cap``; without a cap, the mean of
+    the longer ones there are, else t.
+
+    >>> _expected_length(10, [2, 3, 40, 50, 60], 128), _expected_length(55, [2, 3, 40, 50, 60], 128)
+    (50.0, 128)
+    >>> _expected_length(55, [2, 3, 40, 50, 60], None), _expected_length(70, [2, 3, 40, 50, 60], None)
+    (60.0, 70)
+    """
+    longer = lengths[bisect.bisect_right(lengths, t):]
+    if len(longer) >= TAIL or (longer and cap is None):
+        return sum(longer) / len(longer)
+    return max(cap, t) if cap is not None else t
 
 
 def _write_trace(result, folder: Path, sample_id, prompt: str | None = None) -> None:
