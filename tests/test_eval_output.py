@@ -95,7 +95,7 @@ def test_the_bar_counts_tokens_expected_from_running_rows(tmp_path):
 
 def test_time_left_counts_running_rows_as_at_least_as_long_as_they_are():
     """XSTest at 14 of 500, 96 rows running: the 14 finished are one-line answers, the running rows
-    are 34 tokens in. Cut off where they stood, the estimate said ~850 s left of a 40-minute run.
+    are 34 tokens in. Cut off where they stood, the estimate said ~850 s left of a 42-minute run.
     Too few finished samples are longer than 34 tokens to say where those rows end, so they are
     expected to run to the cap; once enough long samples have finished, to their mean."""
     from blendin.eval.runner import _progress

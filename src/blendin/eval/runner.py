@@ -256,7 +256,7 @@ def _progress(task: Task, name: str, tally: dict, total: int, seconds: float) ->
     taken for what they are, samples at least that long: the first to finish in a batch of 96 are
     the short ones (XSTest's one-line refusals), so a mean of the finished said "~0 s left" at 57 of
     500, and a mean of finished and running together (each running row cut off where it stood)
-    still said "~850 s left" at 14 of 500 of a run that took 40 minutes. A row running at t tokens
+    still said "~850 s left" at 14 of 500 of a run that took 42 minutes. A row running at t tokens
     is expected to reach the mean length of the finished samples longer than t, or, while fewer than
     ``TAIL`` of them are, ``tally["cap"]`` (max_new_tokens; ``_expected_length``); a row not started, the
     mean of those expected lengths and the finished ones. Early in a run this leans long (rows
