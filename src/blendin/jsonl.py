@@ -9,6 +9,7 @@ already there, so an interrupted run loses nothing and repeats nothing.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .errors import ConfigError
@@ -101,6 +102,20 @@ def _text(p: Path, flag: str) -> str:
         raise ConfigError(f"{flag} {p} cannot be read ({exc.strerror or exc})") from None
 
 
+def rows_text(rows) -> str:
+    """Rows as a results file holds them: one JSON object a line, as ``ResultWriter`` writes them."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def replace_file(path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: to a temporary file beside it first, then
+    renamed over it (``os.replace``), so a killed run leaves the old file or the new one."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, p)
+
+
 class ResultWriter:
     """Appends one result per line and flushes it at once."""
 
@@ -112,7 +127,7 @@ class ResultWriter:
         self._file = p.open("a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(rows_text([record]))
         self._file.flush()
 
     def close(self) -> None:

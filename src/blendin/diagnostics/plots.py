@@ -29,13 +29,13 @@ run. Every figure has one panel per task; a pair keeps its colour in every figur
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..jsonl import replace_file, rows_text
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
-from ..eval.grid import pair_folders, recorded_models
+from ..eval.grid import pair_folders, recorded_models, write_pairs_summary
 from ..eval.runner import interval, read_rows, row_key, summarise
 from ..eval.warning import early_warnings, warning_markdown
 
@@ -105,19 +105,14 @@ def _keep_rows(runs: dict, summaries: dict, run_dirs: list[str], path: Path) -> 
     for d in run_dirs:
         for f in pair_folders(Path(d)):
             folders.setdefault(f.name or d, f)
-    summary = []
     for name, rows in runs.items():
         folder = path / name
         folder.mkdir(parents=True, exist_ok=True)
-        text = "".join(json.dumps({k: v for k, v in r.items() if k not in KEPT_OUT}) + "\n" for r in rows)
-        (folder / "results.jsonl.tmp").write_text(text, encoding="utf-8")
-        (folder / "results.jsonl.tmp").replace(folder / "results.jsonl")
+        replace_file(folder / "results.jsonl", rows_text({k: v for k, v in r.items() if k not in KEPT_OUT} for r in rows))
         source = folders.get(name)
         if source is not None and (source / "run.json").exists() and source.resolve() != folder.resolve():
             shutil.copyfile(source / "run.json", folder / "run.json")
-        base, guides = recorded_models(folder)
-        summary += [{"pair": name, "base": base, "guide_models": guides, **s} for s in summaries[name]]
-    (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_pairs_summary(path / "summary.json", summaries, {name: recorded_models(path / name) for name in runs})
     return path
 
 

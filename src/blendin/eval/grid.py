@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..jsonl import ResultWriter, read_rows
+from ..jsonl import ResultWriter, read_rows, replace_file
 from . import runner
 from .runner import key, markdown, row_key, summarise
 from .tasks import item_id
@@ -156,15 +155,19 @@ def write_grid_summary(out: Path, specs: list[PairSpec]) -> list[dict]:
     """``out/summary.json``: every pair's summary objects (all tasks), each keyed by its pair: the
     pairs of ``specs`` (this run's) first, then any other pair folder in ``out`` (an earlier run's;
     its models as its run.json records them)."""
-    summary = []
     models = {spec.label: (spec.base, list(spec.guides)) for spec in specs}
-    for folder in [out / spec.label for spec in specs] + [p for p in pair_folders(out) if p != out and p.name not in models]:
-        base, guides = models.get(folder.name) or recorded_models(folder)
-        for s in summarise(read_rows(folder / "results.jsonl")):
-            summary.append({"pair": folder.name, "base": base, "guide_models": guides, **s})
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    folders = [out / spec.label for spec in specs] + [p for p in pair_folders(out) if p != out and p.name not in models]
+    return write_pairs_summary(out / "summary.json", {f.name: summarise(read_rows(f / "results.jsonl")) for f in folders},
+                               {f.name: models.get(f.name) or recorded_models(f) for f in folders})
+
+
+def write_pairs_summary(path: Path, summaries: dict[str, list[dict]], models: dict[str, tuple]) -> list[dict]:
+    """``path`` (a grid's summary.json), whole or not at all: each pair's summary objects in the
+    order of ``summaries`` ({pair: summarise's list}), each with "pair", "base" and "guide_models"
+    (``models``: {pair: (base, guides)}); ``pair_folders`` reads the pairs' order back from it."""
+    summary = [{"pair": name, "base": models[name][0], "guide_models": models[name][1], **s}
+               for name, ss in summaries.items() for s in ss]
+    replace_file(path, json.dumps(summary, indent=2))
     return summary
 
 

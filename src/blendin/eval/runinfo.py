@@ -39,13 +39,12 @@ a folder as before.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 
 from ..config import BlendConfig
 from ..errors import ConfigError
-from ..jsonl import read_rows
+from ..jsonl import read_rows, replace_file
 
 FORMAT = 1
 GRID_FIELDS = ("method", "gamma", "alpha", "trace_top")  # vary within a run folder, or change no output
@@ -184,6 +183,4 @@ def record_run(out_dir, task, configs: list[BlendConfig], judge=None) -> None:
     if recorded["tasks"].get(task.name) == settings:
         return
     recorded["tasks"][task.name] = settings
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(recorded, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(recorded, indent=2, ensure_ascii=False) + "\n")

@@ -25,14 +25,13 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from ..config import BlendConfig
-from ..jsonl import ResultWriter, read_rows
+from ..jsonl import ResultWriter, read_rows, replace_file, rows_text
 from ..progress import Progress
 from .extract import choice_letter, last_number, numbers_equal, refused
 from .runinfo import record_run, task_config
@@ -166,9 +165,7 @@ def forget_failures(out_dir, task_name: str) -> int:
     rows = read_rows(path)
     keep = [r for r in rows if not (r.get("error") and r.get("task") == task_name)]
     if len(keep) < len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        replace_file(path, rows_text(keep))
     return len(rows) - len(keep)
 
 
@@ -176,9 +173,7 @@ def write_summary(out: Path) -> list[dict]:
     """Summarise the rows in ``out/results.jsonl`` (every task's) into ``out/summary.json``, whole or
     not at all: written to a temporary file first and renamed over the old one (``os.replace``)."""
     summary = summarise(read_rows(out / "results.jsonl"))
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    replace_file(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
