@@ -201,6 +201,25 @@ def test_report_keeps_rows_without_text_or_gold_and_remakes_itself_from_them(tmp
     assert code == 0 and len(read_rows(kept / LA / "results.jsonl")) == 6, err
 
 
+def test_report_keeps_one_pair_with_and_without_a_mitigation_apart(tmp_path, capsys, loads):
+    """Two --out folders hold one pair (same folder name, task and configurations), one run with
+    --retire-below: both reach the tables, the second named by what it sets, none of its rows
+    dropped as the first's; folders of one name and the same settings still merge into one run."""
+    plain, retire = tmp_path / "plain", tmp_path / "retire"
+    args = _grid(tmp_path, A, methods="base,blendin")
+    assert run(capsys, *args[:-4], "--out", plain, "--pair", A)[0] == 0
+    assert run(capsys, *args[:-4], "--out", retire, "--pair", A, "--retire-below", "0.5")[0] == 0
+    code, _, err = run(capsys, "report", plain, retire, "--out", tmp_path / "rep", "--keep-rows")
+    assert code == 0, err
+    tables = (tmp_path / "rep" / "tables.md").read_text()
+    assert f"| {LA} | blendin g0.4 | 2 |" in tables and f"| {LA}~retire_below=0.5 | blendin g0.4 | 2 |" in tables
+    kept = tmp_path / "rep" / "rows" / f"{LA}~retire_below=0.5"
+    assert json.loads((kept / "run.json").read_text())["tasks"]["gsm8k"]["retire_below"] == 0.5
+    assert len(read_rows(kept / "results.jsonl")) == 4
+    code, _, err = run(capsys, "report", plain, plain / LA, "--out", tmp_path / "same")
+    assert code == 0 and "~" not in (tmp_path / "same" / "tables.md").read_text(), err
+
+
 def test_diagnose_ranks_several_pairs_by_intervention_rate(tmp_path, capsys, loads):
     f = _task_file(tmp_path, ["18", "7"])
     code, out, err = run(capsys, "diagnose", "--task", "gsm8k", "--data", f, "--limit", "2", "--plain-only", "--max-new-tokens", "5",

@@ -4,7 +4,7 @@
 
 A run is one pair's folder; a grid folder (``blendin eval --pair ... --out DIR``) stands for its
 pairs, in the grid's order. Folders of the same name (one pair's grids of two tasks, say) are one
-run. Every figure has one panel per task; a pair keeps its colour in every figure.
+run, unless their run.json settings differ for a task (``run_folders``). Every figure has one panel per task; a pair keeps its colour in every figure.
 
 - tables.md: per task, pair x configuration: n, score and its 95% interval, intervention rate, mean alpha;
   for refusal tasks (XSTest) also right answers by the prompt's label (safe answered, unsafe refused);
@@ -35,7 +35,8 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..jsonl import replace_file, rows_text
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
-from ..eval.grid import pair_folders, recorded_models, write_pairs_summary
+from ..eval.grid import pair_folders, recorded_models, recorded_tasks, write_pairs_summary
+from ..eval.runinfo import distinguishing
 from ..eval.runner import interval, read_rows, row_key, summarise
 from ..eval.warning import early_warnings, warning_markdown
 
@@ -45,19 +46,39 @@ KEPT_OUT = ("output", "gold")
 MARKERS = {"base": "o", "guide": "s", "switch": "^", "nudging": "D", "blendin": "*"}
 
 
-def load_runs(run_dirs: list[str]) -> dict[str, list[dict]]:
-    """{run name: rows}, grid folders expanded into their pairs; rows of same-named folders merged
-    (a row already there for the same task, configuration and item is kept, the later one dropped)."""
-    runs: dict[str, list[dict]] = {}
+def run_folders(run_dirs: list[str]) -> dict[str, list[Path]]:
+    """{run name: its folders}, grid folders expanded into their pairs. Folders of one name are one run
+    (one pair's grids of two tasks) unless their run.json settings differ for a task both hold (one
+    pair with and without a mitigation, each in its own --out): the later one is then named by what
+    it sets, ``PAIR~retire_below=0.5``, so neither's rows are dropped as the other's."""
+    runs: dict[str, list[Path]] = {}
+    settings: dict[str, dict] = {}  # run name: {task: run.json settings}
     for d in run_dirs:
         folders = pair_folders(Path(d))
         if not folders:
             raise ConfigError(f"{d} has no results.jsonl rows: pass folders written by blendin eval --out")
         for folder in folders:
+            mine, name = recorded_tasks(folder), folder.name or d
+            while True:
+                clash = [t for t in mine if t in settings.get(name, {}) and settings[name][t] != mine[t]]
+                if not clash:
+                    break
+                name = f"{name}~{distinguishing(settings[name][clash[0]], mine[clash[0]])}"
+            runs.setdefault(name, []).append(folder)
+            settings.setdefault(name, {}).update(mine)
+    return runs
+
+
+def load_runs(run_dirs: list[str]) -> dict[str, list[dict]]:
+    """{run name: rows} of ``run_folders``; rows of one run's folders merged (a row already there for
+    the same task, configuration and item is kept, the later one dropped)."""
+    runs: dict[str, list[dict]] = {}
+    for name, folders in run_folders(run_dirs).items():
+        have = runs.setdefault(name, [])
+        for folder in folders:
             rows = read_rows(folder / "results.jsonl")
             if not rows:
                 raise ConfigError(f"{folder} has no results.jsonl rows: pass folders written by blendin eval --out")
-            have = runs.setdefault(folder.name or d, [])
             seen = {row_key(r) for r in have}
             have += [r for r in rows if row_key(r) not in seen]
     return runs
@@ -101,10 +122,7 @@ def _keep_rows(runs: dict, summaries: dict, run_dirs: list[str], path: Path) -> 
     """rows/RUN/results.jsonl without ``KEPT_OUT``, each run's run.json beside it, and rows/summary.json
     (the grid's form: its order is the report's, so a pair keeps its colour). Written to temporary
     names first: a report made from rows/ itself rewrites it from what it read."""
-    folders: dict[str, Path] = {}
-    for d in run_dirs:
-        for f in pair_folders(Path(d)):
-            folders.setdefault(f.name or d, f)
+    folders = {name: found[0] for name, found in run_folders(run_dirs).items()}
     for name, rows in runs.items():
         folder = path / name
         folder.mkdir(parents=True, exist_ok=True)

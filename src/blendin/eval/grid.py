@@ -104,7 +104,7 @@ def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings
         if config.method not in OTHER_SIDE:
             continue
         for other in others:
-            theirs = _recorded(out / other, task.name)
+            theirs = recorded_tasks(out / other).get(task.name)
             if theirs is None or _without(theirs, OTHER_SIDE[config.method]) != _without(settings, OTHER_SIDE[config.method]):
                 continue
             for row in read_rows(out / other / "results.jsonl"):
@@ -131,11 +131,13 @@ def recorded_models(folder: Path) -> tuple[str | None, list[str]]:
         return None, []
 
 
-def _recorded(folder: Path, task: str) -> dict | None:
+def recorded_tasks(folder: Path) -> dict[str, dict]:
+    """{task: settings} as a folder's run.json records them; {} where it has none (or an unreadable one)."""
     try:
-        return json.loads((folder / "run.json").read_text(encoding="utf-8"))["tasks"].get(task)
-    except (OSError, ValueError, KeyError, AttributeError):
-        return None
+        tasks = json.loads((folder / "run.json").read_text(encoding="utf-8"))["tasks"]
+        return tasks if isinstance(tasks, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _without(settings: dict, names) -> dict:

@@ -110,6 +110,15 @@ def differences(old, new, prefix: str = "") -> list[str]:
     return names
 
 
+def distinguishing(old: dict, new: dict) -> str:
+    """What ``new`` sets where ``old`` differs, as a name: 'retire_below=0.5', 'max_new_tokens=512,seed=1'.
+
+    >>> distinguishing({"retire_below": None, "retire_after": 8}, {"retire_below": 0.5, "retire_after": 8})
+    'retire_below=0.5'
+    """
+    return ",".join(f"{name}={_show(_lookup(new, name))}" for name in differences(old, new)) or "same"
+
+
 def _show(value) -> str:
     text = "(absent)" if value is _MISSING else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
