@@ -290,22 +290,26 @@ def _guides_plot(plt, table: list[dict], out: Path) -> list[Path]:
               f"{t['retired']} | {t['reliability']:.2f} |" for t in table]
     md = out / "guides.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(table)))
-    labels = [f"{t['run']} · {t['guide']}" for t in table]
+    # a run's name is a pair's folder name (two or three model names): it gets a line of its own, and
+    # the image is cropped to what is drawn, so no label runs off the left edge
+    labels = [f"{t['run']}\n{t['config']} · {t['guide']}" for t in table]
+    widest = max(len(line) for label in labels for line in label.split("\n"))
+    fig, ax = plt.subplots(figsize=(4.0 + 0.07 * widest, 1.4 + 0.5 * len(table)))
     ax.barh(range(len(table)), [t["interventions"] for t in table], color="tab:blue", label="interventions")
     ax.barh(range(len(table)), [t["passes_saved"] for t in table], left=[t["interventions"] for t in table], color="tab:grey",
             label="passes saved (retired)")
     ax.set_yticks(range(len(table)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set(xlabel="tokens", title="each guide's interventions")
-    ax.legend(fontsize=8)
-    return [_save(fig, out / "guides.png"), md]
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)  # above the bars, not on them
+    return [_save(fig, out / "guides.png", crop=True), md]
 
 
-def _save(fig, path: Path, layout: bool = True) -> Path:
+def _save(fig, path: Path, layout: bool = True, crop: bool = False) -> Path:
+    """``crop``: the saved image is the figure's drawn extent (long tick labels included) rather than its size."""
     if layout:
         fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, **({"bbox_inches": "tight", "pad_inches": 0.1} if crop else {}))
     import matplotlib.pyplot as plt
 
     plt.close(fig)
