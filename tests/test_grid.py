@@ -216,8 +216,16 @@ def test_report_keeps_one_pair_with_and_without_a_mitigation_apart(tmp_path, cap
     kept = tmp_path / "rep" / "rows" / f"{LA}~retire_below=0.5"
     assert json.loads((kept / "run.json").read_text())["tasks"]["gsm8k"]["retire_below"] == 0.5
     assert len(read_rows(kept / "results.jsonl")) == 4
-    code, _, err = run(capsys, "report", plain, plain / LA, "--out", tmp_path / "same")
+    code, _, err = run(capsys, "report", kept.parent, "--out", tmp_path / "again")  # from the kept rows: the same runs
+    assert code == 0 and (tmp_path / "again" / "tables.md").read_text() == tables, err
+    # one name, the same settings, another task: one run, and its kept run.json records both tasks
+    f = _task_file(tmp_path, ["18", "7", "18"])
+    other = ["eval", "--task", "gsm8k", "--data", f, "--limit", 2, "--method", "base", "--max-new-tokens", 5]
+    assert run(capsys, *other, "--max-new-tokens", 6, "--out", tmp_path / "six", "--pair", A)[0] == 0
+    (tmp_path / "six" / LA / "run.json").write_text((tmp_path / "six" / LA / "run.json").read_text().replace('"gsm8k"', '"other"'))
+    code, _, err = run(capsys, "report", plain, tmp_path / "six", "--out", tmp_path / "same", "--keep-rows")
     assert code == 0 and "~" not in (tmp_path / "same" / "tables.md").read_text(), err
+    assert set(json.loads((tmp_path / "same" / "rows" / LA / "run.json").read_text())["tasks"]) == {"gsm8k", "other"}
 
 
 def test_diagnose_ranks_several_pairs_by_intervention_rate(tmp_path, capsys, loads):

@@ -4,7 +4,8 @@
 
 A run is one pair's folder; a grid folder (``blendin eval --pair ... --out DIR``) stands for its
 pairs, in the grid's order. Folders of the same name (one pair's grids of two tasks, say) are one
-run, unless their run.json settings differ for a task (``run_folders``). Every figure has one panel per task; a pair keeps its colour in every figure.
+run, unless their run.json settings differ for a task (``run_folders``). Every figure has one panel
+per task; a pair keeps its colour in every figure.
 
 - tables.md: per task, pair x configuration: n, score and its 95% interval, intervention rate, mean alpha;
   for refusal tasks (XSTest) also right answers by the prompt's label (safe answered, unsafe refused);
@@ -29,14 +30,14 @@ run, unless their run.json settings differ for a task (``run_folders``). Every f
 
 from __future__ import annotations
 
-import shutil
+import json
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..jsonl import replace_file, rows_text
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
 from ..eval.grid import pair_folders, recorded_models, recorded_tasks, write_pairs_summary
-from ..eval.runinfo import distinguishing
+from ..eval.runinfo import FORMAT, distinguishing, normalised
 from ..eval.runner import interval, read_rows, row_key, summarise
 from ..eval.warning import early_warnings, warning_markdown
 
@@ -46,26 +47,30 @@ KEPT_OUT = ("output", "gold")
 MARKERS = {"base": "o", "guide": "s", "switch": "^", "nudging": "D", "blendin": "*"}
 
 
-def run_folders(run_dirs: list[str]) -> dict[str, list[Path]]:
-    """{run name: its folders}, grid folders expanded into their pairs. Folders of one name are one run
-    (one pair's grids of two tasks) unless their run.json settings differ for a task both hold (one
-    pair with and without a mitigation, each in its own --out): the later one is then named by what
-    it sets, ``PAIR~retire_below=0.5``, so neither's rows are dropped as the other's."""
-    runs: dict[str, list[Path]] = {}
-    settings: dict[str, dict] = {}  # run name: {task: run.json settings}
+def run_folders(run_dirs: list[str]) -> dict[str, tuple[list[Path], dict]]:
+    """{run name: (its folders, {task: settings})}, grid folders expanded into their pairs. Folders of
+    one name are one run (one pair's grids of two tasks) unless their run.json settings differ for a
+    task both hold (one pair with and without a mitigation, each in its own --out): the later one is
+    then named by what it sets, ``PAIR~retire_below=0.5``, so neither's rows are dropped as the
+    other's. Settings are compared as a resume compares them (``runinfo.normalised``); a folder
+    without run.json says nothing, so it merges with any of its name."""
+    runs: dict[str, tuple[list[Path], dict]] = {}
     for d in run_dirs:
         folders = pair_folders(Path(d))
         if not folders:
             raise ConfigError(f"{d} has no results.jsonl rows: pass folders written by blendin eval --out")
         for folder in folders:
-            mine, name = recorded_tasks(folder), folder.name or d
-            while True:
-                clash = [t for t in mine if t in settings.get(name, {}) and settings[name][t] != mine[t]]
+            mine = {t: normalised(v) for t, v in recorded_tasks(folder).items()}
+            name = folder.name or d
+            while True:  # each turn adds a suffix that differs from the clashing run's settings: it ends
+                theirs = runs.get(name, ([], {}))[1]
+                clash = [t for t in mine if t in theirs and theirs[t] != mine[t]]
                 if not clash:
                     break
-                name = f"{name}~{distinguishing(settings[name][clash[0]], mine[clash[0]])}"
-            runs.setdefault(name, []).append(folder)
-            settings.setdefault(name, {}).update(mine)
+                name = f"{name}~{distinguishing(theirs[clash[0]], mine[clash[0]])}"
+            found, settings = runs.setdefault(name, ([], {}))
+            found.append(folder)
+            settings.update({t: v for t, v in mine.items() if t not in settings})
     return runs
 
 
@@ -73,7 +78,7 @@ def load_runs(run_dirs: list[str]) -> dict[str, list[dict]]:
     """{run name: rows} of ``run_folders``; rows of one run's folders merged (a row already there for
     the same task, configuration and item is kept, the later one dropped)."""
     runs: dict[str, list[dict]] = {}
-    for name, folders in run_folders(run_dirs).items():
+    for name, (folders, _) in run_folders(run_dirs).items():
         have = runs.setdefault(name, [])
         for folder in folders:
             rows = read_rows(folder / "results.jsonl")
@@ -122,14 +127,13 @@ def _keep_rows(runs: dict, summaries: dict, run_dirs: list[str], path: Path) -> 
     """rows/RUN/results.jsonl without ``KEPT_OUT``, each run's run.json beside it, and rows/summary.json
     (the grid's form: its order is the report's, so a pair keeps its colour). Written to temporary
     names first: a report made from rows/ itself rewrites it from what it read."""
-    folders = {name: found[0] for name, found in run_folders(run_dirs).items()}
+    recorded = {name: settings for name, (_, settings) in run_folders(run_dirs).items()}
     for name, rows in runs.items():
         folder = path / name
         folder.mkdir(parents=True, exist_ok=True)
         replace_file(folder / "results.jsonl", rows_text({k: v for k, v in r.items() if k not in KEPT_OUT} for r in rows))
-        source = folders.get(name)
-        if source is not None and (source / "run.json").exists() and source.resolve() != folder.resolve():
-            shutil.copyfile(source / "run.json", folder / "run.json")
+        if recorded.get(name):  # every task the run's folders recorded, not only the first folder's
+            replace_file(folder / "run.json", json.dumps({"format": FORMAT, "tasks": recorded[name]}, indent=2, ensure_ascii=False) + "\n")
     write_pairs_summary(path / "summary.json", summaries, {name: recorded_models(path / name) for name in runs})
     return path
 

@@ -111,12 +111,21 @@ def differences(old, new, prefix: str = "") -> list[str]:
 
 
 def distinguishing(old: dict, new: dict) -> str:
-    """What ``new`` sets where ``old`` differs, as a name: 'retire_below=0.5', 'max_new_tokens=512,seed=1'.
+    """What ``new`` sets where ``old`` differs, short enough and plain enough for a folder name:
+    'retire_below=0.5', 'max_new_tokens=512,seed=1'; a value's characters other than letters, digits
+    and ``._-`` become ``-`` (a path's slashes too), and past 60 characters the rest is a hash.
 
     >>> distinguishing({"retire_below": None, "retire_after": 8}, {"retire_below": 0.5, "retire_after": 8})
     'retire_below=0.5'
+    >>> distinguishing({"guide": "a/g.gguf"}, {"guide": "x/g.gguf"})
+    'guide=x-g.gguf'
     """
-    return ",".join(f"{name}={_show(_lookup(new, name))}" for name in differences(old, new)) or "same"
+    import hashlib
+    import re
+
+    text = ",".join(f"{name}={re.sub(r'[^A-Za-z0-9._-]+', '-', json.dumps(_lookup(new, name)).strip(chr(34)))}"
+                    for name in differences(old, new)) or "same"
+    return text if len(text) <= 60 else text[:51] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def _show(value) -> str:
@@ -134,6 +143,15 @@ def _lookup(settings: dict, dotted: str):
 
 def _advice(out: Path) -> str:
     return f"use another --out, or delete {out} to start again"
+
+
+def normalised(old):
+    """A task's recorded settings with what a run.json from before a field existed implies: float32
+    on the CPU (before --device/--dtype), one guide and no mitigation (before several guides);
+    anything but a dict as it is."""
+    if isinstance(old, dict) and "placement" not in old:
+        old = {**old, "placement": {role: None if old.get(f"{role}_remote") else dict(LEGACY_PLACEMENT) for role in ("base", "guide")}}
+    return {**old, **{k: v for k, v in LEGACY_DEFAULTS.items() if k not in old}} if isinstance(old, dict) else old
 
 
 def check_run(out_dir, task, config: BlendConfig, judge=None) -> dict:
@@ -155,11 +173,7 @@ def check_run(out_dir, task, config: BlendConfig, judge=None) -> dict:
         raise ConfigError(f"{path} cannot be read ({exc}); {_advice(out)}") from None
     if not isinstance(recorded, dict) or recorded.get("format") != FORMAT or not isinstance(recorded.get("tasks"), dict):
         raise ConfigError(f"{path} is not a run.json of format {FORMAT} (another blendin version?); {_advice(out)}")
-    old = recorded["tasks"].get(task.name)
-    if isinstance(old, dict) and "placement" not in old:  # recorded before --device/--dtype: float32 on the CPU
-        old = {**old, "placement": {role: None if old.get(f"{role}_remote") else dict(LEGACY_PLACEMENT) for role in ("base", "guide")}}
-    if isinstance(old, dict):  # recorded before several guides and the mitigations: one guide, none on
-        old = {**LEGACY_DEFAULTS, **old}
+    old = normalised(recorded["tasks"].get(task.name))
     if old is None:
         if any(r.get("task") == task.name for r in rows):
             raise ConfigError(f"{out} has {task.name} results but run.json has no settings for {task.name}, "
