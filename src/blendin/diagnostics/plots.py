@@ -275,7 +275,7 @@ def _correctness_plot(plt, runs: dict, tasks: list[str], colours: dict, path: Pa
         ax.axvline(20, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("BlendIn's intervention rate per sample (%)")
         ax.set_title(f"{task}: BlendIn, right and wrong answers", fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, crop=True)  # a grid's pair names are long: the image takes their whole width
 
 
 def guide_table(runs: dict[str, list[dict]]) -> list[dict]:
