@@ -74,11 +74,11 @@ def run_folders(run_dirs: list[str]) -> dict[str, tuple[list[Path], dict]]:
     return runs
 
 
-def load_runs(run_dirs: list[str]) -> dict[str, list[dict]]:
-    """{run name: rows} of ``run_folders``; rows of one run's folders merged (a row already there for
-    the same task, configuration and item is kept, the later one dropped)."""
+def load_runs(found: dict[str, tuple[list[Path], dict]]) -> dict[str, list[dict]]:
+    """{run name: rows} of ``run_folders``'s runs; rows of one run's folders merged (a row already
+    there for the same task, configuration and item is kept, the later one dropped)."""
     runs: dict[str, list[dict]] = {}
-    for name, (folders, _) in run_folders(run_dirs).items():
+    for name, (folders, _) in found.items():
         have = runs.setdefault(name, [])
         for folder in folders:
             rows = read_rows(folder / "results.jsonl")
@@ -97,7 +97,8 @@ def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS, k
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("plots need matplotlib: pip install matplotlib (in a blendin checkout: .venv/bin/pip install -e '.[report]')") from None
-    runs = load_runs(run_dirs)
+    found = run_folders(run_dirs)
+    runs = load_runs(found)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summaries = {name: summarise(rows) for name, rows in runs.items()}
@@ -119,15 +120,15 @@ def report(run_dirs: list[str], out_dir: str, comparisons=DEFAULT_COMPARISONS, k
     if table:
         written += _guides_plot(plt, table, out)
     if keep_rows:
-        written.append(_keep_rows(runs, summaries, run_dirs, out / "rows"))
+        written.append(_keep_rows(runs, summaries, {name: settings for name, (_, settings) in found.items()}, out / "rows"))
     return written
 
 
-def _keep_rows(runs: dict, summaries: dict, run_dirs: list[str], path: Path) -> Path:
-    """rows/RUN/results.jsonl without ``KEPT_OUT``, each run's run.json beside it, and rows/summary.json
-    (the grid's form: its order is the report's, so a pair keeps its colour). Written to temporary
-    names first: a report made from rows/ itself rewrites it from what it read."""
-    recorded = {name: settings for name, (_, settings) in run_folders(run_dirs).items()}
+def _keep_rows(runs: dict, summaries: dict, recorded: dict[str, dict], path: Path) -> Path:
+    """rows/RUN/results.jsonl without ``KEPT_OUT``, each run's run.json beside it (``recorded``: {run:
+    {task: settings}}, every task of its folders), and rows/summary.json (the grid's form: its order is
+    the report's, so a pair keeps its colour). Written to temporary names first: a report made from
+    rows/ itself rewrites it from what it read."""
     for name, rows in runs.items():
         folder = path / name
         folder.mkdir(parents=True, exist_ok=True)
