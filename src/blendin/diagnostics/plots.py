@@ -30,14 +30,13 @@ per task; a pair keeps its colour in every figure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..jsonl import replace_file, rows_text
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
 from ..eval.grid import pair_folders, recorded_models, recorded_tasks, write_pairs_summary
-from ..eval.runinfo import FORMAT, distinguishing, normalised
+from ..eval.runinfo import distinguishing, normalised, write_run_json
 from ..eval.runner import interval, read_rows, row_key, summarise
 from ..eval.warning import early_warnings, warning_markdown
 
@@ -134,7 +133,7 @@ def _keep_rows(runs: dict, summaries: dict, recorded: dict[str, dict], path: Pat
         folder.mkdir(parents=True, exist_ok=True)
         replace_file(folder / "results.jsonl", rows_text({k: v for k, v in r.items() if k not in KEPT_OUT} for r in rows))
         if recorded.get(name):  # every task the run's folders recorded, not only the first folder's
-            replace_file(folder / "run.json", json.dumps({"format": FORMAT, "tasks": recorded[name]}, indent=2, ensure_ascii=False) + "\n")
+            write_run_json(folder, recorded[name])
     write_pairs_summary(path / "summary.json", summaries, {name: recorded_models(path / name) for name in runs})
     return path
 

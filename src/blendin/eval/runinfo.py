@@ -38,7 +38,9 @@ a folder as before.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 
@@ -120,9 +122,6 @@ def distinguishing(old: dict, new: dict) -> str:
     >>> distinguishing({"guide": "a/g.gguf"}, {"guide": "x/g.gguf"})
     'guide=x-g.gguf'
     """
-    import hashlib
-    import re
-
     text = ",".join(f"{name}={re.sub(r'[^A-Za-z0-9._-]+', '-', json.dumps(_lookup(new, name)).strip(chr(34)))}"
                     for name in differences(old, new)) or "same"
     return text if len(text) <= 60 else text[:51] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
@@ -202,8 +201,12 @@ def record_run(out_dir, task, configs: list[BlendConfig], judge=None) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run.json"
-    recorded = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"format": FORMAT, "tasks": {}}
-    if recorded["tasks"].get(task.name) == settings:
+    tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"] if path.exists() else {}
+    if tasks.get(task.name) == settings:
         return
-    recorded["tasks"][task.name] = settings
-    replace_file(path, json.dumps(recorded, indent=2, ensure_ascii=False) + "\n")
+    write_run_json(out, {**tasks, task.name: settings})
+
+
+def write_run_json(out_dir, tasks: dict[str, dict]) -> None:
+    """``out_dir/run.json`` recording ``tasks`` ({task: settings}), whole or not at all."""
+    replace_file(Path(out_dir) / "run.json", json.dumps({"format": FORMAT, "tasks": tasks}, indent=2, ensure_ascii=False) + "\n")
