@@ -94,6 +94,23 @@ def test_eval_rows_and_summary_count_each_guide_and_report_shows_them(tmp_path):
     assert "guides.png" in written and "| run | blendin 0.4 | g2 | 0 |" in (tmp_path / "report" / "guides.md").read_text()
 
 
+def test_report_guides_leaves_out_the_guide_alone(tmp_path):
+    """The guide alone blends nothing: guides.md and guides.png list only the guided configurations,
+    not a guide 'with 0 interventions and reliability 1.00'."""
+    pytest.importorskip("matplotlib")
+    from blendin.diagnostics.plots import guide_table, report
+
+    task = get_task("gsm8k")
+    run_eval(_three(), task, load_items(task, str(_task_file(tmp_path)), None),
+             grid(BlendConfig(max_new_tokens=5), ["guide", "blendin"], [0.4], [None]), tmp_path / "run", progress=None)
+    rows = read_rows(tmp_path / "run" / "results.jsonl")
+    assert any(r["method"] == "guide" and r.get("guides") for r in rows)  # the rows record the guide's passes
+    assert {t["config"] for t in guide_table({"run": rows})} == {"blendin 0.4"}
+    report([str(tmp_path / "run")], str(tmp_path / "report"))
+    md = (tmp_path / "report" / "guides.md").read_text()
+    assert "| run | blendin 0.4 |" in md and "| guide 0.4 |" not in md
+
+
 def test_a_folder_from_before_several_guides_resumes_and_a_mitigation_is_a_new_setting(tmp_path):
     task = get_task("gsm8k")
     items = load_items(task, str(_task_file(tmp_path)), None)

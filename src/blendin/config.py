@@ -16,6 +16,8 @@ from .errors import ConfigError
 from .placement import Placement, check_names, dtype_name
 
 METHODS = ("base", "guide", "switch", "nudging", "blendin")
+# the methods that decode with one model alone: no gamma, no blending, nothing the other model does
+SOLO_METHODS = ("base", "guide")
 SPECULATE = ("off", "guide", "lookup", "auto")  # who drafts for the base (``speculative``)
 BASE_PROMPTS = ("plain", "chat")
 DEFAULT_BASE = "gemma-3-270m"

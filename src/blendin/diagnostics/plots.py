@@ -21,7 +21,7 @@ per task; a pair keeps its colour in every figure.
 - alpha_hist.png: the weights BlendIn gave the guide, over every intervention, per pair;
 - interventions_by_correctness.png: BlendIn's per-sample intervention rate on right and wrong answers;
 - guides.png and guides.md, for runs that record their guides: each guide's interventions, passes,
-  passes saved and mean reliability, per run and configuration;
+  passes saved and mean reliability, per run and guided configuration (the guide alone blends nothing);
 - with ``keep_rows``, rows/RUN/results.jsonl (and the run's run.json) and rows/summary.json: every
   row without the answer's text and the gold answer (``KEPT_OUT``), small enough to commit beside
   the report, and ``report(["DIR/rows"], ...)`` makes the same report from them, paired tables and
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import SOLO_METHODS
 from ..errors import ConfigError
 from ..jsonl import replace_file, rows_text
 from ..eval.compare import DEFAULT_COMPARISONS, compare_methods, config_name, paired_markdown
@@ -279,10 +280,14 @@ def _correctness_plot(plt, runs: dict, tasks: list[str], colours: dict, path: Pa
 
 
 def guide_table(runs: dict[str, list[dict]]) -> list[dict]:
-    """One row per run, configuration and guide: interventions, passes, passes saved, reliability."""
+    """One row per run, guided configuration and guide: interventions, passes, passes saved,
+    reliability. The guide alone is left out: it blends nothing, so its 0 interventions and its
+    reliability of 1.00 would read as a guide that was never needed and always right."""
     out = []
     for name, rows in runs.items():
         for s in summarise(rows):
+            if s["method"] in SOLO_METHODS:
+                continue
             for g in s.get("guides") or ():
                 out.append({"run": name, "config": f"{s['method']} {s['gamma']}", **g})
     return out

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+from ..config import SOLO_METHODS
 from .runner import mean_ci, wilson
 
 DEFAULT_COMPARISONS = (("blendin", "switch"), ("blendin", "nudging"))
@@ -67,7 +68,7 @@ def newcombe(both: int, a_only: int, b_only: int, neither: int, z: float = 1.96)
 
 def config_name(row: dict) -> str:
     """A configuration as tables name it: the method, with gamma where it has one, alpha where fixed."""
-    if row["method"] in ("base", "guide"):
+    if row["method"] in SOLO_METHODS:
         return row["method"]
     alpha = f" a{row['alpha']}" if row["method"] == "blendin" and row["alpha"] != "auto" else ""
     return f"{row['method']} g{row['gamma']}{alpha}"
@@ -87,7 +88,7 @@ def compare_methods(rows: list[dict], pairs=DEFAULT_COMPARISONS) -> list[dict]:
                 if (ta, xa) != (task, ma):
                     continue
                 for (tb, xb, gb, ab), rb in by_config.items():
-                    if (tb, xb) != (task, mb) or (ga != gb and ma not in ("base", "guide") and mb not in ("base", "guide")):
+                    if (tb, xb) != (task, mb) or (ga != gb and ma not in SOLO_METHODS and mb not in SOLO_METHODS):
                         continue
                     ids = [i for i in ra if i in rb]
                     score = lambda r: r["correct"] if isinstance(r.get("correct"), bool) else r["score"]

@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import BlendConfig
+from ..config import SOLO_METHODS, BlendConfig
 from ..jsonl import ResultWriter, read_rows, replace_file, rows_text
 from ..progress import Progress
 from .extract import choice_letter, last_number, numbers_equal, refused
@@ -42,7 +42,7 @@ def grid(base: BlendConfig, methods, gammas, alphas) -> list[BlendConfig]:
     """Every combination that means something: gamma only where a method uses it, alpha only for blendin."""
     out, seen = [], set()
     for method in methods:
-        for gamma in gammas if method not in ("base", "guide") else [base.gamma]:
+        for gamma in gammas if method not in SOLO_METHODS else [base.gamma]:
             for alpha in alphas if method == "blendin" else [None]:
                 config = replace(base, method=method, gamma=gamma, alpha=alpha)
                 if key(config) not in seen:

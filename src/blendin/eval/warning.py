@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
+from ..config import SOLO_METHODS
 from .compare import config_name
 from .diagnose import MIN_SAMPLE
 from .runner import summarise
@@ -45,7 +46,7 @@ def early_warnings(runs: dict[str, list[dict]], sample: int = MIN_SAMPLE, thresh
         summaries = summarise(rows)
         for s in (s for s in summaries if s["method"] == "blendin"):
             alone = {m: next((a["score"] for a in summaries if (a["task"], a["method"]) == (s["task"], m)), None)
-                     for m in ("base", "guide")}
+                     for m in SOLO_METHODS}
             config = (s["task"], "blendin", s["gamma"], s["alpha"])
             first = sorted((r for r in rows if (r["task"], r["method"], r["gamma"], r["alpha"]) == config),
                            key=lambda r: _order(r["id"]))[:sample]
