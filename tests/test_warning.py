@@ -1,6 +1,8 @@
 """The early warning read back from runs (eval.warning): the rate on a run's first items, as
 ``blendin diagnose`` measures it on the same items, and whether it ranks pairs as their scores do."""
 
+import json
+
 import pytest
 
 from blendin import BlendConfig
@@ -67,3 +69,27 @@ def test_the_rate_read_from_a_run_is_what_diagnose_measures_on_the_same_items(tm
     d, _ = diagnose_pair(pair, task, items[:2], grid(config, ["blendin"], [0.4], [None])[0])
     assert d["intervention_rate"] > 0 and e["early_rate"] == pytest.approx(d["intervention_rate"])
     assert e["early_score"] == pytest.approx(d["score"]) and e["rate"] < e["early_rate"]  # the later items need no guide
+
+
+def test_the_first_items_are_the_files_first_when_ids_are_names(tmp_path):
+    """ARC's ids are names: its first item, "Mercury_7175875", sorts after "ACTAAP_2009_7_8". The
+    early rate must be read on the items diagnose decodes, the file's first, not the first by name."""
+    def base(text):
+        if "Answer:\n" in text and text.split("Answer:\n", 1)[1]:
+            return {"<eos>": 1.0}
+        return {"1": 0.38, "2": 0.32, "7": 0.30} if "Q0" in text else {"1": 1.0}
+    pair = Pair(base=ScriptedModel(base_tokenizer(), base), guide=ScriptedModel(guide_tokenizer(), lambda t: {"7": 0.6, "<|end|>": 0.4}))
+    task = get_task("gsm8k")
+    f = tmp_path / "named.jsonl"
+    f.write_text("".join(json.dumps({"id": name, "question": f"Q{i}", "final": "7"}) + "\n"
+                         for i, name in enumerate(["Mercury_7175875", "ACTAAP_2009_7_8", "AKDE&ED_2008_4_19"])))
+    items = load_items(task, str(f))
+    config = BlendConfig(max_new_tokens=5)
+    run_eval(pair, task, items, grid(config, ["blendin"], [0.4], [None]), tmp_path / "run", batch_size=3, progress=None)
+    rows = read_rows(tmp_path / "run" / "results.jsonl")
+    assert sorted((r["index"], r["id"]) for r in rows) == [(0, "Mercury_7175875"), (1, "ACTAAP_2009_7_8"), (2, "AKDE&ED_2008_4_19")]
+    [e] = early_warnings({"run": rows}, sample=1)
+    d, _ = diagnose_pair(pair, task, items[:1], grid(config, ["blendin"], [0.4], [None])[0])
+    assert d["intervention_rate"] > 0 and e["early_rate"] == pytest.approx(d["intervention_rate"])
+    # rows written before eval recorded the index still fall back to the id order
+    assert early_warnings({"run": [{k: v for k, v in r.items() if k != "index"} for r in rows]}, sample=1)[0]["early_rate"] == 0.0

@@ -110,6 +110,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             last = watch.start
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for _, it in todo]
+            position = {item_id(it): k for k, it in enumerate(items)}  # the item's place in the task file
             jobs = [{"prompt": text, "config": config} for text, (config, _) in zip(prompts, todo)]
 
             for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size, on_token=watch.token):
@@ -122,7 +123,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 error = getattr(result, "error", None)
                 extracted, ok = (None, None) if error else score(task, item, result.text)
                 row = {
-                    "id": item_id(item), "task": task.name, "method": config.method, "gamma": config.gamma,
+                    "id": item_id(item), "index": position[item_id(item)], "task": task.name, "method": config.method, "gamma": config.gamma,
                     "alpha": config.alpha_label, "output": result.text, "extracted": extracted, "correct": ok,
                     "score": None if ok is None else float(ok), "gold": task.gold(item), "tokens": result.tokens,
                     "interventions": result.interventions, "intervention_rate": result.intervention_rate,

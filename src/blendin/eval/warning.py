@@ -34,6 +34,17 @@ def _order(item_id):
         return (1, 0.0, str(item_id))
 
 
+def _first(rows, sample: int) -> list[dict]:
+    """The ``sample`` rows of the items that come first in the task file: by the rows' ``index`` (the
+    item's place in the file, which eval records), else, for rows written before it did, by id. Ids
+    alone are no order for tasks whose ids are names (ARC's "Mercury_7175875" is its first item and
+    sorts after "ACTAAP_2009_7_8"): the sample would not be the one ``diagnose`` decodes."""
+    rows = list(rows)
+    if all(r.get("index") is not None for r in rows):
+        return sorted(rows, key=lambda r: r["index"])[:sample]
+    return sorted(rows, key=lambda r: _order(r["id"]))[:sample]
+
+
 def early_warnings(runs: dict[str, list[dict]], sample: int = MIN_SAMPLE, threshold: float = 0.2) -> list[dict]:
     """One entry per run, task and BlendIn configuration: ``early_rate`` and ``reliable`` on the
     first ``sample`` items (``sample_n``: how many there were), ``rate``, ``score`` and ``n`` on all
@@ -48,8 +59,7 @@ def early_warnings(runs: dict[str, list[dict]], sample: int = MIN_SAMPLE, thresh
             alone = {m: next((a["score"] for a in summaries if (a["task"], a["method"]) == (s["task"], m)), None)
                      for m in SOLO_METHODS}
             config = (s["task"], "blendin", s["gamma"], s["alpha"])
-            first = sorted((r for r in rows if (r["task"], r["method"], r["gamma"], r["alpha"]) == config),
-                           key=lambda r: _order(r["id"]))[:sample]
+            first = _first((r for r in rows if (r["task"], r["method"], r["gamma"], r["alpha"]) == config), sample)
             [early] = summarise(first)
             out.append({"run": name, "task": s["task"], "config": config_name(s), "sample_n": len(first),
                         "early_rate": early["intervention_rate"], "reliable": early["intervention_rate"] <= threshold,
