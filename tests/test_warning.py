@@ -52,15 +52,21 @@ def test_kendall_tau_and_the_ranking_of_pairs():
     assert "| t | blendin g0.4 | 3 | +1.00 |" in text
 
 
-def test_the_rate_read_from_a_run_is_what_diagnose_measures_on_the_same_items(tmp_path):
-    """Only the second item makes the base unsure: the run's first two items must be the ones
-    diagnose samples (the first two), and their pooled rate the same number."""
+def _unsure_on(question: str) -> Pair:
+    """A scripted pair whose base is unsure only at the first token of ``question``'s answer (the
+    guide then steps in) and sure everywhere else."""
     def base(text):
         done = text.split("Answer:\n", 1)[1] if "Answer:\n" in text else ""
         if done:
             return {"<eos>": 1.0}
-        return {"1": 0.38, "2": 0.32, "7": 0.30} if "Q1" in text else {"1": 1.0}
-    pair = Pair(base=ScriptedModel(base_tokenizer(), base), guide=ScriptedModel(guide_tokenizer(), lambda t: {"7": 0.6, "<|end|>": 0.4}))
+        return {"1": 0.38, "2": 0.32, "7": 0.30} if question in text else {"1": 1.0}
+    return Pair(base=ScriptedModel(base_tokenizer(), base), guide=ScriptedModel(guide_tokenizer(), lambda t: {"7": 0.6, "<|end|>": 0.4}))
+
+
+def test_the_rate_read_from_a_run_is_what_diagnose_measures_on_the_same_items(tmp_path):
+    """Only the second item makes the base unsure: the run's first two items must be the ones
+    diagnose samples (the first two), and their pooled rate the same number."""
+    pair = _unsure_on("Q1")
     task = get_task("gsm8k")
     items = load_items(task, str(_task_file(tmp_path, ["1", "7", "18", "18"])))
     config = BlendConfig(max_new_tokens=5)
@@ -74,11 +80,7 @@ def test_the_rate_read_from_a_run_is_what_diagnose_measures_on_the_same_items(tm
 def test_the_first_items_are_the_files_first_when_ids_are_names(tmp_path):
     """ARC's ids are names: its first item, "Mercury_7175875", sorts after "ACTAAP_2009_7_8". The
     early rate must be read on the items diagnose decodes, the file's first, not the first by name."""
-    def base(text):
-        if "Answer:\n" in text and text.split("Answer:\n", 1)[1]:
-            return {"<eos>": 1.0}
-        return {"1": 0.38, "2": 0.32, "7": 0.30} if "Q0" in text else {"1": 1.0}
-    pair = Pair(base=ScriptedModel(base_tokenizer(), base), guide=ScriptedModel(guide_tokenizer(), lambda t: {"7": 0.6, "<|end|>": 0.4}))
+    pair = _unsure_on("Q0")
     task = get_task("gsm8k")
     f = tmp_path / "named.jsonl"
     f.write_text("".join(json.dumps({"id": name, "question": f"Q{i}", "final": "7"}) + "\n"

@@ -101,6 +101,7 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     summary: list[dict] = []
     try:
         configs = [task_config(task, c) for c in configs]
+        position = {item_id(it): k for k, it in enumerate(items)}  # each item's place in the task file
         for unit in [configs] if together else [[c] for c in configs]:
             # (configuration, item) still to decode, item-major: with several configurations, each
             # item is decoded under all of them before the next item starts
@@ -110,7 +111,6 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
             last = watch.start
             pending: list = []  # (future of the judge's scores, row), written once judged
             prompts = [task.render(it) for _, it in todo]
-            position = {item_id(it): k for k, it in enumerate(items)}  # the item's place in the task file
             jobs = [{"prompt": text, "config": config} for text, (config, _) in zip(prompts, todo)]
 
             for i, result in generate_many(pair, jobs, unit[0], batch_size=batch_size, on_token=watch.token):
@@ -122,8 +122,9 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                 wall_share, last = now - last, now
                 error = getattr(result, "error", None)
                 extracted, ok = (None, None) if error else score(task, item, result.text)
+                row_id = item_id(item)
                 row = {
-                    "id": item_id(item), "index": position[item_id(item)], "task": task.name, "method": config.method, "gamma": config.gamma,
+                    "id": row_id, "index": position[row_id], "task": task.name, "method": config.method, "gamma": config.gamma,
                     "alpha": config.alpha_label, "output": result.text, "extracted": extracted, "correct": ok,
                     "score": None if ok is None else float(ok), "gold": task.gold(item), "tokens": result.tokens,
                     "interventions": result.interventions, "intervention_rate": result.intervention_rate,
