@@ -11,11 +11,12 @@ paragraph: the answer repeats the prompt's words, where prompt lookup can draft)
 configuration decodes the first two of each kind (--quick) or four; at batch 16, sixteen prompts
 (twelve word problems, four grounded).
 
-Configurations: the base alone, plain BlendIn, and speculative BlendIn with each drafter the pair
+At batch 1 the word problems and the grounded prompts are also reported apart (rows run alone, so
+each kind's time is its own), since the drafters pay on different text. Configurations: the base alone, plain BlendIn, and speculative BlendIn with each drafter the pair
 allows (guide: one tokenizer; lookup: any pair); at batch 1 also transformers' assisted generation
 of the base with the guide as its assistant (one tokenizer only; it decodes the base's own greedy
 answer, the peer for speed). Each configuration runs once per round, interleaved, so drift of the
-machine hits all alike. Columns: tokens/s (generated tokens over wall time, prompts read
+machine hits all alike; each configuration first decodes 8 tokens untimed (warm-up). Columns: tokens/s (generated tokens over wall time, prompts read
 included), x base (over the plain base alone at that batch size), base passes per token (the
 share of a row's tokens that needed a base pass of its own), acceptance (drafted tokens the method
 then chose), identical (the same token ids as plain BlendIn, prompt for prompt).
@@ -61,11 +62,13 @@ GROUNDED = [
 ]
 
 
-def prompts_for(batch: int, quick: bool) -> list[str]:
+def prompts_for(batch: int, quick: bool) -> dict[str, list[str]]:
+    """The prompts of each kind at ``batch``: at batch 1 each kind is timed apart (a row runs alone, so
+    its time is its own); at batch 16 the kinds share the batch and only the whole is timed."""
     if batch == 1:
         n = 2 if quick else 4
-        return WORD_PROBLEMS[:n] + GROUNDED[:n]
-    return WORD_PROBLEMS[:12] + GROUNDED[:4]
+        return {"word": WORD_PROBLEMS[:n], "grounded": GROUNDED[:n]}
+    return {"all": WORD_PROBLEMS[:12] + GROUNDED[:4]}
 
 
 def main() -> int:
@@ -94,10 +97,10 @@ def main() -> int:
         pair = load_pair(config)
         rows += bench_pair(name, pair, config, batches, a.rounds, a.quick)
         del pair
-    print("| pair | batch | configuration | tokens | tokens/s | x base | base passes / token | acceptance | identical |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| pair | batch | prompts | configuration | tokens | tokens/s | x base | base passes / token | acceptance | identical |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pair']} | {r['batch']} | {r['config']} | {r['tokens']} | {r['tps']:.2f} | {r['x_base']:.2f} | "
+        print(f"| {r['pair']} | {r['batch']} | {r['kind']} | {r['config']} | {r['tokens']} | {r['tps']:.2f} | {r['x_base']:.2f} | "
               f"{_fmt(r['base_passes_per_token'])} | {_fmt(r['acceptance'])} | {r['identical']} |")
     print()
     print("where the time goes: passes / seconds inside each model / tokens read (prompts included)")
@@ -106,44 +109,59 @@ def main() -> int:
     for (base, batch, method, speculate), (bp, bs, bt, gp, gs, gt) in TIME_SPENT.items():
         label = method + ("" if speculate == "off" else f" speculate={speculate}")
         print(f"| {base} | {batch} | {label} | {bp} | {bs:.1f} | {bt} | {gp} | {gs:.1f} | {gt} |")
-    if a.json:
+    if a.json:  # the rows, and each configuration's token ids prompt by prompt (to replay a drafter offline)
         with open(a.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"rows": rows, "outputs": OUTPUTS}, f)
     return 0
 
 
 def bench_pair(name, pair, config, batches, rounds, quick):
     drafters = ["guide", "lookup"] if pair.bridge.identity else ["lookup"]
     configs = [("base", "off"), ("blendin", "off")] + [("blendin", d) for d in drafters]
-    totals, outputs, passes, drafted = {}, {}, {}, {}
+    totals, outputs, passes, drafted = {}, {}, {}, {}  # keyed (batch, kind, label); kind "all" sums the kinds
+    for method, speculate in configs:  # warm-up, untimed: the first passes of a process are slow
+        run(pair, GROUNDED[-1:], config.with_(method=method, speculate=speculate, max_new_tokens=8), 1)
+    for key in [k for k in TIME_SPENT if k[0] == config.base]:
+        del TIME_SPENT[key]
     for _ in range(rounds):
         for batch in batches:
-            prompts = prompts_for(batch, quick)
+            kinds = prompts_for(batch, quick)
             for method, speculate in configs:
-                key = (batch, f"{method}" + ("" if speculate == "off" else f" speculate={speculate}"))
-                n, seconds, ids, calls, dr = run(pair, prompts, config.with_(method=method, speculate=speculate), batch)
-                _add(totals, key, [n, seconds])
-                _add(passes, key, [calls, n])
-                _add(drafted, key, dr)
-                outputs[key] = ids
-                print(f"  {name} b{batch:2d} {key[1]:28s} {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+                label = method + ("" if speculate == "off" else f" speculate={speculate}")
+                for kind, prompts in kinds.items():
+                    n, seconds, ids, calls, dr = run(pair, prompts, config.with_(method=method, speculate=speculate), batch)
+                    for k in {kind, "all"}:
+                        _add(totals, (batch, k, label), [n, seconds])
+                        _add(passes, (batch, k, label), [calls, n])
+                        _add(drafted, (batch, k, label), dr)
+                    outputs[(batch, kind, label)] = ids
+                    print(f"  {name} b{batch:2d} {kind:8s} {label:28s} {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
             if batch == 1 and pair.bridge.identity:
-                key = (1, "transformers assisted (base + guide)")
-                n, seconds = assisted(pair, prompts, config)
-                _add(totals, key, [n, seconds])
-                print(f"  {name} b 1 {key[1]:28s} {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+                label = "transformers assisted (base + guide)"
+                for kind, prompts in kinds.items():
+                    n, seconds = assisted(pair, prompts, config)
+                    for k in {kind, "all"}:
+                        _add(totals, (1, k, label), [n, seconds])
+                    print(f"  {name} b 1 {kind:8s} {label:28s} {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+    for (batch, kind, label), ids in outputs.items():
+        OUTPUTS[f"{name} b{batch} {kind} {label}"] = ids
     rows = []
-    for (batch, label), (n, seconds) in totals.items():
-        base_n, base_s = totals[(batch, "base")]
-        plain = outputs.get((batch, "blendin"))
-        ids = outputs.get((batch, label))
-        identical = "-" if ids is None or label in ("base", "blendin") else str(ids == plain).lower()
-        calls = passes.get((batch, label))
-        dr = drafted.get((batch, label))
-        rows.append({"pair": name, "batch": batch, "config": label, "tokens": n, "tps": n / seconds,
+    for (batch, kind, label), (n, seconds) in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][1] != "all", kv[0][1])):
+        base_n, base_s = totals[(batch, kind, "base")]
+        plain = [outputs.get((batch, k, "blendin")) for k in _kinds(outputs, batch, kind)]
+        ids = [outputs.get((batch, k, label)) for k in _kinds(outputs, batch, kind)]
+        identical = "-" if None in ids or label in ("base", "blendin") else str(ids == plain).lower()
+        calls = passes.get((batch, kind, label))
+        dr = drafted.get((batch, kind, label))
+        rows.append({"pair": name, "batch": batch, "kind": kind, "config": label, "tokens": n, "tps": n / seconds,
                      "x_base": (n / seconds) / (base_n / base_s), "base_passes_per_token": calls[0] / calls[1] if calls else None,
                      "acceptance": dr[1] / dr[0] if dr and dr[0] else None, "identical": identical})
     return rows
+
+
+def _kinds(outputs, batch, kind):
+    """The prompt kinds that make up ``kind`` at ``batch`` ("all": every kind run there)."""
+    return sorted({k for b, k, _ in outputs if b == batch}) if kind == "all" else [kind]
 
 
 def run(pair, prompts, config, batch):
@@ -188,6 +206,7 @@ def assisted(pair, prompts, config):
     return n, seconds
 
 
+OUTPUTS: dict = {}  # "pair bBATCH KIND CONFIG" -> token ids, prompt by prompt
 TIME_SPENT: dict = {}  # (base, batch, method, speculate) -> base passes, s, tokens read; guide passes, s, tokens read
 
 
