@@ -13,7 +13,8 @@ configuration decodes the first two of each kind (--quick) or four; at batch 16,
 
 At batch 1 the word problems and the grounded prompts are also reported apart (rows run alone, so
 each kind's time is its own), since the drafters pay on different text. Configurations: the base alone, plain BlendIn, and speculative BlendIn with each drafter the pair
-allows (guide: one tokenizer; lookup: any pair); at batch 1 also transformers' assisted generation
+allows (guide: one tokenizer; lookup: any pair) and, at batch 1, auto (which weighs them by the pass
+costs it measures; at a batch it drafts nothing); at batch 1 also transformers' assisted generation
 of the base with the guide as its assistant (one tokenizer only; it decodes the base's own greedy
 answer, the peer for speed). Each configuration runs once per round, interleaved, so drift of the
 machine hits all alike; each configuration first decodes 8 tokens untimed (warm-up). Columns: tokens/s (generated tokens over wall time, prompts read
@@ -117,7 +118,7 @@ def main() -> int:
 
 def bench_pair(name, pair, config, batches, rounds, quick):
     drafters = ["guide", "lookup"] if pair.bridge.identity else ["lookup"]
-    configs = [("base", "off"), ("blendin", "off")] + [("blendin", d) for d in drafters]
+    configs = [("base", "off"), ("blendin", "off")] + [("blendin", d) for d in drafters] + [("blendin", "auto")]
     totals, outputs, passes, drafted = {}, {}, {}, {}  # keyed (batch, kind, label); kind "all" sums the kinds
     for method, speculate in configs:  # warm-up, untimed: the first passes of a process are slow
         run(pair, GROUNDED[-1:], config.with_(method=method, speculate=speculate, max_new_tokens=8), 1)
@@ -127,15 +128,19 @@ def bench_pair(name, pair, config, batches, rounds, quick):
         for batch in batches:
             kinds = prompts_for(batch, quick)
             for method, speculate in configs:
+                if speculate == "auto" and batch > 1:
+                    continue  # auto drafts only for a row alone on its base: at a batch it is plain BlendIn
                 label = method + ("" if speculate == "off" else f" speculate={speculate}")
                 for kind, prompts in kinds.items():
+                    AUTO_SPLIT.clear()
                     n, seconds, ids, calls, dr = run(pair, prompts, config.with_(method=method, speculate=speculate), batch)
                     for k in {kind, "all"}:
                         _add(totals, (batch, k, label), [n, seconds])
                         _add(passes, (batch, k, label), [calls, n])
                         _add(drafted, (batch, k, label), dr)
                     outputs[(batch, kind, label)] = ids
-                    print(f"  {name} b{batch:2d} {kind:8s} {label:28s} {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+                    split = f" (drafted: {', '.join(f'{k} {v}' for k, v in AUTO_SPLIT.items())})" if AUTO_SPLIT else ""
+                    print(f"  {name} b{batch:2d} {kind:8s} {label:28s} {n:5d} tokens in {seconds:6.1f} s{split}", file=sys.stderr, flush=True)
             if batch == 1 and pair.bridge.identity:
                 label = "transformers assisted (base + guide)"
                 for kind, prompts in kinds.items():
@@ -183,6 +188,9 @@ def run(pair, prompts, config, batch):
     results = [r.result() for r in rows]
     calls = sum(r.base.session.forward_calls for r in rows if r.base is not None)
     drafted = [sum(r.drafter.drafted for r in rows if r.drafter), sum(r.drafter.accepted for r in rows if r.drafter)]
+    for r in rows:  # auto: the tokens each drafter proposed
+        for name, n in getattr(r.drafter, "drafted_by", {}).items():
+            AUTO_SPLIT[name] = AUTO_SPLIT.get(name, 0) + n
     return sum(r.tokens for r in results), seconds, [[s.token_id for s in r.steps] for r in results], calls, drafted
 
 
@@ -206,6 +214,7 @@ def assisted(pair, prompts, config):
     return n, seconds
 
 
+AUTO_SPLIT: dict = {}  # drafter -> tokens it proposed under auto, in the last run
 OUTPUTS: dict = {}  # "pair bBATCH KIND CONFIG" -> token ids, prompt by prompt
 TIME_SPENT: dict = {}  # (base, batch, method, speculate) -> base passes, s, tokens read; guide passes, s, tokens read
 

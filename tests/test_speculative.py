@@ -9,7 +9,7 @@ from blendin.backends.fake import ScriptedModel
 from blendin.decoding import Generation, generate, generate_many
 from blendin.errors import ConfigError
 from blendin.pair import Pair
-from blendin.speculative import GuideDraft, PromptLookup
+from blendin.speculative import AutoDraft, GuideDraft, PassCost, PromptLookup, best_draft
 
 from scripted import config, scripted_pair
 from test_same_tokenizer import chatml, generated
@@ -124,7 +124,7 @@ def test_across_tokenizers_auto_takes_lookup_and_guide_is_refused():
     guide = Table({"": {"Ġyes": 1.0}, " no": {"Ġyes": 0.9, "<|end|>": 0.1}}, "<|end|>")
     plain = generate(scripted_pair(base, guide), "Q", config(method="blendin"))
     g = Generation(scripted_pair(base, guide), "Q", config(method="blendin", speculate="auto"))
-    assert isinstance(g.drafter, PromptLookup)
+    assert isinstance(g.drafter, AutoDraft) and g.drafter.guide is None  # lookup alone
     for _ in g:
         pass
     assert g.result().steps == plain.steps and plain.interventions > 0
@@ -133,8 +133,10 @@ def test_across_tokenizers_auto_takes_lookup_and_guide_is_refused():
 
 
 def test_choices_and_what_they_refuse():
-    assert isinstance(Generation(pair_of(), "q?", config(method="switch", speculate="auto")).drafter, GuideDraft)
-    assert isinstance(Generation(pair_of(), "q?", config(method="base", speculate="auto")).drafter, PromptLookup)
+    assert isinstance(Generation(pair_of(), "q?", config(method="switch", speculate="guide")).drafter, GuideDraft)
+    assert isinstance(Generation(pair_of(), "q?", config(method="base", speculate="lookup")).drafter, PromptLookup)
+    assert Generation(pair_of(), "q?", config(method="switch", speculate="auto")).drafter.guide is not None
+    assert Generation(pair_of(), "q?", config(method="base", speculate="auto")).drafter.guide is None
     assert Generation(pair_of(), "q?", config(method="guide", speculate="auto")).drafter is None  # the base never runs
     assert Generation(pair_of(), "q?", config(method="blendin")).drafter is None
     with pytest.raises(ConfigError, match="consults no guide"):
@@ -143,7 +145,7 @@ def test_choices_and_what_they_refuse():
     served.guide.drafts = False  # as a guide on a server
     with pytest.raises(ConfigError, match="'guide' cannot read drafted tokens"):
         Generation(served, "q?", config(method="blendin", speculate="guide"))
-    assert isinstance(Generation(served, "q?", config(method="blendin", speculate="auto")).drafter, PromptLookup)
+    assert Generation(served, "q?", config(method="blendin", speculate="auto")).drafter.guide is None
     with pytest.raises(ConfigError, match="unknown speculate 'gide'.*did you mean 'guide'"):
         config(speculate="gide")
 
@@ -191,7 +193,62 @@ def test_auto_drafts_only_for_a_row_alone_on_its_base():
 
     from blendin.speculative import _shared
 
-    alone, batch = SimpleNamespace(runner=SimpleNamespace(open={1})), SimpleNamespace(runner=SimpleNamespace(open={1, 2}))
-    assert not _shared(alone) and _shared(batch) and not _shared(SimpleNamespace())
+    me, waiting, begun = (SimpleNamespace(_cached=n) for n in (5, 0, 7))
+    me.runner = SimpleNamespace(open=[me, waiting])  # a row made but not begun holds a session, no pass
+    assert not _shared(me) and not _shared(SimpleNamespace())
+    me.runner.open.append(begun)
+    assert _shared(me)
     assert Generation(pair_of(), "q?", config(method="blendin", speculate="auto")).drafter.alone_only
     assert not Generation(pair_of(), "q?", config(method="blendin", speculate="guide")).drafter.alone_only
+
+
+def test_pass_cost_is_a_line_through_short_passes():
+    cost = PassCost()
+    assert not cost.measured
+    cost.add(1, 0.5)
+    assert cost.seconds(8) == pytest.approx(0.5)  # one length seen: tokens read cost nothing more
+    cost.add(9, 1.5)
+    cost.add(200, 60.0)  # a prompt read: left out
+    assert cost.seconds(5) == pytest.approx(1.0) and cost.seconds(1) == pytest.approx(0.5)
+
+
+def test_auto_weighs_the_drafters_by_what_they_cost_here():
+    gpu = lambda n: 0.02  # noqa: E731  a pass costs the same for a few more tokens
+    # a guide pass as dear as the base's (small models on a GPU, bound by launching kernels): never the guide
+    assert best_draft({"guide": (0.9, 8, 0.02), "lookup": (0.6, 2, 0.0)}, gpu, 0.02) == "lookup"
+    assert best_draft({"guide": (0.9, 8, 0.02), "lookup": (0.6, 0, 0.0)}, gpu, 0.02) is None
+    # a guide an eighth of the base (an 8B base with a 1B guide): the guide
+    assert best_draft({"guide": (0.8, 8, 0.0025), "lookup": (0.6, 2, 0.0)}, gpu, 0.02) == "guide"
+    # a CPU, where each token read costs: a draft only while it is taken
+    cpu = lambda n: 0.37 + 0.13 * n  # noqa: E731
+    assert best_draft({"guide": (0.95, 8, 0.05), "lookup": (0.2, 3, 0.0)}, cpu, cpu(1)) == "guide"
+    assert best_draft({"guide": (0.3, 8, 0.05), "lookup": (0.2, 3, 0.0)}, cpu, cpu(1)) is None
+
+
+def _timed(g, base_seconds: float, guide_seconds: float):
+    """Give a row's scripted models the runners' measured pass costs (one row, tokens cost nothing)."""
+    from types import SimpleNamespace
+
+    for track, seconds in ((g.base, base_seconds), (g.guide, guide_seconds)):
+        cost = PassCost()
+        cost.add(1, seconds)
+        track.session.runner = SimpleNamespace(cost=cost, draft_record={}, open={track.session})
+
+
+@pytest.mark.parametrize("guide_seconds, drafter", [(0.05, "guide"), (1.0, "lookup")])
+def test_auto_drafts_with_the_guide_only_where_its_passes_are_cheap(guide_seconds, drafter):
+    def agreeing(gen):  # the base's own favourite at every word (so its drafts are taken)
+        top = max(base_script(gen).items(), key=lambda kv: kv[1])[0]
+        return {"<|im_end|>" if top == "<|endoftext|>" else top: 0.9, "Ġmaybe" if top != "Ġmaybe" else "Ġno": 0.1}
+
+    _, plain = run(pair_of(guide=agreeing), "blendin", "off")
+    g = Generation(pair_of(guide=agreeing), "q?", config(method="blendin", speculate="auto"))
+    _timed(g, 1.0, guide_seconds)
+    for _ in g:
+        pass
+    assert g.result().steps == plain.steps
+    assert g.drafter.drafted_by["guide"] > 0 if drafter == "guide" else g.drafter.drafted_by["guide"] == 0
+    if drafter == "guide":
+        assert g.base.session.forward_calls <= 4 and g.drafter.record["guide"][0] > 0
+    runner = g.base.session.runner
+    assert runner.draft_record == {k: v for k, v in g.drafter.record.items() if v != [0, 0]}  # pooled for the next rows

@@ -153,7 +153,9 @@ class Generation:
             self.close()
 
     def close(self) -> None:
-        """Release the models' sessions (their cache slots)."""
+        """Release the models' sessions (their cache slots); the drafter counts its last draft."""
+        if self.drafter is not None:
+            self.drafter.finish()
         for track in (self.base, *self.guides):
             if track is not None:
                 getattr(track.session, "close", lambda: None)()

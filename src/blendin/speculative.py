@@ -19,11 +19,14 @@ Drafters (one object per row, asked by ``Generation`` before each base pass that
                    for, so a blended step inside an accepted draft costs no guide pass either.
     PromptLookup   the tokens that followed the last earlier occurrence of the text's final n-gram
                    (prompt or answer so far); costs no model at all. Any pair, any method with a base.
+    AutoDraft      ``auto``: at each pass, whichever of the two (or none) and whatever length promises
+                   the most tokens a second, from each model's pass cost as measured on this machine
+                   (``PassCost``) and each drafter's acceptance so far (``best_draft``).
 
-The draft length adapts per row as transformers' assisted generation does ("heuristic"): two more
-after a draft taken whole, one fewer after one cut short, between 1 and ``MAX_DRAFT``; after drafts
-of which nothing was taken the row rests a growing number of passes before drafting again. Under
-``auto`` a row drafts only while it has its base's passes to itself (measured: see ``drafter_for``).
+The draft length of ``guide`` and ``lookup`` adapts per row as transformers' assisted generation does
+("heuristic"): two more after a draft taken whole, one fewer after one cut short, between 1 and
+``MAX_DRAFT``; after drafts of which nothing was taken the row rests a growing number of passes
+before drafting again. ``auto`` drafts only while a row has its base's passes to itself.
 
 Decided (the issue asked for speculative sampling): a greedy draft accepted where the sampled token
 equals it is accepted with probability p(d), the chance speculative sampling gives a one-hot draft,
@@ -40,6 +43,12 @@ from .errors import ConfigError
 FIRST_DRAFT = 4  # tokens drafted at a row's first pass
 MAX_DRAFT = 8
 MAX_REST = 15  # the most base passes a row runs without a draft after drafts that missed
+
+
+def next_length(k: int, drafted: int, taken: int) -> int:
+    """The next draft's length after a draft of ``drafted`` tokens of which ``taken`` were chosen:
+    two more if all were, one fewer if not (transformers' assisted generation), in [1, MAX_DRAFT]."""
+    return min(MAX_DRAFT, k + 2) if taken >= drafted else max(1, k - 1)
 
 
 class Drafter:
@@ -71,9 +80,12 @@ class Drafter:
         if self._rest or (self.alone_only and _shared(self.session)):
             self._rest = max(0, self._rest - 1)
             return
-        room = row.config.max_new_tokens - len(row.steps) - 1  # the pass's own token needs no draft
-        k = min(self.k, room)
+        k = min(self.k, _room(row))
         tokens = (yield from self.propose(row, k)) if k > 0 else []
+        self._set(row, tokens)
+
+    def _set(self, row, tokens: list[int]) -> None:
+        """Ask the row's next base pass to read ``tokens`` too (cut to the model's context)."""
         context_length = getattr(row.base.model, "context_length", None)
         if context_length:
             tokens = tokens[: max(0, context_length - len(self.session.ids) - 1)]
@@ -82,13 +94,16 @@ class Drafter:
         self._last, self._taken_before = len(tokens), self.session.advanced
         self.drafted += len(tokens)
 
+    def finish(self) -> None:
+        """The row has ended (its last draft needs no more passes)."""
+
     def _adapt(self, taken: int) -> None:
         """After a draft of ``_last`` tokens of which ``taken`` were chosen: two more next time if all
         were, one fewer if not; after drafts of which nothing was taken, rest 1, 3, 7, ... passes
         (at most ``MAX_REST``) before drafting again, so that text no draft matches costs little."""
         if not self._last:
             return
-        self.k = min(MAX_DRAFT, self.k + 2) if taken >= self._last else max(1, self.k - 1)
+        self.k = next_length(self.k, self._last, taken)
         self._misses = 0 if taken else self._misses + 1
         self._rest = min(MAX_REST, 2 ** self._misses - 1)
 
@@ -147,14 +162,160 @@ class GuideDraft(Drafter):
         return tokens
 
 
+class PassCost:
+    """What a model's pass costs on this machine, measured: seconds = fixed + per_token x tokens read,
+    a least-squares line through its passes of one row reading at most ``MAX_TOKENS`` tokens (decode
+    and verifying passes: what a draft changes; prompt reads are left out), older passes fading
+    (weight ``FADE`` a pass). Before two lengths are seen per_token is 0, as where a few more tokens
+    ride along in a pass (a GPU).
+
+    >>> c = PassCost(); c.add(1, 0.5); c.add(9, 1.5); round(c.seconds(5), 6)
+    1.0
+    """
+
+    MAX_TOKENS = 16
+    FADE = 0.98
+
+    def __init__(self):
+        self._sums = (0.0, 0.0, 0.0, 0.0, 0.0)  # weight, w*tokens, w*tokens^2, w*seconds, w*tokens*seconds
+
+    def add(self, tokens: int, seconds: float) -> None:
+        if tokens <= self.MAX_TOKENS:
+            self._sums = tuple(x * self.FADE + y for x, y in zip(self._sums, (1, tokens, tokens * tokens, seconds, tokens * seconds)))
+
+    @property
+    def measured(self) -> bool:
+        return self._sums[0] > 0
+
+    def seconds(self, tokens: int) -> float:
+        w, t, tt, s, ts = self._sums
+        if not w:
+            raise ValueError("no pass measured yet")
+        mean_t, mean_s = t / w, s / w
+        spread = tt / w - mean_t * mean_t
+        slope = max(0.0, (ts / w - mean_t * mean_s) / spread) if spread > 1e-9 else 0.0
+        return max(1e-6, mean_s + slope * (tokens - mean_t))
+
+
+def expected_tokens(acceptance: float, k: int) -> float:
+    """Tokens a pass yields from a draft of ``k`` when each drafted token is taken with probability
+    ``acceptance`` (the rest cut at the first refusal), counting the pass's own token (Leviathan et al.
+    2023: (1 - a^(k+1)) / (1 - a)).
+
+    >>> expected_tokens(0.0, 4), expected_tokens(1.0, 4), round(expected_tokens(0.5, 2), 3)
+    (1.0, 5.0, 1.75)
+    """
+    if acceptance >= 1:
+        return k + 1.0
+    return (1 - acceptance ** (k + 1)) / (1 - acceptance)
+
+
+def best_draft(options: dict, base_seconds, no_draft: float) -> str | None:
+    """The drafter whose next draft promises the most tokens a second, or None where no draft does.
+
+    options: name -> (acceptance, tokens it would draft, seconds a drafted token costs it);
+    base_seconds(n): a base pass reading n tokens; no_draft: a pass reading one (``base_seconds(1)``).
+
+    >>> gpu = lambda n: 1.0  # a few more tokens ride along in a pass
+    >>> best_draft({"guide": (0.8, 8, 0.9), "lookup": (0.5, 3, 0.0)}, gpu, 1.0)  # a guide pass costs a base pass
+    'lookup'
+    >>> cpu = lambda n: 0.37 + 0.13 * n  # each token read costs; the guide a quarter of the base's weights
+    >>> print(best_draft({"guide": (0.8, 8, 0.27), "lookup": (0.2, 5, 0.0)}, cpu, cpu(1)))  # neither pays
+    None
+    """
+    best, choice = 1.0 / no_draft, None
+    for name, (acceptance, k, per_token) in options.items():
+        if k >= 1:
+            rate = expected_tokens(acceptance, k) / (base_seconds(k + 1) + k * per_token)
+            if rate > best:
+                best, choice = rate, name
+    return choice
+
+
+class AutoDraft(Drafter):
+    """``auto``: before each base pass, the drafter (prompt lookup; the guide, where it can draft) whose
+    draft promises the most tokens a second on this machine, or no draft (``best_draft``). Each
+    drafter keeps its own draft length, adapted as the others' (two more after a draft taken whole,
+    one fewer after one cut short): taken drafts run in phrases, more than a fixed chance a token
+    would say, so the length is learnt, not derived.
+
+    Costs are measured, not assumed: each model's ``PassCost`` (kept by its runner, so a server learns
+    them once for all requests). Acceptance is this row's own record of each drafter, pooled with all
+    rows' (kept beside the base's runner) and, before any, a first guess of 0.8, so each drafter is
+    tried where it could pay. So a guide whose pass costs nearly a base pass (small models on a GPU,
+    bound by launching kernels) is never asked, lookup drafts where the text repeats, and on a CPU
+    where each token read costs, drafts stay short. Only while the row has the base's passes to itself:
+    in a batch each drafted token costs a pass about what a row does (measured on this project's CPU).
+    The choice changes which passes run, never the tokens."""
+
+    name = "auto"
+    alone_only = True
+    PRIOR = (4.0, 1.0)  # the first guess before any draft: 4 of 5 tokens taken
+    ROW_WEIGHT = 4.0  # the pooled record counts as this many of the row's own drafted tokens
+
+    def __init__(self, base_session, guide: bool):
+        super().__init__(base_session)
+        self.lookup = PromptLookup(base_session)
+        self.guide = GuideDraft(base_session) if guide else None
+        self.record = {name: [0, 0] for name in (("lookup", "guide") if guide else ("lookup",))}  # taken, refused
+        self.lengths = dict.fromkeys(self.record, FIRST_DRAFT)  # each drafter's next draft length
+        self.used: str | None = None  # the drafter of the last draft
+        self.drafted_by = dict.fromkeys(self.record, 0)  # tokens each drafter proposed
+
+    def prepare(self, row) -> Iterator:
+        self._credit()
+        self._last, self.used = 0, None
+        room = min(MAX_DRAFT, _room(row))
+        if room <= 0 or not _started(self.session) or _shared(self.session):
+            return  # not with the prompt's pass: in a batch the other rows have not begun yet either
+        looked = PromptLookup.lookup(self.session.ids, room, PromptLookup.max_ngram)
+        base_cost, guide_cost = _cost(self.session), _cost(row.guides[0].session) if self.guide else None
+        base_seconds = base_cost.seconds if base_cost and base_cost.measured else (lambda n: 1.0)
+        lengths = {name: min(k, room) for name, k in self.lengths.items()}
+        options = {"lookup": (self.acceptance("lookup"), min(lengths["lookup"], len(looked)), 0.0)}
+        if self.guide:  # a guide not yet timed is taken to cost a base pass
+            options["guide"] = (self.acceptance("guide"), lengths["guide"],
+                                guide_cost.seconds(1) if guide_cost and guide_cost.measured else base_seconds(1))
+        self.used = best_draft(options, base_seconds, base_seconds(1))
+        if self.used == "lookup":
+            self._set(row, looked[: options["lookup"][1]])
+        elif self.used == "guide":
+            self._set(row, (yield from self.guide.propose(row, lengths["guide"])))
+        if self.used:
+            self.drafted_by[self.used] += self._last
+
+    def acceptance(self, name: str) -> float:
+        """The chance that a token ``name`` drafts is taken, for this row."""
+        taken, refused = self.record[name]
+        pooled = _pooled(self.session).get(name, (0, 0))
+        prior = (pooled[0] + self.PRIOR[0]) / (sum(pooled) + sum(self.PRIOR))
+        return (taken + self.ROW_WEIGHT * prior) / (taken + refused + self.ROW_WEIGHT)
+
+    def finish(self) -> None:
+        self._credit(ended=True)
+        self._last, self.used = 0, None
+
+    def _credit(self, ended: bool = False) -> None:
+        """Count the last draft: its tokens taken, and a refusal if it was cut short (not where the
+        answer ``ended`` inside it: the rest was never weighed)."""
+        if not self._last or self.used is None:
+            return
+        taken = self.session.advanced - self._taken_before
+        counts = (taken, int(taken < self._last and not ended))
+        self.lengths[self.used] = next_length(self.lengths[self.used], self._last, taken)
+        pooled = _pooled(self.session)
+        for record in (self.record, pooled):
+            record[self.used] = [x + y for x, y in zip(record.get(self.used, (0, 0)), counts)]
+
+
 def drafter_for(config, pair, base, guides) -> Drafter | None:
     """The row's drafter for ``config.speculate``, or None (off, or nothing to draft for).
 
-    ``auto`` takes the guide where it can draft (a guide consulted, one tokenizer, both models able
-    to read drafts), else prompt lookup, and drafts only while a row has the base's passes to itself:
-    measured on this project's CPU (README, "Speculative BlendIn"), a batch of 16 rows reading drafts
-    is slower than without, since each drafted token costs a pass about what a row does. An explicit
-    choice the pair cannot honour is an error."""
+    ``auto`` (``AutoDraft``) weighs prompt lookup and, where it can draft (a guide consulted, one
+    tokenizer, both models able to read drafts), the guide, at every pass, and drafts only while a
+    row has the base's passes to itself: measured on this project's CPU (README, "Speculative
+    BlendIn"), a batch of 16 rows reading drafts is slower than without, since each drafted token
+    costs a pass about what a row does. An explicit choice the pair cannot honour is an error."""
     mode = config.speculate
     if mode == "off" or base is None:
         return None
@@ -173,12 +334,34 @@ def drafter_for(config, pair, base, guides) -> Drafter | None:
             why = f"the guide '{guides[0].model.name}' cannot read drafted tokens (a model on a server)"
         raise ConfigError(f"--speculate guide drafts with the guide in the base's own vocabulary, and {why}; "
                           f"use --speculate lookup (any pair) or auto")
-    drafter = PromptLookup(base.session) if mode == "lookup" or (mode == "auto" and not guide_ok) else GuideDraft(base.session)
-    drafter.alone_only = mode == "auto"
-    return drafter
+    if mode == "auto":
+        return AutoDraft(base.session, guide_ok)
+    return PromptLookup(base.session) if mode == "lookup" else GuideDraft(base.session)
+
+
+def _room(row) -> int:
+    """Tokens a draft may hold: the answer's room left, less the pass's own token."""
+    return row.config.max_new_tokens - len(row.steps) - 1
+
+
+def _cost(session) -> PassCost | None:
+    """The measured pass cost of the session's model (None for a model without a runner)."""
+    return getattr(getattr(session, "runner", None), "cost", None)
+
+
+def _pooled(session) -> dict:
+    """Every row's draft record on the session's model (``AutoDraft``); a fresh one without a runner."""
+    runner = getattr(session, "runner", None)
+    return runner.draft_record if runner is not None and hasattr(runner, "draft_record") else {}
+
+
+def _started(session) -> bool:
+    """Whether the session's model has read anything for it (its prompt, at least)."""
+    return getattr(session, "_cached", 1) > 0
 
 
 def _shared(session) -> bool:
-    """Whether other open rows share the passes of this session's model (a batch)."""
+    """Whether other rows share the passes of this session's model (a batch): rows that have begun
+    (a row made and waiting its turn holds a session too, but no pass)."""
     runner = getattr(session, "runner", None)
-    return runner is not None and len(runner.open) > 1
+    return runner is not None and any(s is not session and _started(s) for s in list(runner.open))

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from .base import PrefixSession, common_prefix
+from ..speculative import PassCost
 
 
 class HFTokenizer:
@@ -313,6 +314,8 @@ class SlotRunner:
         self.tokens_padded = 0  # padding run alongside them
         self.tokens_shared = 0  # tokens copied from another session's row instead of read
         self.seconds = 0.0  # wall time inside the model
+        self.cost = PassCost()  # what a pass of one row costs here by tokens read (``--speculate auto``)
+        self.draft_record: dict = {}  # drafter -> tokens of its drafts taken, drafts cut short (auto)
         config = model.config
         self.layer_types = sorted(set(getattr(config, "layer_types", None) or []))
         self.window = getattr(config, "sliding_window", None)
@@ -422,7 +425,10 @@ class SlotRunner:
         logprobs = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)  # [S, keep, V], on the device
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # so that `seconds` is the pass's time, not its launch's
-        self.seconds += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.seconds += elapsed
+        if S == 1:
+            self.cost.add(T, elapsed)
         for r, (s, w) in enumerate(zip(sessions, wanted)):
             s.store(logprobs[r, -1] if w == 1 else logprobs[r, keep - w :])
 
