@@ -252,3 +252,14 @@ def test_auto_drafts_with_the_guide_only_where_its_passes_are_cheap(guide_second
         assert g.base.session.forward_calls <= 4 and g.drafter.record["guide"][0] > 0
     runner = g.base.session.runner
     assert runner.draft_record == {k: v for k, v in g.drafter.record.items() if v != [0, 0]}  # pooled for the next rows
+
+
+def test_auto_tries_a_drafter_before_it_judges_it():
+    g = Generation(pair_of(), "q?", config(method="blendin", speculate="auto"))
+    _timed(g, 1.0, 0.3)
+    d = g.drafter
+    assert d.acceptance("guide") == pytest.approx(0.99)  # nothing known yet: optimistic, so it is tried
+    g.base.session.runner.draft_record["guide"] = [30, 70]  # 100 tokens' worth of evidence, 30% taken
+    assert d.acceptance("guide") == pytest.approx(34 / 105 + 0.5 / 101 ** 0.5)
+    d.record["guide"] = [0, 4]  # and this row's own drafts were all refused
+    assert d.acceptance("guide") < 0.25
