@@ -263,3 +263,22 @@ def test_auto_tries_a_drafter_before_it_judges_it():
     assert d.acceptance("guide") == pytest.approx(34 / 105 + 0.5 / 101 ** 0.5)
     d.record["guide"] = [0, 4]  # and this row's own drafts were all refused
     assert d.acceptance("guide") < 0.25
+
+
+def test_the_guide_drafts_only_while_it_is_sure(monkeypatch):
+    def hesitant(gen):  # the base's favourite at every word, sure of it except at the fourth word
+        top = max(base_script(gen).items(), key=lambda kv: kv[1])[0]
+        top = "<|im_end|>" if top == "<|endoftext|>" else top
+        sure = 0.3 if len(gen.split()) == 3 else 0.9
+        return {top: sure, **{w: (1 - sure) / 2 for w in WORDS if w != top}}
+
+    drafts = []
+    set_draft = GuideDraft._set
+    monkeypatch.setattr(GuideDraft, "_set", lambda self, row, tokens: (drafts.append(len(tokens)), set_draft(self, row, tokens)))
+    _, plain = run(pair_of(guide=hesitant), "blendin", "off")
+    _, spec = run(pair_of(guide=hesitant), "blendin", "guide")
+    sure_only, drafts = drafts, []
+    monkeypatch.setattr(GuideDraft, "CONFIDENCE", 0.0)
+    _, spec_every = run(pair_of(guide=hesitant), "blendin", "guide")
+    assert spec.steps == spec_every.steps == plain.steps
+    assert (sure_only[0], drafts[0]) == (3, 4)  # the first draft of 4 ends before the unsure fourth word

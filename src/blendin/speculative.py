@@ -14,8 +14,8 @@ same order). Where a drafted token is what the method picks, one base pass serve
 
 Drafters (one object per row, asked by ``Generation`` before each base pass that must run):
 
-    GuideDraft     the guide writes its greedy continuation, one pass a token, for one-tokenizer
-                   pairs. Its distributions along the draft are those an uncertain step then asks
+    GuideDraft     the guide writes its greedy continuation, one pass a token, while it is sure of
+                   it (top-1 >= 0.4), for one-tokenizer pairs. Its distributions along the draft are those an uncertain step then asks
                    for, so a blended step inside an accepted draft costs no guide pass either.
     PromptLookup   the tokens that followed the last earlier occurrence of the text's final n-gram
                    (prompt or answer so far); costs no model at all. Any pair, any method with a base.
@@ -141,9 +141,13 @@ class PromptLookup(Drafter):
 
 
 class GuideDraft(Drafter):
-    """The first guide's greedy continuation (one tokenizer on both sides: its ids are the base's)."""
+    """The first guide's greedy continuation (one tokenizer on both sides: its ids are the base's),
+    ended where the guide's top-1 probability falls below ``CONFIDENCE`` (transformers' assisted
+    generation does the same, ``assistant_confidence_threshold``, 0.4 by default): a token the guide
+    is unsure of is seldom the one the method picks, and each costs a guide pass."""
 
     name = "guide"
+    CONFIDENCE = 0.4
 
     def propose(self, row, k: int):
         from .blend import top1
@@ -153,8 +157,8 @@ class GuideDraft(Drafter):
         guide_probs = yield Need(guide)
         tokens: list[int] = []
         while len(tokens) < k:
-            _, token = top1(guide_probs)
-            if token in guide.tok.eos_ids:
+            m_g, token = top1(guide_probs)
+            if token in guide.tok.eos_ids or m_g < self.CONFIDENCE:
                 break
             tokens.append(token)
             if len(tokens) < k:
