@@ -9,7 +9,7 @@ from blendin.backends.fake import ScriptedModel
 from blendin.decoding import Generation, generate, generate_many
 from blendin.errors import ConfigError
 from blendin.pair import Pair
-from blendin.speculative import AutoDraft, GuideDraft, PassCost, PromptLookup, best_draft
+from blendin.speculative import AutoDraft, GuideDraft, PassCost, PromptLookup, first_paying
 
 from scripted import config, scripted_pair
 from test_same_tokenizer import chatml, generated
@@ -215,14 +215,15 @@ def test_pass_cost_is_a_line_through_short_passes():
 def test_auto_weighs_the_drafters_by_what_they_cost_here():
     gpu = lambda n: 0.02  # noqa: E731  a pass costs the same for a few more tokens
     # a guide pass as dear as the base's (small models on a GPU, bound by launching kernels): never the guide
-    assert best_draft({"guide": (0.9, 8, 0.02), "lookup": (0.6, 2, 0.0)}, gpu, 0.02) == "lookup"
-    assert best_draft({"guide": (0.9, 8, 0.02), "lookup": (0.6, 0, 0.0)}, gpu, 0.02) is None
+    assert first_paying({"guide": (0.9, 8, 0.02), "lookup": (0.6, 2, 0.0)}, gpu, 0.02) == "lookup"
+    assert first_paying({"guide": (0.9, 8, 0.02), "lookup": (0.6, 0, 0.0)}, gpu, 0.02) is None
     # a guide an eighth of the base (an 8B base with a 1B guide): the guide
-    assert best_draft({"guide": (0.8, 8, 0.0025), "lookup": (0.6, 2, 0.0)}, gpu, 0.02) == "guide"
+    assert first_paying({"guide": (0.8, 8, 0.0025), "lookup": (0.6, 2, 0.0)}, gpu, 0.02) == "guide"
     # a CPU, where each token read costs: a draft only while it is taken
     cpu = lambda n: 0.37 + 0.13 * n  # noqa: E731
-    assert best_draft({"guide": (0.95, 8, 0.05), "lookup": (0.2, 3, 0.0)}, cpu, cpu(1)) == "guide"
-    assert best_draft({"guide": (0.3, 8, 0.05), "lookup": (0.2, 3, 0.0)}, cpu, cpu(1)) is None
+    assert first_paying({"guide": (0.95, 8, 0.05), "lookup": (0.2, 3, 0.0)}, cpu, cpu(1)) == "guide"
+    assert first_paying({"guide": (0.95, 8, 0.05), "lookup": (0.99, 8, 0.0)}, cpu, cpu(1)) == "guide"  # the guide first
+    assert first_paying({"guide": (0.3, 8, 0.05), "lookup": (0.2, 3, 0.0)}, cpu, cpu(1)) is None
 
 
 def _timed(g, base_seconds: float, guide_seconds: float):

@@ -181,7 +181,8 @@ def add_mitigations(p: argparse.ArgumentParser) -> None:
 def add_speculate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speculate", default=BlendConfig.speculate, metavar="MODE",
                    help="off | guide | lookup | auto: draft tokens for the base to read in one pass (the guide, one tokenizer; "
-                   "prompt lookup, any pair; auto: whichever, and how many tokens, the measured pass costs say pays, or none). "
+                   "prompt lookup, any pair; auto: the guide while its drafts pay by the pass costs measured here, else lookup while "
+                   "its do, else none). "
                    "The same tokens as off, fewer base passes")
 
 

@@ -132,8 +132,8 @@ class BlendConfig:
     beginning with the question prefix ("\\nQuestion:"), as if it were one of ``stop``; a pretrained
     base would otherwise write the user's next question and answer it too. ``stops`` lists what applies.
     speculate: off, or who drafts tokens for the base to read in one pass (``speculative``): the
-    guide (one tokenizer), prompt lookup, or auto (at each pass whichever of them pays by the pass
-    costs measured here, or none). The tokens are the same as off; only the passes differ.
+    guide (one tokenizer), prompt lookup, or auto (at each pass the guide if its draft pays by the
+    pass costs measured here, else lookup if its does, else none). The tokens are the same as off; only the passes differ.
     """
 
     base: str = DEFAULT_BASE
