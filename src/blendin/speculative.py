@@ -238,9 +238,10 @@ def first_paying(options: dict, base_seconds, no_draft: float) -> str | None:
 class AutoDraft(Drafter):
     """``auto``: before each base pass, the guide (where it can draft) if its draft promises more tokens
     a second on this machine than no draft, else prompt lookup if its does, else no draft
-    (``first_paying``). The guide first, not the higher promise: measured on the Qwen pair (README,
-    "Speculative BlendIn"), picking by the higher estimate each pass drafted with lookup where the
-    guide's drafts were taken more often, and was slower than the guide alone. Each
+    (``first_paying``). The guide first, not the higher promise: a guide draft also gives BlendIn's
+    uncertain steps inside it their guide distributions (no consult pass), which the estimate does
+    not count, and on the Qwen pair the guide's drafts were taken more often than lookup's (README,
+    "Speculative BlendIn": picking the higher promise was no faster there). Each
     drafter keeps its own draft length, adapted as the others' (two more after a draft taken whole,
     one fewer after one cut short): taken drafts run in phrases, more than a fixed chance a token
     would say, so the length is learnt, not derived.
