@@ -30,7 +30,8 @@ before drafting again. ``auto`` drafts only while a row has its base's passes to
 
 Decided (the issue asked for speculative sampling): a greedy draft accepted where the sampled token
 equals it is accepted with probability p(d), the chance speculative sampling gives a one-hot draft,
-and the token that replaces it is drawn from p itself; so the output follows the method's
+and the token that replaces it is the method's own draw from p, which then is not d (speculative
+sampling's residual); so the output follows the method's
 distribution exactly (it is the plain path's, draw for draw), with the same acceptance.
 """
 
