@@ -97,6 +97,7 @@ def main() -> int:
         config = BlendConfig(base=base, guide=guide, max_new_tokens=tokens, turn_stop=False, device=a.device, dtype=a.dtype)
         pair = load_pair(config)
         rows += bench_pair(name, pair, config, batches, a.rounds, a.quick)
+        PASS_COSTS[name] = {role: _pass_cost(getattr(m, "runner", None)) for role, m in (("base", pair.base), ("guide", pair.guide))}
         del pair
     print("| pair | batch | prompts | configuration | tokens | tokens/s | x base | base passes / token | acceptance | identical |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -110,6 +111,10 @@ def main() -> int:
     for (base, batch, method, speculate), (bp, bs, bt, gp, gs, gt) in TIME_SPENT.items():
         label = method + ("" if speculate == "off" else f" speculate={speculate}")
         print(f"| {base} | {batch} | {label} | {bp} | {bs:.1f} | {bt} | {gp} | {gs:.1f} | {gt} |")
+    print()
+    print("what a pass of one row costs, as auto measured it (PassCost, at the run's end): seconds for 1 and 8 tokens read")
+    for name, costs in PASS_COSTS.items():
+        print(f"  {name}: " + "; ".join(f"{role} {c[0]:.3f} / {c[1]:.3f}" if c else f"{role} -" for role, c in costs.items()))
     if a.json:  # the rows, and each configuration's token ids prompt by prompt (to replay a drafter offline)
         with open(a.json, "w") as f:
             json.dump({"rows": rows, "outputs": OUTPUTS}, f)
@@ -215,8 +220,15 @@ def assisted(pair, prompts, config):
 
 
 AUTO_SPLIT: dict = {}  # drafter -> tokens it proposed under auto, in the last run
+PASS_COSTS: dict = {}  # pair -> role -> (seconds for 1 token, for 8), as PassCost measured them
 OUTPUTS: dict = {}  # "pair bBATCH KIND CONFIG" -> token ids, prompt by prompt
 TIME_SPENT: dict = {}  # (base, batch, method, speculate) -> base passes, s, tokens read; guide passes, s, tokens read
+
+
+def _pass_cost(runner):
+    """(seconds for 1 token, for 8) of a model's one-row passes as its runner measured them, or None."""
+    cost = getattr(runner, "cost", None)
+    return (cost.seconds(1), cost.seconds(8)) if cost is not None and cost.measured else None
 
 
 def _counters(runner) -> list:
