@@ -12,13 +12,14 @@ configuration decodes the first two of each kind (--quick) or four; at batch 16,
 (twelve word problems, four grounded).
 
 At batch 1 the word problems and the grounded prompts are also reported apart (rows run alone, so
-each kind's time is its own), since the drafters pay on different text. Configurations: the base alone, plain BlendIn, and speculative BlendIn with each drafter the pair
-allows (guide: one tokenizer; lookup: any pair) and, at batch 1, auto (which weighs them by the pass
-costs it measures; at a batch it drafts nothing); at batch 1 also transformers' assisted generation
-of the base with the guide as its assistant (one tokenizer only; it decodes the base's own greedy
-answer, the peer for speed). Each configuration runs once per round, interleaved, so drift of the
-machine hits all alike; each configuration first decodes 8 tokens untimed (warm-up). Columns: tokens/s (generated tokens over wall time, prompts read
-included), x base (over the plain base alone at that batch size), base passes per token (the
+each kind's time is its own), since the drafters pay on different text. Configurations: the base
+alone, plain BlendIn, and speculative BlendIn with each drafter the pair allows (guide: one
+tokenizer; lookup: any pair) and, at batch 1, auto (which weighs them by the pass costs it
+measures; at a batch it drafts nothing); at batch 1 also transformers' assisted generation of the
+base with the guide as its assistant (one tokenizer only; it decodes the base's own greedy answer,
+the peer for speed). Each configuration runs once per round, interleaved, so drift of the machine
+hits all alike; each configuration first decodes 8 tokens untimed (warm-up). Columns: tokens/s
+(generated tokens over wall time, prompts read included), x base (over the plain base alone at that batch size), base passes per token (the
 share of a row's tokens that needed a base pass of its own), acceptance (drafted tokens the method
 then chose), identical (the same token ids as plain BlendIn, prompt for prompt).
 """

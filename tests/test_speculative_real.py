@@ -1,8 +1,9 @@
 """Speculative decoding on real models: the same tokens and interventions as the plain path, alone
 and batched, on the Qwen pair's tokenizer (Qwen2.5-Coder-0.5B on both sides, the base reading plain
 text and the guide its chat template, so they disagree) and on the embedded Gemma + SmolLM2 pair
-(two tokenizers: prompt lookup, under auto with the pass costs measured there). Floats may differ in the last bits (a pass over several tokens
-adds in another order than one token at a time); the tokens and the decisions must not."""
+(two tokenizers: prompt lookup, under auto with the pass costs measured there). Floats may differ
+in the last bits (a pass over several tokens adds in another order than one token at a time); the
+tokens and the decisions must not."""
 
 import pytest
 
