@@ -8,11 +8,10 @@ Validation happens here, at construction, so a bad value fails before any model 
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field, replace
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .placement import Placement, check_names, dtype_name
 
 METHODS = ("base", "guide", "switch", "nudging", "blendin")
@@ -22,12 +21,6 @@ SPECULATE = ("off", "guide", "lookup", "auto")  # who drafts for the base (``spe
 BASE_PROMPTS = ("plain", "chat")
 DEFAULT_BASE = "gemma-3-270m"
 DEFAULT_GUIDE = "smollm2-135m-instruct"
-
-
-def did_you_mean(word: str, choices) -> str:
-    """' (did you mean 'blendin'?)' for a near miss, else ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 @dataclass(frozen=True)

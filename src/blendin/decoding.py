@@ -40,7 +40,7 @@ from .prompts import Rendered, prompt_ids
 from .sampling import Sampler
 from .speculative import drafter_for
 from .transcript import Transcript, split_words
-from .types import GenerationResult, Step
+from .types import GenerationResult, Need, Step
 
 
 class Track:
@@ -79,15 +79,6 @@ class Track:
         self.gen_ids = self.gen_ids[:n]
         self.text = text
         self.session.sync(self.prompt + self.gen_ids)
-
-
-@dataclass(frozen=True)
-class Need:
-    """What a row yields when it needs ``track``'s next-token probabilities; the driver sends them back
-    (``ahead``: those after the tokens drafted on its session, for a drafter)."""
-
-    track: Track
-    ahead: bool = False
 
 
 class Generation:

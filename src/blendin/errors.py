@@ -1,5 +1,7 @@
 """Errors a user can fix. The message names the problem and the fix; the CLI prints it without a traceback."""
 
+import difflib
+
 
 class BlendinError(Exception):
     """Base class: anything blendin reports to a user as a plain message."""
@@ -17,3 +19,13 @@ def first_line(exc: BaseException) -> str:
     """'TypeName: first line of the message', for one-line reports of an exception."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'blendin'?)' for a near miss, else ''.
+
+    >>> did_you_mean("blendn", ["base", "blendin"])
+    " (did you mean 'blendin'?)"
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .chunks import ChunkedGGUF
-from .config import did_you_mean
-from .errors import ModelLoadError, first_line
+from .errors import ModelLoadError, did_you_mean, first_line
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}  # as vLLM and torch users write them
@@ -35,8 +35,6 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 def check_names(device: str, dtype: str, flag: str = "device") -> None:
     """ConfigError naming the value and the choices, for a device or dtype that is not one blendin knows."""
-    from .config import did_you_mean
-
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise ConfigError(f"{flag} must be auto, cpu, cuda or cuda:N (a GPU's index), got {device!r}")
     if dtype not in DTYPES:

@@ -41,7 +41,10 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
+from .backends.cost import PassCost  # noqa: F401 - measured by the runners, read by AutoDraft
+from .blend import top1
 from .errors import ConfigError
+from .types import Need
 
 FIRST_DRAFT = 4  # tokens drafted at a row's first pass
 MAX_DRAFT = 8
@@ -152,9 +155,6 @@ class GuideDraft(Drafter):
     CONFIDENCE = 0.4
 
     def propose(self, row, k: int):
-        from .blend import top1
-        from .decoding import Need
-
         guide = row.guides[0].follow(row.transcript.text)  # the context the plain path would give it
         guide_probs = yield Need(guide)
         tokens: list[int] = []
@@ -167,41 +167,6 @@ class GuideDraft(Drafter):
                 guide.session.draft([token])
                 guide_probs = yield Need(guide, ahead=True)
         return tokens
-
-
-class PassCost:
-    """What a model's pass costs on this machine, measured: seconds = fixed + per_token x tokens read,
-    a least-squares line through its passes of one row reading at most ``MAX_TOKENS`` tokens (decode
-    and verifying passes: what a draft changes; prompt reads are left out), older passes fading
-    (weight ``FADE`` a pass). Before two lengths are seen per_token is 0, as where a few more tokens
-    ride along in a pass (a GPU).
-
-    >>> c = PassCost(); c.add(1, 0.5); c.add(9, 1.5); round(c.seconds(5), 6)
-    1.0
-    """
-
-    MAX_TOKENS = 16
-    FADE = 0.98
-
-    def __init__(self):
-        self._sums = (0.0, 0.0, 0.0, 0.0, 0.0)  # weight, w*tokens, w*tokens^2, w*seconds, w*tokens*seconds
-
-    def add(self, tokens: int, seconds: float) -> None:
-        if tokens <= self.MAX_TOKENS:
-            self._sums = tuple(x * self.FADE + y for x, y in zip(self._sums, (1, tokens, tokens * tokens, seconds, tokens * seconds)))
-
-    @property
-    def measured(self) -> bool:
-        return self._sums[0] > 0
-
-    def seconds(self, tokens: int) -> float:
-        w, t, tt, s, ts = self._sums
-        if not w:
-            raise ValueError("no pass measured yet")
-        mean_t, mean_s = t / w, s / w
-        spread = tt / w - mean_t * mean_t
-        slope = max(0.0, (ts / w - mean_t * mean_s) / spread) if spread > 1e-9 else 0.0
-        return max(1e-6, mean_s + slope * (tokens - mean_t))
 
 
 def expected_tokens(acceptance: float, k: int) -> float:

@@ -98,3 +98,14 @@ class GenerationResult:
             f"({100 * self.intervention_rate:.1f}%), mean alpha {alpha}, "
             f"{self.tokens_per_second:.1f} tokens/s, stop: {self.stop_reason}"
         )
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a row's coroutine yields when it needs ``track``'s next-token probabilities (a
+    ``decoding.Track``: one model's view of the row); the driver sends them back. ``ahead``: those
+    after the tokens drafted on its session, for a drafter (``speculative``). The message between the
+    loop and its drafters, so it lives below both."""
+
+    track: object
+    ahead: bool = False

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from .base import PrefixSession, common_prefix
-from ..speculative import PassCost
+from .cost import PassCost
 
 
 class HFTokenizer:
