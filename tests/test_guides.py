@@ -196,8 +196,8 @@ def test_nudging_takes_the_budget_and_the_filter():
     words = lambda text: {"Ġyes": 0.9, "Ġno": 0.1}  # noqa: E731
     r = generate(pair_of(UNSURE, ODD), "Q", config(method="nudging", gamma=0.5, agreement_top_k=3, max_new_tokens=2))
     assert [s.source for s in r.steps] == ["base", "base"] and r.held == {"agreement": 2}
-    r = generate(pair_of(UNSURE, words), "Q", config(method="nudging", gamma=0.5, max_intervention_rate=0.0, nudge_chunk=1, max_new_tokens=4))
-    assert r.steps[0].source == "guide" and all(s.source == "base" for s in r.steps[1:])
+    r = generate(pair_of(UNSURE, words), "Q", config(method="nudging", gamma=0.5, max_intervention_rate=0.25, nudge_chunk=1, max_new_tokens=4))
+    assert [s.source for s in r.steps] == ["guide", "base", "base", "base"] and r.held == {"budget": 3}
 
 
 def test_mitigation_settings_are_checked():

@@ -193,7 +193,7 @@ def test_auto_drafts_only_for_a_row_alone_on_its_base():
 
     from blendin.speculative import _shared
 
-    me, waiting, begun = (SimpleNamespace(_cached=n) for n in (5, 0, 7))
+    me, waiting, begun = (SimpleNamespace(started=b) for b in (True, False, True))
     me.runner = SimpleNamespace(open=[me, waiting])  # a row made but not begun holds a session, no pass
     assert not _shared(me) and not _shared(SimpleNamespace())
     me.runner.open.append(begun)

@@ -223,6 +223,10 @@ class BlendConfig:
             raise ConfigError(f"agreement_top_k must be a whole number >= 1 (the reference uses 5), got {self.agreement_top_k!r}")
         if not isinstance(self.reliability, bool):
             raise ConfigError(f"reliability must be True or False, got {self.reliability!r}")
+        if self.reliability and self.method == "nudging":  # nudging's guide writes whole words: no weight to scale
+            raise ConfigError("reliability weighting scales each guide's weight in a mixture, and nudging lets the guide write "
+                              "whole words with no weight; drop --reliability, or use blendin or switch (in an eval grid: "
+                              "take nudging out of --method, or run it apart without --reliability)")
         if self.retire_below is not None:
             _check_range("retire_below", self.retire_below, 0.0, 1.0)
         if not isinstance(self.retire_after, int) or isinstance(self.retire_after, bool) or self.retire_after < 1:

@@ -10,10 +10,10 @@ Each step, the base gives its next-token distribution p_b (top-1 m_b). The polic
     else nudging                     -> the guide writes whole words until the base is confident again
     guide method                     -> the guide writes every token in its own vocabulary
 With several guides, every guide still consulted runs and the token comes from
-sum_k w_k * p_k + (1 - sum_k w_k) * p_b (``blend.guide_weights``). The mitigations (``mitigations``)
-are asked at each uncertain step: may it be guided at all (the budget), is each guide still consulted
-(retirement), does each one's distribution count (the agreement filter), with what weight multiplier
-(reliability); each guide's history is a ``GuideRecord`` of the row.
+sum_k w_k * p_k + (1 - sum_k w_k) * p_b (``blend.guide_weights``). The row's mitigations
+(``mitigations.Oversight``) are told each event of an uncertain step and answer: may it be guided at
+all, is each guide still consulted, does each one's distribution count, with what weight multiplier;
+the loop knows none of them by name, so a new one needs no edit here.
 Both models see exactly the text generated so far: the model that wrote a token keeps its own token
 ids; the other re-encodes the text when it is next consulted, keeping its cache for the common prefix.
 
@@ -33,13 +33,14 @@ import torch
 from .blend import mix_many, top1
 from .config import BlendConfig
 from .errors import ConfigError, first_line
-from .mitigations import GuideRecord, mitigations_for
+from .mitigations import Oversight, mitigations_for
+from .nudging import WordDraft
 from .pair import Pair, guide_role
 from .policies import policy_for
 from .prompts import Rendered, prompt_ids
 from .sampling import Sampler
 from .speculative import drafter_for
-from .transcript import Transcript, split_words
+from .transcript import Transcript
 from .types import GenerationResult, Need, Step
 
 
@@ -110,12 +111,15 @@ class Generation:
         self.base = Track(pair.base, list(base_ids)) if config.uses_base else None
         self.guides = [Track(model, list(ids)) for model, ids in zip(guide_models, guides_ids)]
         self.guide = self.guides[0] if self.guides else None  # the first guide: the one that writes under guide/nudging
-        self.records = [GuideRecord(g.label) for g in config.guides[:n_guides]]  # each guide's history, for the mitigations
-        self.mitigations = mitigations_for(config)
+        # the mitigations, with each guide's history (``records``) and what they held back (``held``)
+        self.oversight = Oversight(mitigations_for(config), [g.label for g in config.guides[:n_guides]])
+        weighing = [m.name for m in self.oversight.mitigations if m.weighs]
+        if self.policy.writes == "words" and weighing:  # BlendConfig refuses the known ones before models load
+            raise ConfigError(f"method '{config.method}' lets the guide write whole words, with no weight for "
+                              f"'{weighing[0]}' to scale; turn it off, or use blendin or switch")
         self.drafter = drafter_for(config, pair, self.base, self.guides)  # None unless config.speculate
         self.detail = n_guides > 1 or config.mitigated  # steps record each guide's part (Step.guides)
         self.interventions = 0
-        self.held: dict[str, int] = {}  # uncertain steps the base decided alone at, by the mitigation that held guidance back
         self.cancelled = False  # set by another thread (a client went away): run_rows drops the row
         self.error: BaseException | None = None  # set by run_rows when this row alone failed
         self.sampler = Sampler(config.temperature, config.top_p, config.seed)
@@ -162,7 +166,7 @@ class Generation:
         base_probs = yield Need(base)
         m_b, _ = top1(base_probs)
         base_turn, self._base_turn = self._base_turn, False
-        if base_turn or not self.policy.consult_guide(m_b) or not self._allowed():
+        if base_turn or not self.policy.consult_guide(m_b) or not self.oversight.allows(len(self.steps), self.interventions):
             yield self._base_token(base_probs, m_b)
         elif self.policy.writes == "words":
             yield from self._nudge(base_probs, m_b)
@@ -175,68 +179,43 @@ class Generation:
         step = Step("", "base", m_b, None, None, None, float(base_probs[token]), None, token, self._alternatives(base_probs), guides)
         return self._emit(self.base, token, step)
 
-    def _allowed(self) -> bool:
-        """May this uncertain step be guided at all (the intervention budget)?"""
-        for m in self.mitigations:
-            if not m.allows(len(self.steps), self.interventions):
-                self._hold(m.name)
-                return False
-        return True
-
-    def _consults(self, record: GuideRecord) -> bool:
-        """Consult this guide now? No once it is retired; its pass is then saved."""
-        if record.retired_at is None:
-            refused = next((m for m in self.mitigations if not m.keeps(record)), None)
-            if refused is None:
-                return True
-            record.retired_at = len(self.steps)
-        record.passes_saved += 1
-        return False
+    def guide_retired(self, k: int) -> bool:
+        """Whether guide ``k`` is retired in this row (a drafter then does not run it either)."""
+        return self.oversight.retired(k)
 
     def _consult(self, k: int, base_probs: torch.Tensor, m_b: float):
         """Run guide ``k`` (its track catches up with the text) and record what it says: a ``Consulted``."""
-        record, bridge = self.records[k], self.pair.bridges[k]
         guide_probs = yield Need(self.guides[k].follow(self.transcript.text))
         m_g, guide_top = top1(guide_probs)
-        base_top = bridge.base_id(guide_top)
+        base_top = self.pair.bridges[k].base_id(guide_top)
         agreement = _prob_of(base_probs, base_top)
-        scale, reliability = 1.0, record.reliability  # as shown before this step
-        for m in self.mitigations:
-            scale *= m.scale(record)
-        kept = self._judge(record, base_probs, m_b, base_top)
-        return Consulted(k, guide_probs, m_g, guide_top, agreement, reliability, scale, kept)
-
-    def _judge(self, record: GuideRecord, base_probs: torch.Tensor, m_b: float, base_top: int | None) -> bool:
-        """Record one consultation of a guide whose top token is ``base_top`` (in the base vocabulary):
-        its reliability observes it; True if the mitigations let its guidance count."""
-        kept = all(m.accepts(base_probs, base_top) for m in self.mitigations)
-        record.consulted += 1
-        record.filtered += not kept
-        record.observe(m_b, _prob_of(base_probs, base_top))
-        return kept
-
-    def _hold(self, name: str) -> None:
-        """Count an uncertain step where mitigation ``name`` made the base decide alone."""
-        self.held[name] = self.held.get(name, 0) + 1
+        reliability, scale = self.oversight.records[k].reliability, self.oversight.scale(k)  # as shown before this step
+        refused_by = self.oversight.judge(k, base_probs, m_b, base_top)
+        return Consulted(k, guide_probs, m_g, guide_top, agreement, reliability, scale, refused_by)
 
     def _blend_token(self, base_probs: torch.Tensor, m_b: float):
         """BlendIn and switch: decode one base-vocabulary token from sum_k w_k * p_k + (1 - sum_k w_k) * p_b,
         over the guides the mitigations keep (one guide: alpha * p_g + (1 - alpha) * p_b)."""
-        consulted = []
+        consulted, retired_by = [], []
         for k in range(len(self.guides)):
-            if self._consults(self.records[k]):
+            refuser = self.oversight.consults(k, len(self.steps))
+            if refuser is None:
                 consulted.append((yield from self._consult(k, base_probs, m_b)))
+            else:
+                retired_by.append(refuser)
         kept = [c for c in consulted if c.kept]
-        if not kept:  # every guide retired, or set aside by the agreement filter: the base decides
-            self._hold("agreement" if consulted else "retire")
+        if not kept:  # every guide retired or set aside: the base decides, and says which mitigation made it
+            self.oversight.hold(([c.refused_by for c in consulted] or retired_by)[0])
             yield self._base_token(base_probs, m_b, self._detail(consulted, {}))
             return
-        weights = self.policy.weights(m_b, [c.m_g for c in kept], [c.agreement for c in kept])
-        weights = [w * c.scale for w, c in zip(weights, kept)]  # x 1.0 is exact: without reliability, the rule's own
+        # the rule weighs every guide consulted; one set aside gives its share to the base, not to the others
+        # (docs/decisions.md); x 1.0 is exact: without a weighting mitigation, the rule's own weights
+        all_weights = self.policy.weights(m_b, [c.m_g for c in consulted], [c.agreement for c in consulted])
+        weights = [w * c.scale for w, c in zip(all_weights, consulted) if c.kept]
         bridges = self.pair.bridges
         mixed = mix_many(base_probs, [bridges[c.k].to_base(c.probs) for c in kept], weights)
         for c in kept:
-            self.records[c.k].kept += 1
+            self.oversight.intervened(c.k)
         lead = kept[max(range(len(kept)), key=lambda i: weights[i])]  # the step's guide fields: the heaviest guide's
         token = self.sampler.choose(mixed)
         step = Step("", self.policy.source, m_b, lead.m_g, sum(weights), lead.agreement, float(mixed[token]),
@@ -260,76 +239,42 @@ class Generation:
         yield self._emit(self.guide, token, step)
 
     def _nudge(self, base_probs: torch.Tensor, m_b: float):
-        """Nudging (Fei et al. 2024): the guide writes words, and they are accepted one by one.
-
-        The first word is always accepted; each next word only while the base, reading the accepted
-        words, stays unsure (m_b < gamma) and its top token does not start that word. The guide
-        drafts lazily, a word at a time (at most ``nudge_chunk`` tokens in all), so that a word the
-        base takes over from costs no guide passes beyond its first token.
-        """
-        record = self.records[0]
-        if not self._consults(record):
-            self._hold("retire")
+        """Nudging (Fei et al. 2024): the guide writes words, accepted one by one (``nudging.WordDraft``);
+        the mitigations read the first word's top token. Each token the guide writes is an intervention."""
+        refuser = self.oversight.consults(0, len(self.steps))
+        if refuser is None:
+            draft = WordDraft(self)
+            yield from draft.until(1)
+            refuser = self.oversight.judge(0, base_probs, m_b, self.pair.bridge.base_id(draft.tokens[0].top))
+            if refuser is not None:
+                draft.rewind()
+        if refuser is not None:
+            self.oversight.hold(refuser)
             yield self._base_token(base_probs, m_b)
             return
-        guide, text = self.guide.follow(self.transcript.text), self.transcript.text
-        kept = len(guide.gen_ids)
-        budget = min(self.config.nudge_chunk, self.config.max_new_tokens - len(self.steps))
-        draft: list[tuple] = []  # (token, m_g, chosen prob, guide top token, alternatives for traces)
-        words = lambda: split_words(guide.tok, [d[0] for d in draft])  # noqa: E731
-
-        def draft_until(n_words: int):
-            """Draft until a word after the first ``n_words`` has begun (they are then complete)."""
-            while len(draft) < budget and not (draft and draft[-1][0] in guide.tok.eos_ids) and len(words()) <= n_words:
-                guide_probs = yield Need(guide)
-                m_g, guide_top = top1(guide_probs)
-                token = self.sampler.choose(guide_probs)
-                draft.append((token, m_g, float(guide_probs[token]), guide_top, self._alternatives(None, guide_probs)))
-                if token not in guide.tok.eos_ids:
-                    guide.push(token)
-
-        yield from draft_until(1)
-        first_top = self.pair.bridge.base_id(draft[0][3])
-        if not self._judge(record, base_probs, m_b, first_top):  # the first word's top token
-            self._hold("agreement")
-            guide.rewind(kept, text)
-            yield self._base_token(base_probs, m_b)
-            return
-        record.kept += 1
-        n_accepted, checks, base_took_over = 1, [(m_b, base_probs)], False  # base's view at each accepted word
-        while len(words()) > n_accepted:
-            sofar = text + "".join(guide.tok.decode(w) for w in words()[:n_accepted])
-            probs = yield Need(self.base.follow(sofar))
-            m_b2, base_top = top1(probs)
-            if not self.policy.consult_guide(m_b2):
-                base_took_over = True
-                break
-            yield from draft_until(n_accepted + 1)
-            base_word = self.base.tok.decode([base_top]).strip()
-            if base_word and guide.tok.decode(words()[n_accepted]).strip().startswith(base_word):
-                base_took_over = True
-                break
-            n_accepted += 1
-            checks.append((m_b2, probs))
-        accepted = words()[:n_accepted]
-        i = 0
-        for word, (m_b_word, probs) in zip(accepted, checks):
-            for j, token in enumerate(word):
-                _, m_g, chosen, guide_top, alternatives = draft[i]
-                i += 1
-                first = j == 0
-                agreement = _prob_of(probs, self.pair.bridge.base_id(guide_top)) if first else None
-                step = Step("", "guide", m_b_word if first else None, m_g, 1.0, agreement, chosen, None, token, alternatives)
-                yield self._emit(guide, token, step, drafted=True)
-                if self.stop_reason is not None:
-                    break
-            if self.stop_reason is not None:
-                break
-        guide.rewind(kept + i, self.transcript.text)
+        checks, base_took_over = yield from draft.accept(base_probs, m_b)
+        written = yield from self._write_words(draft, checks)
+        self.oversight.intervened(0, written)
+        draft.rewind(written)
         # The base is confident again, or its top token starts the guide's next word: either way the
         # base writes on from here (else the guide would redraft that word). If the whole draft was
         # taken, the next step asks the base afresh and the guide may go on.
         self._base_turn = base_took_over
+
+    def _write_words(self, draft: WordDraft, checks: list):
+        """Emit the accepted words' tokens (one per ``checks`` entry: the base's view at its first
+        token); returns how many were written (a stop ends them early)."""
+        written = 0
+        for word, (m_b, base_probs) in zip(draft.words(), checks):
+            for j, token in enumerate(word):
+                d = draft.tokens[written]
+                written += 1
+                agreement = _prob_of(base_probs, self.pair.bridge.base_id(d.top)) if j == 0 else None
+                step = Step("", "guide", m_b if j == 0 else None, d.m_g, 1.0, agreement, d.chosen_prob, None, token, d.alternatives)
+                yield self._emit(draft.guide, token, step, drafted=True)
+                if self.stop_reason is not None:
+                    return written
+        return written
 
     def _alternatives(self, base_probs=None, guide_probs=None, mixed_probs=None, guide_tok=None) -> dict | None:
         """The top ``trace_top`` tokens of each distribution given, as [text, prob], for traces and
@@ -411,8 +356,8 @@ class Generation:
             requests=requests,
             remote=remote or None,
             error=None if self.error is None else first_line(self.error),
-            guides=tuple(r.stats(t.passes) for r, t in zip(self.records, self.guides)) or None,
-            held=dict(self.held) or None,
+            guides=tuple(r.stats(t.passes) for r, t in zip(self.oversight.records, self.guides)) or None,
+            held=dict(self.oversight.held) or None,
             speculation=None if self.drafter is None else {"drafter": self.drafter.name, "drafted": self.drafter.drafted,
                                                            "accepted": self.drafter.accepted, "base_passes": self.base.session.forward_calls},
         )
@@ -554,7 +499,8 @@ def generate(pair: Pair, prompt: str, config: BlendConfig) -> GenerationResult:
 class Consulted:
     """What one guide said at one uncertain step: its distribution [V_guide], top-1 (m_g, id), the
     base's probability of that token (agreement), its reliability before this step, the weight
-    multiplier the mitigations give it, and whether its distribution counts (``kept``)."""
+    multiplier the mitigations give it, and the mitigation that set its distribution aside (None:
+    it counts, ``kept``)."""
 
     k: int
     probs: torch.Tensor
@@ -563,7 +509,11 @@ class Consulted:
     agreement: float
     reliability: float
     scale: float
-    kept: bool
+    refused_by: object = None
+
+    @property
+    def kept(self) -> bool:
+        return self.refused_by is None
 
 
 def _piece(tok, token: int) -> str:

@@ -2,15 +2,18 @@
 
 A policy (``policies``) says whether the base is unsure (m_b < gamma) and how much each guide
 weighs. The mitigations here then say whether guidance may go ahead, and each compose with any
-method that consults a guide (switch, nudging, blendin), in the order the loop asks them:
+method that consults a guide (switch, nudging, blendin), at the events the loop reports:
 
     allows(tokens, interventions) -> bool   before any guide runs: may this step be guided at all?
-    keeps(record) -> bool                   before guide k runs: consult it? (``GuideRecord``: its history)
+    keeps(record) -> bool                   before guide k runs: consult it? (``GuideRecord``: its history;
+                                            False retires the guide for the rest of the answer)
     accepts(base_probs, base_token) -> bool after guide k ran: does its distribution count?
-    scale(record) -> float                  its weight's multiplier
+    scale(record) -> float                  its weight's multiplier (``weighs``: True where it has one)
 
-The state they read lives in one ``GuideRecord`` per guide and row, kept by the loop; the objects
-themselves hold only their settings.
+A mitigation that says no is counted by its ``name`` in the row's ``held`` (the steps it made the
+base decide alone). ``Oversight`` asks them for one row and keeps that row's state: each guide's
+``GuideRecord`` and the counts; the mitigation objects hold only their settings. So a new mitigation
+is one new class here and one line in ``mitigations_for``; the loop (``decoding``) knows none by name.
 
     >>> budget = InterventionBudget(0.15)
     >>> budget.allows(tokens=10, interventions=1), budget.allows(tokens=10, interventions=2)
@@ -41,12 +44,13 @@ class GuideRecord:
 
     name: str
     consulted: int = 0  # uncertain steps where it ran (its passes there; ``passes`` counts all)
-    kept: int = 0  # its distribution went into the token (interventions by this guide)
+    kept: int = 0  # tokens its guidance went into (interventions by this guide; a nudge counts each token it wrote)
     filtered: int = 0  # it ran, and the agreement filter set its distribution aside
     observed: int = 0
     agreement_sum: float = 0.0
     retired_at: int | None = None  # the token index at which it was last consulted, once retired
     passes_saved: int = 0  # uncertain steps it was not consulted at, once retired
+    retired_by: "Mitigation | None" = None  # the mitigation that retired it
 
     @property
     def reliability(self) -> float:
@@ -66,9 +70,13 @@ class GuideRecord:
 
 
 class Mitigation:
-    """The defaults: allow, keep, accept, weight 1. A mitigation overrides what it decides."""
+    """The defaults: allow, keep, accept, weight 1. A mitigation overrides what it decides.
+
+    ``weighs``: it scales a guide's weight in a mixture (``scale``), which a method whose guide
+    writes whole words has none of (nudging): such a method refuses it (``BlendConfig``)."""
 
     name = "none"
+    weighs = False
 
     def allows(self, tokens: int, interventions: int) -> bool:
         return True
@@ -94,7 +102,9 @@ class InterventionBudget(Mitigation):
     name = "budget"
 
     def allows(self, tokens: int, interventions: int) -> bool:
-        return tokens == 0 or interventions / tokens <= self.max_rate
+        """A budget of 0 allows nothing: "never guide" (the rate so far, 0, would otherwise let each
+        uncertain step through, and the first one always: no token, no rate yet)."""
+        return self.max_rate > 0 and (tokens == 0 or interventions / tokens <= self.max_rate)
 
 
 @dataclass(frozen=True)
@@ -110,8 +120,10 @@ class AgreementFilter(Mitigation):
         if base_token is None:  # the guide's top token has no twin in the base vocabulary
             return False
         k = min(self.k, base_probs.shape[-1])
-        # ties at the k-th probability count as inside (topk would pick among them arbitrarily)
-        return bool(base_probs[base_token] >= torch.topk(base_probs, k).values[-1])
+        # ties at the k-th probability count as inside (topk would pick among them arbitrarily); a
+        # token the base gives nothing is never among its top k, even where fewer than k have mass
+        chosen = base_probs[base_token]
+        return bool(chosen > 0 and chosen >= torch.topk(base_probs, k).values[-1])
 
 
 @dataclass(frozen=True)
@@ -134,9 +146,75 @@ class ReliabilityWeight(Mitigation):
     the base keeps what the guides lose."""
 
     name = "reliability"
+    weighs = True
 
     def scale(self, record: GuideRecord) -> float:
         return record.reliability
+
+
+class Oversight:
+    """One row's mitigations and their state: each guide's ``GuideRecord`` and ``held``, the uncertain
+    steps each mitigation made the base decide alone at (by its ``name``). The loop reports each
+    event and reads back a verdict; a verdict of no is the ``Mitigation`` that said it (None: go on).
+
+        >>> o = Oversight((InterventionBudget(0.0),), ["g"])
+        >>> o.allows(tokens=0, interventions=0), o.held
+        (False, {'budget': 1})
+    """
+
+    def __init__(self, mitigations: tuple[Mitigation, ...], guide_names: list[str]):
+        self.mitigations = tuple(mitigations)
+        self.records = [GuideRecord(name) for name in guide_names]
+        self.held: dict[str, int] = {}
+
+    def allows(self, tokens: int, interventions: int) -> bool:
+        """May this uncertain step be guided at all? A refusal is counted (the base decides alone)."""
+        refuser = next((m for m in self.mitigations if not m.allows(tokens, interventions)), None)
+        if refuser is not None:
+            self.hold(refuser)
+        return refuser is None
+
+    def consults(self, k: int, tokens: int) -> Mitigation | None:
+        """Consult guide ``k`` at token ``tokens``? None if so; else the mitigation that retired it,
+        now or earlier (its pass is saved: ``passes_saved``)."""
+        record = self.records[k]
+        if record.retired_by is None:
+            record.retired_by = next((m for m in self.mitigations if not m.keeps(record)), None)
+            if record.retired_by is None:
+                return None
+            record.retired_at = tokens
+        record.passes_saved += 1
+        return record.retired_by
+
+    def retired(self, k: int) -> bool:
+        """Whether guide ``k`` is retired (a drafter then does not run it either)."""
+        return self.records[k].retired_by is not None
+
+    def judge(self, k: int, base_probs: torch.Tensor, base_top_prob: float, base_token: int | None) -> Mitigation | None:
+        """Record one consultation of guide ``k``, whose top token is ``base_token`` in the base
+        vocabulary (None: no twin there); its reliability observes it. None if its guidance counts,
+        else the mitigation that set it aside. ``base_probs``: [V_base]."""
+        record = self.records[k]
+        refuser = next((m for m in self.mitigations if not m.accepts(base_probs, base_token)), None)
+        record.consulted += 1
+        record.filtered += refuser is not None
+        record.observe(base_top_prob, 0.0 if base_token is None else float(base_probs[base_token]))
+        return refuser
+
+    def scale(self, k: int) -> float:
+        """Guide ``k``'s weight multiplier, from its record before this step's observation."""
+        scale = 1.0
+        for m in self.mitigations:
+            scale *= m.scale(self.records[k])
+        return scale
+
+    def hold(self, refuser: Mitigation) -> None:
+        """Count an uncertain step where ``refuser`` made the base decide alone."""
+        self.held[refuser.name] = self.held.get(refuser.name, 0) + 1
+
+    def intervened(self, k: int, tokens: int = 1) -> None:
+        """Guide ``k``'s guidance went into ``tokens`` tokens (its ``interventions``)."""
+        self.records[k].kept += tokens
 
 
 def mitigations_for(config: BlendConfig) -> tuple[Mitigation, ...]:

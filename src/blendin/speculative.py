@@ -81,7 +81,7 @@ class Drafter:
     def prepare(self, row) -> Iterator:
         """Set a draft on ``row.base``'s session before its pass (a coroutine of ``Need``s, as the
         row's own: a guide drafter's passes are batched with the other rows')."""
-        self._adapt(self.session.advanced - self._taken_before)
+        self._adapt(self._taken())
         self._last = 0
         if self._rest or (self.alone_only and _shared(self.session)):
             self._rest = max(0, self._rest - 1)
@@ -102,6 +102,10 @@ class Drafter:
 
     def finish(self) -> None:
         """The row has ended (its last draft needs no more passes)."""
+
+    def _taken(self) -> int:
+        """Tokens of the last draft the method chose (the context moved onto them)."""
+        return self.session.advanced - self._taken_before
 
     def _adapt(self, taken: int) -> None:
         """After a draft of ``_last`` tokens of which ``taken`` were chosen: two more next time if all
@@ -155,6 +159,8 @@ class GuideDraft(Drafter):
     CONFIDENCE = 0.4
 
     def propose(self, row, k: int):
+        if row.guide_retired(0):  # a retired guide runs no more passes, drafts included
+            return []
         guide = row.guides[0].follow(row.transcript.text)  # the context the plain path would give it
         guide_probs = yield Need(guide)
         tokens: list[int] = []
@@ -246,11 +252,12 @@ class AutoDraft(Drafter):
         if room <= 0 or not _started(self.session) or _shared(self.session):
             return  # not with the prompt's pass: in a batch the other rows have not begun yet either
         looked = PromptLookup.lookup(self.session.ids, room, PromptLookup.max_ngram)
-        base_cost, guide_cost = _cost(self.session), _cost(row.guides[0].session) if self.guide else None
+        guide = self.guide is not None and not row.guide_retired(0)  # a retired guide drafts no more
+        base_cost, guide_cost = _cost(self.session), _cost(row.guides[0].session) if guide else None
         base_seconds = base_cost.seconds if base_cost and base_cost.measured else (lambda n: 1.0)
         lengths = {name: min(k, room) for name, k in self.lengths.items()}
         options = {}
-        if self.guide:  # a guide not yet timed is taken to cost a base pass
+        if guide:  # a guide not yet timed is taken to cost a base pass
             options["guide"] = (self.acceptance("guide"), lengths["guide"],
                                 guide_cost.seconds(1) if guide_cost and guide_cost.measured else base_seconds(1))
         options["lookup"] = (self.acceptance("lookup"), min(lengths["lookup"], len(looked)), 0.0)
@@ -281,7 +288,7 @@ class AutoDraft(Drafter):
         answer ``ended`` inside it: the rest was never weighed)."""
         if not self._last or self.used is None:
             return
-        taken = self.session.advanced - self._taken_before
+        taken = self._taken()
         counts = (taken, int(taken < self._last and not ended))
         self.lengths[self.used] = next_length(self.lengths[self.used], self._last, taken)
         pooled = _pooled(self.session)
@@ -338,7 +345,7 @@ def _pooled(session) -> dict:
 
 def _started(session) -> bool:
     """Whether the session's model has read anything for it (its prompt, at least)."""
-    return getattr(session, "_cached", 1) > 0
+    return getattr(session, "started", True)
 
 
 def _shared(session) -> bool:

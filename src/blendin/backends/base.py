@@ -112,6 +112,11 @@ class PrefixSession:
         self.ahead, self._ahead_logprobs, self.drafted = [], [], []
 
     @property
+    def started(self) -> bool:
+        """Whether the model has read anything for this session (its prompt, at least)."""
+        return self._cached > 0
+
+    @property
     def stale(self) -> bool:
         """True when ``logprobs`` (or ``ahead_logprobs``) would run the model."""
         return self._logprobs is None or bool(self.drafted)
