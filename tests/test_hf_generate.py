@@ -83,3 +83,30 @@ def test_sampling_draws_what_blendin_draws_with_the_same_seed(embedded_pair):
     plain = generate(embedded_pair, QUESTIONS[1], config("blendin", **sampling))
     blend, new = run(embedded_pair, QUESTIONS[1:], "blendin", sampling, do_sample=True)
     assert new[0].tolist()[: plain.tokens] == [s.token_id for s in plain.steps] and blend.results()[0].text == plain.text
+
+
+def test_without_a_base_model_the_logits_come_from_generate(embedded_pair):
+    """The processor needs no base model: generate() hands it the base's logits (issue 33: it raised
+    deep inside, on the bridge's device)."""
+    base, guide = embedded_pair.base, embedded_pair.guide
+    plain = generate(embedded_pair, QUESTIONS[0], config("blendin"))
+    blend = BlendInProcessor(base.tokenizer.tok, guide.model, guide.tokenizer.tok, QUESTIONS[:1], config("blendin"))
+    inputs = blend.inputs()
+    with torch.inference_mode():
+        out = base.model.generate(**inputs, logits_processor=[blend], max_new_tokens=TOKENS, pad_token_id=blend.pad_token_id, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    assert new[: plain.tokens] == [s.token_id for s in plain.steps] and blend.results()[0].text == plain.text
+
+
+def test_logits_padded_past_the_tokenizer_are_never_chosen(embedded_pair):
+    """A model whose logits are padded past its tokenizer (SmolLM2-style 49216 columns for 49152
+    tokens): the padded columns get probability 0, whatever their logits, and the answer is unchanged."""
+    base, guide = embedded_pair.base, embedded_pair.guide
+    blend = BlendInProcessor(base.tokenizer.tok, guide.model, guide.tokenizer.tok, QUESTIONS[:1], config("blendin"))
+    plain = BlendInProcessor(base.tokenizer.tok, guide.model, guide.tokenizer.tok, QUESTIONS[:1], config("blendin"))
+    ids = blend.inputs()["input_ids"]
+    scores = torch.randn(1, base.vocab_size, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([scores, torch.full((1, 64), 100.0)], dim=1)  # padding that would win if it counted
+    out, ref = blend(ids, padded), plain(ids, scores)
+    assert out.shape == padded.shape and out[0, base.vocab_size:].eq(float("-inf")).all()
+    assert int(out.argmax()) == int(ref.argmax()) < base.vocab_size

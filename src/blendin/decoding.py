@@ -18,8 +18,9 @@ Both models see exactly the text generated so far: the model that wrote a token 
 ids; the other re-encodes the text when it is next consulted, keeping its cache for the common prefix.
 
 A row's decoding is a coroutine: where it needs a distribution it yields ``Need(track)`` and is sent
-the probabilities back. ``run_rows`` drives many rows at once, so each model runs once per round for
-all the rows that need it (``generate_many``); one prompt is the same loop with a single row.
+the probabilities back. ``run_rows`` drives many rows at once (``driver.Rows``), so each model runs
+once per round for all the rows that need it (``generate_many``); one prompt is the same loop with a
+single row.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 
 from .blend import mix_many, top1
 from .config import BlendConfig
+from .driver import Rows
 from .errors import ConfigError, first_line
 from .mitigations import Oversight, mitigations_for
 from .nudging import WordDraft
@@ -364,83 +366,13 @@ class Generation:
 
 
 def run_rows(rows: Iterable[Generation], width: int | None = None) -> Iterator[tuple[Generation, Step | None]]:
-    """Drive rows together, yielding (row, step) as steps are decoded and (row, None) as a row ends.
-
-    At most ``width`` rows are open at once; a row that ends leaves at once and the next row takes its
-    place. Each round, every open row runs until it needs a distribution; then each model computes
-    the distributions of all the rows waiting on it in one pass (``forward_sessions``).
-
-    A row that fails (its decoding raises, or its model raises for it alone: a prompt over a
-    server's context length, say) ends by itself: ``row.error`` holds the exception, it is yielded
-    as (row, None) like a finished row, and the other rows go on. When a batched pass fails, its
-    rows are retried one by one to find which of them fail.
-    """
-    from .backends.base import forward_sessions
-
-    queue = iter(rows)
-    open_rows: dict[Generation, Iterator] = {}
-    replies: dict[Generation, torch.Tensor] = {}
-
-    def refill():
-        while width is None or len(open_rows) < width:
-            row = next(queue, None)
-            if row is None:
-                return
-            open_rows[row] = row.decode()
-
-    def drop(row):
-        open_rows.pop(row).close()
-        row.close()  # frees its cache rows even if its coroutine never started
-        waiting.pop(row, None)
-        replies.pop(row, None)
-
-    refill()
-    waiting: dict[Generation, Need] = {}
-    base_passed_over = False
-    while open_rows:
-        for row in [r for r in open_rows if r.cancelled or r.error is not None]:
-            drop(row)
-            yield row, None
-        for row, co in list(open_rows.items()):
-            if row in waiting:
-                continue
-            try:
-                message = co.send(replies.pop(row, None))
-                while isinstance(message, Step):
-                    yield row, message
-                    message = co.send(None)
-                waiting[row] = message
-            except StopIteration:
-                del open_rows[row]
-                yield row, None
-            except Exception as exc:  # noqa: BLE001 - this row fails alone
-                row.error = exc
-                drop(row)
-                yield row, None
-        refill()
-        if not waiting:
-            continue
-        # Serve rows waiting on a guide first and let them move on: they come back to the base, so
-        # all rows gather on the base and it runs once per token for all of them (serving whichever
-        # rows happen to wait on the base would split the batch across rounds). But never pass the
-        # base over twice in a row: a Nudging row drafting a chunk asks the guide many times over,
-        # and the rows waiting on the base would stall behind the whole draft.
-        by_model: dict[int, list[Generation]] = {}
-        for row, need in waiting.items():
-            by_model.setdefault(id(need.track.model), []).append(row)
-        on_base = lambda rows: waiting[rows[0]].track is rows[0].base  # noqa: E731
-        group = min(by_model.values(), key=lambda rows: on_base(rows) != base_passed_over)
-        base_passed_over = len(by_model) > 1 and not on_base(group)
-        needs = [waiting.pop(row) for row in group]
-        try:
-            forward_sessions(needs[0].track.model, [n.track.session for n in needs])
-        except Exception:  # noqa: BLE001 - find the rows that fail alone below; the others go on
-            pass
-        for row, need in zip(group, needs):
-            try:
-                replies[row] = need.track.probs(need.ahead)
-            except Exception as exc:  # noqa: BLE001
-                row.error = exc
+    """Drive rows together (``driver.Rows``), yielding (row, step) as steps are decoded and (row, None)
+    as a row ends (``row.error`` set where it failed alone). At most ``width`` rows are open at once."""
+    batch = Rows(rows, width)
+    while batch.open:
+        yield from batch.advance()
+        if batch.waiting:
+            batch.serve(batch.next_group())
 
 
 def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig, batch_size: int = 8,

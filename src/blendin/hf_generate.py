@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import torch
 
-from .backends.base import PrefixSession, forward_sessions
+from .backends.base import PrefixSession
 from .backends.hf import HFModel
 from .config import BlendConfig
-from .decoding import Generation, Need
+from .decoding import Generation
+from .driver import Rows
 from .errors import ConfigError
 from .pair import Pair
 from .prompts import Rendered, prompt_ids
-from .types import Step
 
 METHODS = ("base", "switch", "blendin")
 
@@ -51,15 +51,14 @@ class BlendInProcessor:
         if not questions or any(not q or not q.strip() for q in questions):
             raise ConfigError("every question needs text")
         guide = guide_model if isinstance(guide_model, HFModel) else HFModel(guide_model, guide_tokenizer, guide_name)
-        self.base = FedModel(base_tokenizer, base_model, base_name)
+        self.base = FedModel(base_tokenizer, base_model, base_name, device=getattr(guide, "device", None))
         self.pair = Pair(base=self.base, guide=guide)
         self.config = config
         fmt = config.prompt
         self.rendered = [Rendered(tuple(prompt_ids(self.base.tokenizer, fmt, q, chat=fmt.base_prompt == "chat")),
                                   tuple(prompt_ids(guide.tokenizer, fmt, q, chat=True))) for q in questions]
         self.rows = [Generation(self.pair, r, config) for r in self.rendered]
-        self._coroutines = [row.decode() for row in self.rows]
-        self._waiting: list = [None] * len(self.rows)  # each open row's Need for its base, once it asks
+        self._batch = Rows(self.rows)  # every row open at once: generate() decodes them all each call
         self._end = min(self.base.tokenizer.eos_ids)
 
     @property
@@ -79,51 +78,52 @@ class BlendInProcessor:
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """One step for every row: the logits [B, V] a token is picked from (only blendin's token left)."""
+        """One step for every row: the logits [B, V] a token is picked from (only blendin's token left).
+        Columns past the base's vocabulary (a model's logits padded past its tokenizer) get probability
+        0 in blendin's distribution and are never chosen."""
         if scores.shape[0] != len(self.rows):
             raise ConfigError(f"generate() decodes {scores.shape[0]} rows and the processor was made for {len(self.rows)} questions; "
                               "pass blend.inputs() (one row per question, no num_return_sequences)")
-        chosen = self._step(torch.log_softmax(scores.float(), dim=-1))
+        chosen = self._step(self._base_logprobs(scores))
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
         return out
 
-    def _step(self, base_logprobs: torch.Tensor) -> list[int]:
-        """Drive every row to its next token, the guide's passes batched across rows."""
-        chosen: list[int | None] = [None] * len(self.rows)
-        replies: dict[int, torch.Tensor] = {}
-        for i, row in enumerate(self.rows):
-            if row.stop_reason is not None or row.error is not None:
-                chosen[i] = self._end
-                continue
-            if self._waiting[i] is None:  # the first call: start the row, it asks for its base
-                self._waiting[i] = self._advance(i, None)
-            self.base.feed(self._waiting[i].track.session, base_logprobs[i])
-            replies[i] = self._waiting[i].track.probs()
-            self._waiting[i] = None
-        while replies:
-            guide_needs = {}
-            for i, probs in replies.items():
-                message = self._advance(i, probs)
-                if isinstance(message, Step):  # this call's token; the row now waits on its base again (None: it ended)
-                    chosen[i] = message.token_id
-                    self._waiting[i] = self._advance(i, None)
-                elif message is None:  # the row ended without a token: its end
-                    chosen[i] = self._end
-                else:
-                    guide_needs[i] = message
-            replies = {}
-            if guide_needs:
-                forward_sessions(self.pair.guide, [n.track.session for n in guide_needs.values()])
-                replies = {i: n.track.probs(n.ahead) for i, n in guide_needs.items()}
-        return [self._end if c is None else c for c in chosen]
+    def _base_logprobs(self, scores: torch.Tensor) -> torch.Tensor:
+        """The base's log-probabilities [B, V_base] from generate()'s logits [B, V_logits]: padded
+        columns past V_base dropped, missing ones (a tokenizer with tokens the model never scores)
+        at -inf; on the device the logits are on (the bridge follows them there once)."""
+        vocab = self.base.vocab_size
+        logits = scores.float()[:, :vocab]
+        if logits.shape[1] < vocab:
+            logits = torch.cat([logits, logits.new_full((logits.shape[0], vocab - logits.shape[1]), float("-inf"))], dim=1)
+        if self.base.device is None or torch.device(self.base.device) != scores.device:
+            self.base.device = scores.device
+            self.pair.bridge = self.pair.bridge.to(scores.device)
+        return torch.log_softmax(logits, dim=-1)
 
-    def _advance(self, i: int, reply):
-        """Send ``reply`` to row ``i``'s coroutine: its next Need or Step, or None once it ended."""
-        try:
-            return self._coroutines[i].send(reply)
-        except StopIteration:
-            return None
+    def _step(self, base_logprobs: torch.Tensor) -> list[int]:
+        """Drive every row to its next token (``driver.Rows``): the rows waiting on their base are
+        fed this call's distributions, then every row runs, the guide's passes batched across rows,
+        until each has its token and waits on its base again (or has ended: its end token)."""
+        chosen: dict = {}
+        index = {row: i for i, row in enumerate(self.rows)}
+        chosen.update(self._advance())  # the first call starts the rows: each asks for its base first
+        on_base = [row for row, need in self._batch.waiting.items() if need.track is row.base]
+        for row in on_base:
+            self.base.feed(self._batch.waiting[row].track.session, base_logprobs[index[row]])
+        if on_base:
+            self._batch.serve(on_base)
+        while True:
+            chosen.update(self._advance())
+            others = [row for row, need in self._batch.waiting.items() if need.track is not row.base]
+            if not others:
+                return [chosen.get(row, self._end) for row in self.rows]
+            self._batch.serve(self._batch.next_group(others))
+
+    def _advance(self) -> dict:
+        """Run the rows; {row: its token} for each that decoded one (one per call: one per base pass)."""
+        return {row: step.token_id for row, step in self._batch.advance() if step is not None}
 
     def results(self):
         """Each row's ``GenerationResult`` (text, steps, interventions, mean alpha...), in order."""
@@ -136,14 +136,16 @@ class FedModel:
 
     full_distribution = True
 
-    def __init__(self, tokenizer, model=None, name: str = "base"):
+    def __init__(self, tokenizer, model=None, name: str = "base", device=None):
+        """Without ``model`` (the point of a processor: generate() brings the base's logits), the
+        vocabulary is the tokenizer's and the device the guide's until the first logits say otherwise."""
         if model is not None:
             hf = HFModel(model, tokenizer, name)  # for its tokenizer's end tokens and the logit size
             self.tokenizer, self.vocab_size, self.device = hf.tokenizer, hf.vocab_size, hf.device
         else:
             from .backends.hf import HFTokenizer
 
-            self.tokenizer, self.vocab_size, self.device = HFTokenizer(tokenizer), len(tokenizer), None
+            self.tokenizer, self.vocab_size, self.device = HFTokenizer(tokenizer), len(tokenizer), device or "cpu"
         self.name, self.context_length = name, None
 
     def session(self) -> "FedSession":
