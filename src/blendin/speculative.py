@@ -252,22 +252,28 @@ class AutoDraft(Drafter):
         if room <= 0 or not _started(self.session) or _shared(self.session):
             return  # not with the prompt's pass: in a batch the other rows have not begun yet either
         looked = PromptLookup.lookup(self.session.ids, room, PromptLookup.max_ngram)
-        guide = self.guide is not None and not row.guide_retired(0)  # a retired guide drafts no more
-        base_cost, guide_cost = _cost(self.session), _cost(row.guides[0].session) if guide else None
-        base_seconds = base_cost.seconds if base_cost and base_cost.measured else (lambda n: 1.0)
-        lengths = {name: min(k, room) for name, k in self.lengths.items()}
-        options = {}
-        if guide:  # a guide not yet timed is taken to cost a base pass
-            options["guide"] = (self.acceptance("guide"), lengths["guide"],
-                                guide_cost.seconds(1) if guide_cost and guide_cost.measured else base_seconds(1))
-        options["lookup"] = (self.acceptance("lookup"), min(lengths["lookup"], len(looked)), 0.0)
+        options, base_seconds = self._options(row, room, looked)
         self.used = first_paying(options, base_seconds, base_seconds(1))
         if self.used == "lookup":
             self._set(row, looked[: options["lookup"][1]])
         elif self.used == "guide":
-            self._set(row, (yield from self.guide.propose(row, lengths["guide"])))
+            self._set(row, (yield from self.guide.propose(row, options["guide"][1])))
         if self.used:
             self.drafted_by[self.used] += self._last
+
+    def _options(self, row, room: int, looked: list[int]) -> tuple[dict, object]:
+        """What each drafter promises now, as ``first_paying`` reads it: {name: (acceptance, tokens it
+        would draft, seconds a drafted token costs it)}, the guide first (where it can draft and is
+        not retired), and the base's pass cost by tokens read (1 s a pass before any is measured)."""
+        guide = self.guide is not None and not row.guide_retired(0)  # a retired guide drafts no more
+        base_cost, guide_cost = _cost(self.session), _cost(row.guides[0].session) if guide else None
+        base_seconds = base_cost.seconds if base_cost and base_cost.measured else (lambda n: 1.0)
+        options = {}
+        if guide:  # a guide not yet timed is taken to cost a base pass
+            options["guide"] = (self.acceptance("guide"), min(self.lengths["guide"], room),
+                                guide_cost.seconds(1) if guide_cost and guide_cost.measured else base_seconds(1))
+        options["lookup"] = (self.acceptance("lookup"), min(self.lengths["lookup"], room, len(looked)), 0.0)
+        return options, base_seconds
 
     def acceptance(self, name: str) -> float:
         """The chance that a token ``name`` drafts is taken, for this row, and optimistic while little
