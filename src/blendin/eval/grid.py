@@ -35,6 +35,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..jsonl import ResultWriter, read_rows, replace_file
 from . import runner
+from .runinfo import normalised
 from .runner import key, markdown, row_key, summarise
 from .tasks import item_id
 
@@ -104,7 +105,7 @@ def reuse_solo(out: Path, label: str, others: list[str], task, configs, settings
         if config.method not in OTHER_SIDE:
             continue
         for other in others:
-            theirs = recorded_tasks(out / other).get(task.name)
+            theirs = normalised(recorded_tasks(out / other).get(task.name))  # compared as a resume compares
             if theirs is None or _without(theirs, OTHER_SIDE[config.method]) != _without(settings, OTHER_SIDE[config.method]):
                 continue
             for row in read_rows(out / other / "results.jsonl"):

@@ -9,22 +9,26 @@ once, before the first row, to ``out_dir/run.json``::
                                       "nudge_chunk": 16, "prompt": {...}, "base_remote": null,
                                       "guide_remote": null, "judge": null}}}
 
-that is every field of ``BlendConfig`` except the grid's own (method, gamma, alpha),
-the device and dtype fields (recorded as ``placement``: what each local model's device and dtype
-resolve to on this machine, ``{"device": "cuda:0", "dtype": "bfloat16"}``; a folder recorded before
-they existed counts as float32 on the CPU, as every run was then),
-``trace_top`` (it only adds detail to the steps) and ``turn_stop`` (always off under a task, see
-``task_config``), after the task's prompt format and stop strings are applied; the remote settings
-without ``api_key`` (a secret) and ``concurrency`` (throughput only); for judge tasks the judge's
-url, model and max_tokens (never its key). The batch size and the item file or ``--limit`` are not
-recorded: items are keyed by id, and batching does not change them.
+that is the fields of ``BlendConfig`` that change an answer (``ANSWER_FIELDS``; the resume key)
+except the grid's own (method, gamma, alpha), with the device and dtype fields recorded as
+``placement`` (what each local model's device and dtype resolve to on this machine,
+``{"device": "cuda:0", "dtype": "bfloat16"}``; a folder recorded before they existed counts as
+float32 on the CPU, as every run was then), after the task's prompt format and stop strings are
+applied; the remote settings without ``api_key`` (a secret) and ``concurrency`` (throughput only);
+for judge tasks the judge's url, model and max_tokens (never its key). The fields that change no
+answer (``NOT_ANSWER_FIELDS``: ``trace_top``, ``speculate``, ``turn_stop``, each with its reason)
+are not recorded, and a run.json that recorded one is compared without it (``normalised``). Every
+field is in one list or the other: a field ``BlendConfig`` gains fails tests/test_runinfo.py until
+it is placed, so no option is left out of the key by default. The batch size and the item file or
+``--limit`` are not recorded: items are keyed by id, and batching does not change them.
 
 A run into a folder whose ``run.json`` says otherwise for its task is refused with one line naming
 the settings that differ (``check_run``, called by the CLI before any model loads, and by
 ``run_eval``); so is a folder with ``results.jsonl`` rows and no ``run.json`` (runs made before it
 existed), since nothing says what those rows were made with. The fix is another ``--out``, or
-deleting the folder. A field that ``BlendConfig`` gains later counts as a difference: conservative,
-a resume is refused rather than risk a mixed score. Each task has its own entry, so tasks can share
+deleting the folder. A field recorded since a folder was written counts as a difference unless
+``LEGACY_DEFAULTS`` says what every run had before it: conservative, a resume is refused rather
+than risk a mixed score. Each task has its own entry, so tasks can share
 a folder as before.
 
     >>> from blendin.config import BlendConfig
@@ -41,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, fields, is_dataclass, replace
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 
 from ..config import BlendConfig
@@ -49,18 +53,35 @@ from ..errors import ConfigError
 from ..jsonl import read_rows, replace_file
 
 FORMAT = 1
-GRID_FIELDS = ("method", "gamma", "alpha", "trace_top")  # vary within a run folder, or change no output
-# recorded as what they resolve to on this machine ("placement"): "auto" may mean a GPU here, the CPU there
-PLACEMENT_FIELDS = ("device", "dtype", "guide_device", "guide_dtype")
+# The BlendConfig fields that change an answer: together they are the resume key. By where a run
+# folder keeps them:
+ANSWER_FIELDS = {
+    # the grid's own: they vary within a folder, and each results.jsonl row names them (``row_key``)
+    "row": ("method", "gamma", "alpha"),
+    # recorded as what they resolve to on this machine ("placement"): "auto" may mean a GPU here, the CPU there
+    "placement": ("device", "dtype", "guide_device", "guide_dtype"),
+    # recorded in run.json as given (remote servers without their secret and throughput knobs, ``UNRECORDED``)
+    "settings": ("base", "guide", "max_new_tokens", "temperature", "top_p", "seed", "stop", "nudge_chunk", "prompt",
+                 "base_remote", "guide_remote", "more_guides", "max_intervention_rate", "agreement_top_k", "reliability",
+                 "retire_below", "retire_after", "capability_gap"),
+}
+# The fields that are no part of the key: never recorded, and dropped from a run.json that recorded
+# them (the code before these lists recorded speculate) before it is compared. By reason:
+NOT_ANSWER_FIELDS = {
+    "detail": ("trace_top",),  # adds each step's top tokens to the result; the tokens are the same
+    "passes": ("speculate",),  # the base checks every drafted token: the same tokens as off, in fewer passes
+    "fixed": ("turn_stop",),  # the same in every eval run (task_config turns it off): recording it would only
+                              # refuse the folders made before it existed
+}
+RECORDED = ANSWER_FIELDS["settings"]
+NOT_RECORDED = tuple(name for names in NOT_ANSWER_FIELDS.values() for name in names)
 # where local models ran before blendin had --device/--dtype: a folder from then resumes on the same
 LEGACY_PLACEMENT = {"device": "cpu", "dtype": "float32"}
-# the same in every run (task_config turns it off): recording it would only refuse the folders made before it existed
-FIXED_FIELDS = ("turn_stop",)
 # fields BlendConfig gained after run.json existed, with the value every run had before them: a folder
 # recorded without them resumes where they are at that value (and only there)
 LEGACY_DEFAULTS = {"more_guides": [], "max_intervention_rate": None, "agreement_top_k": None, "reliability": False,
                    "retire_below": None, "retire_after": 8, "capability_gap": None}
-UNRECORDED = ("api_key", "concurrency", "speculate")  # a secret; throughput knobs (the same tokens either way)
+UNRECORDED = ("api_key", "concurrency")  # a remote server's: a secret; a throughput knob (the same tokens either way)
 _MISSING = object()
 
 
@@ -76,15 +97,13 @@ def run_settings(task, config: BlendConfig, judge=None) -> dict:
     """What ``run.json`` records for ``task`` run with ``config`` (a grid member, before ``task_config``)."""
     config = task_config(task, config)
     out = {}
-    for f in fields(config):
-        if f.name in GRID_FIELDS or f.name in FIXED_FIELDS or f.name in PLACEMENT_FIELDS:
-            continue
-        value = getattr(config, f.name)
+    for name in RECORDED:
+        value = getattr(config, name)
         if is_dataclass(value):
             value = _recorded(value)
-        elif f.name == "more_guides":
+        elif name == "more_guides":
             value = [_recorded(g) for g in value]
-        out[f.name] = value
+        out[name] = value
     out["placement"] = {role: None if getattr(config, f"{role}_remote") is not None else config.placement(role).describe()
                         for role in ("base", "guide")}
     judging = judge is not None and task.scoring == "judge"
@@ -145,12 +164,17 @@ def _advice(out: Path) -> str:
 
 
 def normalised(old):
-    """A task's recorded settings with what a run.json from before a field existed implies: float32
-    on the CPU (before --device/--dtype), one guide and no mitigation (before several guides);
+    """A task's recorded settings as this version records them: what a run.json from before a field
+    existed implies (float32 on the CPU before --device/--dtype; one guide and no mitigation before
+    several guides), and without the fields that change no answer (``NOT_RECORDED``: a run.json
+    written before these lists recorded ``speculate``, and resumes whatever --speculate is now);
     anything but a dict as it is."""
-    if isinstance(old, dict) and "placement" not in old:
+    if not isinstance(old, dict):
+        return old
+    old = {k: v for k, v in old.items() if k not in NOT_RECORDED}
+    if "placement" not in old:
         old = {**old, "placement": {role: None if old.get(f"{role}_remote") else dict(LEGACY_PLACEMENT) for role in ("base", "guide")}}
-    return {**old, **{k: v for k, v in LEGACY_DEFAULTS.items() if k not in old}} if isinstance(old, dict) else old
+    return {**old, **{k: v for k, v in LEGACY_DEFAULTS.items() if k not in old}}
 
 
 def check_run(out_dir, task, config: BlendConfig, judge=None) -> dict:
