@@ -200,6 +200,7 @@ def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: i
     from .runinfo import record_run, run_settings
 
     specs = [spec for spec, _, _ in plans if spec is not None]
+    folder_summary: list[dict] = []
     for n, (spec, folder, jobs) in enumerate(plans, 1):
         label = f"[pair {n}/{len(plans)} {spec.label}] " if spec else ""
         # every other pair folder in the grid, this run's and earlier runs' alike: the settings decide
@@ -225,13 +226,13 @@ def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: i
                          traces=traces, label=label, together=together)
             if specs:
                 write_grid_summary(out, specs)
+        # every task's, whether or not anything was left to decode: a resume with nothing left, or
+        # rows copied from other pairs, leave a summary.json that run_eval never rewrote
+        folder_summary = runner.write_summary(folder)
         del pair
         gc.collect()  # one pair's weights leave before the next pair's load
     names = {task.name for _, _, jobs in plans for task, _, _ in jobs}
-    if specs:
-        summary = write_grid_summary(out, specs)
-    else:
-        summary = summarise(read_rows(out / "results.jsonl"))
+    summary = write_grid_summary(out, specs) if specs else folder_summary
     summary = [s for s in summary if s["task"] in names]
     print(markdown(summary))
     return sum(s.get("errors", 0) for s in summary)
