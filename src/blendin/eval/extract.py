@@ -56,11 +56,21 @@ def numbers_equal(a: str | None, b: str) -> bool:
 _NOT_WRONG = r"(?!\s+is\s+(?:not|wrong|incorrect|false)\b)"
 
 
+# \boxed{B}, \boxed{(B)} or \boxed{\text{B}} (or \textbf, \mathrm, \mathbf), spaces and a full stop allowed
+_BOXED_LETTER = r"\(?([{up}])\)?\.?\s*"
+_BOXED = r"\\boxed\{{\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{{\s*" + _BOXED_LETTER + r"\}}|" + _BOXED_LETTER + r")\s*\}}"
+
+
 def choice_letter(text: str, n_choices: int) -> str | None:
     """The chosen letter, or None (reported as unparseable). Only the text before the model's own
     next "Question:" turn is read (a base model often writes the next question, and its answer, itself).
     In order:
 
+    0. the last boxed letter, ``\\boxed{B}`` (also ``\\boxed{\\text{B}}``, ``\\boxed{(B)}``, inside ``$...$``):
+       LaTeX's mark of a final answer wins over every letter before it, stated or stray, since a
+       model that reasons in prose names and rejects letters before it boxes one; the last box,
+       since a model that boxes twice has corrected itself. A box holding no choice letter (a
+       number, a lower-case variable, a letter past the choices) is passed over;
     1. the first stated answer, anywhere: "the answer is B", "Answer: (B)", "answer is option B",
        "B is correct", "B is the right answer";
     2. a letter at the start: "(b)", "B", "B.", "B)", "B" alone on its line;
@@ -72,6 +82,8 @@ def choice_letter(text: str, n_choices: int) -> str | None:
 
     >>> choice_letter("Option B is incorrect, the answer is D", 4), choice_letter("A. 3\\nB. 4\\nAnswer: C", 4)
     ('D', 'C')
+    >>> choice_letter(r"(A) fails, so the answer is $\\boxed{\\text{C}}$", 4), choice_letter(r"\\boxed{42}, so (B)", 4)
+    ('C', 'B')
     >>> choice_letter("B\\nQuestion: Which is larger?\\nA. 1\\nB. 2\\nAnswer: B", 4), choice_letter("A is not correct", 4)
     ('B', None)
     """
@@ -79,6 +91,9 @@ def choice_letter(text: str, n_choices: int) -> str | None:
     if not up:
         return None
     t = re.split(r"(?:^|\n)\s*Question:", (text or "").strip(), maxsplit=1)[0]
+    boxed = re.findall(_BOXED.format(up=up), t)  # (letter in \text{}, bare letter) per box
+    if boxed:
+        return "".join(boxed[-1])
     letter = rf"\(?([{up}])\)?(?![A-Za-z])" + _NOT_WRONG
     m = re.search(rf"\b(?i:answer)(?:\s+is)?\s*[:\-]?\s*(?:(?i:option|choice)\s+)?{letter}"
                   rf"|(?<![A-Za-z])\(?([{up}])\)?\s+is\s+(?:the\s+)?(?:correct|right)\b", t)
