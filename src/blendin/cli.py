@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
-from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_mitigations, add_models, add_speculate, alpha,
-                      alpha_value, flagged, fraction, number, unknown_options, whole)
+from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_mitigations, add_models, add_remote, add_sampling,
+                      add_speculate, alpha, alpha_value, flagged, fraction, number, unknown_options, whole)
 from .errors import BlendinError, ConfigError
 from .eval.diagnose import MIN_SAMPLE as MIN_DIAGNOSE_SAMPLE  # the paper's pair check: 20 prompts
 
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "each pair's results go to --out/BASE+GUIDE/, and --out/summary.json gathers them")
     add_mitigations(ev)
     add_speculate(ev)
+    add_sampling(ev)  # greedy by default; sampled answers are recorded in run.json as any setting that changes them
+    add_remote(ev, "eval")
     ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "
                     "(default: none, outputs are written and not scored)")
@@ -387,6 +389,9 @@ def _pairs(a) -> list:
 
     if a.pair and (a.guide or a.base is not None):
         raise ConfigError("--pair names each pair's models: drop --base and --guide (or drop --pair for one pair)")
+    if a.pair and (getattr(a, "base_url", None) or getattr(a, "guide_url", None)):
+        raise ConfigError("--base-url/--guide-url serve the one pair of --base/--guide; with --pair, serve a guide "
+                          "from a server as MODEL@URL (--pair BASE:MODEL@URL), or drop --pair")
     return parse_pairs(a.pair) if a.pair else [None]
 
 
@@ -394,6 +399,16 @@ def _models(a, spec) -> argparse.Namespace:
     """``a`` with the models of ``spec`` (a --pair) as --base/--guide; without one, --base or the default."""
     return argparse.Namespace(**{**vars(a), "base": spec.base if spec else a.base or DEFAULT_BASE,
                                  "guide": list(spec.guides) if spec else a.guide})
+
+
+def eval_config(a, models, task) -> BlendConfig:
+    """The configuration ``blendin eval`` runs ``task`` with, before the grid's method, gamma and alpha
+    (``runner.grid``) and the task's prompt and stops (``runinfo.task_config``) are applied; ``models``:
+    ``a`` with one pair's --base/--guide (``_models``)."""
+    return BlendConfig(base=models.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
+                       temperature=a.temperature, top_p=a.top_p, seed=a.seed, base_remote=_remote(models, "base"),
+                       prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
+                       speculate=a.speculate, **_guides(models), **_placement(a), **_mitigations(a))
 
 
 def cmd_eval(a) -> int:
@@ -419,9 +434,7 @@ def cmd_eval(a) -> int:
         out = Path(a.out) / spec.label if spec else Path(a.out)
         jobs = []
         for task in tasks:
-            base = BlendConfig(base=models.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
-                               prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
-                               speculate=a.speculate, **_guides(models), **_placement(a), **_mitigations(a))
+            base = eval_config(a, models, task)
             # grid builds each configuration through BlendConfig, so every combination is checked before models load
             configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
             judge = _judge(a, task)

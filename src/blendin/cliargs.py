@@ -192,7 +192,6 @@ def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
     ``command`` picks the ones that apply: --json prints a result (not serve's); --concurrency matters
     for many prompts at once (generate's --input, serve's requests), not for demo's one."""
     d, f = BlendConfig(), PromptFormat()
-    key_flag = "--upstream-api-key" if command == "serve" else "--api-key"
     add_models(p)
     p.add_argument("--method", default=d.method, help=" | ".join(METHODS))
     add_mitigations(p)
@@ -201,9 +200,7 @@ def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
     p.add_argument("--max-new-tokens", type=whole(1), default=d.max_new_tokens, help="the most tokens to generate"
                    + (" (a request's max_tokens, up to --max-tokens-cap, overrides it)" if command == "serve" else ""))
-    p.add_argument("--temperature", type=number, default=d.temperature, help="0 is greedy; above 0 samples")
-    p.add_argument("--top-p", type=number, default=d.top_p, help="when sampling, draw from the most likely tokens holding this much probability")
-    p.add_argument("--seed", type=whole(0, SEED_MAX), default=None, help="makes sampling reproducible (default: none, a new draw each run)")
+    add_sampling(p)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
     p.add_argument("--no-turn-stop", dest="turn_stop", action="store_false",
                    help="write on past the base's next turn (by default the answer ends at a line starting with the question prefix, '\\nQuestion:')")
@@ -215,6 +212,22 @@ def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
                    "its own chat template too, for an instruction-tuned base")
     if command != "serve":
         p.add_argument("--json", action="store_true", help="print one JSON object with every step")
+    add_remote(p, command)
+
+
+def add_sampling(p: argparse.ArgumentParser) -> None:
+    """--temperature, --top-p and --seed (greedy by default): generate's, demo's, serve's and eval's."""
+    d = BlendConfig()
+    p.add_argument("--temperature", type=number, default=d.temperature, help="0 is greedy; above 0 samples")
+    p.add_argument("--top-p", type=number, default=d.top_p, help="when sampling, draw from the most likely tokens holding this much probability")
+    p.add_argument("--seed", type=whole(0, SEED_MAX), default=None, help="makes sampling reproducible (default: none, a new draw each run)")
+
+
+def add_remote(p: argparse.ArgumentParser, command: str) -> None:
+    """The remote models' options (``RemoteSpec``): --base-url/--base-model, --guide-url/--guide-model,
+    the key, --top-k, --chunk and (but for demo's one prompt) --concurrency. serve names its upstream
+    key --upstream-api-key, since its own --api-key is the key its clients send."""
+    key_flag = "--upstream-api-key" if command == "serve" else "--api-key"
     for role in ("base", "guide"):
         p.add_argument(f"--{role}-url", metavar="URL", help=f"serve the {role} from this OpenAI-compatible server (--{role} then names its tokenizer; "
                        "default: none, it runs here)")
