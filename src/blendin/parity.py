@@ -6,12 +6,15 @@ Two checks, used by the tests and by ``benchmarks/gpu.py``:
                                            a shared cache) against each prompt alone, prompt and decode
                                            passes: the largest difference of any probability
     greedy_parity(pair, prompts, config)   a method's greedy answers, batched against alone: where
-                                           they part, and whether that was a near tie
+                                           they part, and how (a near tie, a clearly led token, a
+                                           differing stop, a failed run)
 
 In float32 batched and alone agree to rounding. In half precision the two runs add numbers in other
 orders, so an answer may part from the other where two tokens (or m_b and gamma) are nearly tied:
 that is rounding, not a fault. A parting where one token clearly led is a fault (masks, positions or
-cache rows mixed up between rows), as is a probability that moved by more than rounding can.
+cache rows mixed up between rows), as is a probability that moved by more than rounding can, a run
+that failed (a row that errors batched, or alone), and answers whose tokens agree but that stopped at
+different steps or for different reasons (whether to stop depends on the tokens alone).
 """
 
 from __future__ import annotations
@@ -80,24 +83,45 @@ def pass_parity(model, prompts: list[list[int]], steps: int = 4) -> dict:
 
 @dataclass(frozen=True)
 class Parting:
-    """Where a batched answer first differs from the same prompt's answer alone."""
+    """Where a batched answer first differs from the same prompt's answer alone, and how.
+
+    kind: "token"  the runs chose different tokens at ``step``; a near tie (``gap`` below
+                   TIE_TOLERANCE) is rounding, anything else a fault
+          "stop"   the tokens agree as far as both go, but one run stopped where the other went on, or
+                   they stopped for different reasons: the stop decision differed, which rounding
+                   cannot do (it depends on the tokens alone): a fault
+          "error"  a run failed (``GenerationResult.error``): a fault, whatever its tokens
+    step: how many tokens agree before the parting. gap: the decisive gap at a "token" parting, in the
+    alone run (see TIE_TOLERANCE); 0.0 for the other kinds, which are never near ties.
+    alone_stop, batched_stop, alone_tokens, batched_tokens: each run's stop reason and length.
+    detail: the cause, in words.
+    """
 
     prompt: int
     step: int
-    gap: float  # the decisive gap there, in the alone run (see TIE_TOLERANCE)
+    gap: float
     near_tie: bool
+    kind: str = "token"
+    detail: str = ""
+    alone_stop: str = ""
+    batched_stop: str = ""
+    alone_tokens: int = 0
+    batched_tokens: int = 0
 
 
 def greedy_parity(pair, prompts: list[str], config, batch_size: int = 8) -> dict:
     """Greedy answers of ``config.method``, batched (``generate_many``) against each prompt alone.
 
-    Returns {"identical": rows with the same tokens, "rows", "agreeing_tokens": tokens before the
-    first difference, summed, "tokens", "partings": [Parting...], "ok": every parting a near tie}.
+    Returns {"identical": rows with the same tokens and the same stop reason, no error, "rows",
+    "agreeing_tokens": tokens before the first difference, summed, "tokens", "partings":
+    [Parting as a dict...], "ok": every parting a near tie on a token (an error or a differing stop
+    is never ok)}. A row whose run fails, alone or batched, is a parting of kind "error"; the check
+    goes on with the other rows.
     """
-    from .decoding import generate, generate_many
+    from .decoding import generate_many
 
     config = config.with_(temperature=0.0, trace_top=max(config.trace_top, 2))
-    alone = [generate(pair, p, config) for p in prompts]
+    alone = [_alone(pair, p, config) for p in prompts]
     together = dict(generate_many(pair, prompts, config, batch_size=batch_size))
     dtype = max((model_dtype(m) for m in (pair.base, pair.guide) if m is not None), key=lambda d: TIE_TOLERANCE.get(d, 0))
     tie = TIE_TOLERANCE.get(dtype, 1e-3)
@@ -108,16 +132,38 @@ def greedy_parity(pair, prompts: list[str], config, batch_size: int = 8) -> dict
         n = next((k for k, (x, y) in enumerate(zip(a.steps, b.steps)) if key(x) != key(y)), min(len(a.steps), len(b.steps)))
         agreeing += n
         total += len(a.steps)
-        if n == len(a.steps) == len(b.steps):
+        failed = [(name, r) for name, r in (("alone", a), ("batched", b)) if r.error is not None or r.stop_reason == "error"]
+        same_tokens = n == len(a.steps) == len(b.steps)
+        if not failed and same_tokens and a.stop_reason == b.stop_reason:
             identical += 1
             continue
-        if n == min(len(a.steps), len(b.steps)):  # one stopped earlier (a stop string cut one run's text)
-            partings.append(Parting(i, n, 0.0, True))
-            continue
-        gap = _decisive_gap(a.steps[n], b.steps[n], config.gamma)
-        partings.append(Parting(i, n, gap, gap < tie))
+        runs = dict(alone_stop=a.stop_reason, batched_stop=b.stop_reason, alone_tokens=len(a.steps), batched_tokens=len(b.steps))
+        if failed:
+            detail = "; ".join(f"the {name} run failed, {len(r.steps)} tokens in: {r.error or 'no message'}" for name, r in failed)
+            partings.append(Parting(i, n, 0.0, False, "error", detail, **runs))
+        elif n == min(len(a.steps), len(b.steps)):  # the same tokens, as far as the shorter goes
+            detail = (f"the tokens agree for {n}, but the alone run stopped ({a.stop_reason}) after {len(a.steps)} "
+                      f"and the batched run ({b.stop_reason}) after {len(b.steps)}: the stop decision differed")
+            partings.append(Parting(i, n, 0.0, False, "stop", detail, **runs))
+        else:
+            gap = _decisive_gap(a.steps[n], b.steps[n], config.gamma)
+            detail = (f"alone chose token {a.steps[n].token_id} ({a.steps[n].source}), batched {b.steps[n].token_id} "
+                      f"({b.steps[n].source}); decisive gap {gap:.3g} against a tie tolerance of {tie:g}")
+            partings.append(Parting(i, n, gap, gap < tie, "token", detail, **runs))
     return {"method": config.method, "identical": identical, "rows": len(prompts), "agreeing_tokens": agreeing,
-            "tokens": total, "partings": [p.__dict__ for p in partings], "ok": all(p.near_tie for p in partings)}
+            "tokens": total, "partings": [p.__dict__ for p in partings],
+            "ok": all(p.kind == "token" and p.near_tie for p in partings)}
+
+
+def _alone(pair, prompt: str, config):
+    """``generate`` of one prompt alone, except that a failure comes back in the result (``error``,
+    stop reason "error", the steps before it) instead of being raised."""
+    from .decoding import Generation, run_rows
+
+    gen = Generation(pair, prompt, config)
+    for _ in run_rows([gen]):
+        pass
+    return gen.result()
 
 
 def _decisive_gap(alone_step, batched_step, gamma: float) -> float:
