@@ -14,6 +14,8 @@ bit for bit.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 AGREEMENT_BONUS = 0.1  # the paper's weight on p_b[t_g]
@@ -45,6 +47,9 @@ def guide_weights(base_top_prob: float, guide_top_probs: list[float], agreements
         w_k = m_k / (m_b + sum_j m_j) + 0.1 * p_b[t_k]      (each at least 0)
         scaled down together (w_k / sum_j w_j) when their sum passes 1
 
+    The weights' float sum never passes 1 (in order or exactly, ``math.fsum``): scaling to 1 may land
+    an ulp above it, 1.0000000000000002, which takes the largest weight down by that much.
+
     m_k is guide k's top-1 probability, p_b[t_k] the base's probability of guide k's top token. Each
     guide's confidence is weighed against the base's and the other guides', so a second guide never
     raises the first one's weight, and the agreement bonus rewards each guide the base agrees with.
@@ -61,20 +66,35 @@ def guide_weights(base_top_prob: float, guide_top_probs: list[float], agreements
         return [0.0 for _ in guide_top_probs]
     raw = [max(0.0, float(m) / total_m + AGREEMENT_BONUS * float(a)) for m, a in zip(guide_top_probs, agreements)]
     total = sum(raw)
-    return [w / total for w in raw] if total > 1.0 else raw
+    return _at_most_one([w / total for w in raw] if total > 1.0 else raw)
 
 
 def split_alpha(alpha: float, guide_top_probs: list[float]) -> list[float]:
     """A fixed alpha (the guides' whole share) split among several guides in proportion to their
-    confidence m_k; one guide gets ``alpha`` exactly.
+    confidence m_k; one guide gets ``alpha`` exactly. An alpha of at most 1 gives weights whose float
+    sum is at most 1 (see ``guide_weights``).
 
     >>> [round(w, 3) for w in split_alpha(0.5, [0.6, 0.2])], split_alpha(0.3, [0.9])
     ([0.375, 0.125], [0.3])
     """
     total = sum(float(m) for m in guide_top_probs)
     if total <= 0:
-        return [alpha / len(guide_top_probs) for _ in guide_top_probs]
-    return [alpha * (float(m) / total) for m in guide_top_probs]
+        weights = [alpha / len(guide_top_probs) for _ in guide_top_probs]
+    else:
+        weights = [alpha * (float(m) / total) for m in guide_top_probs]
+    return _at_most_one(weights) if alpha <= 1.0 else weights
+
+
+def _at_most_one(weights: list[float]) -> list[float]:
+    """``weights`` (each >= 0, meant to sum to at most 1) with a float sum at most 1, both added in order
+    (``sum``, what ``mix_many`` does) and exactly (``math.fsum``; Python 3.12's ``sum`` compensates):
+    a sum over 1 by rounding comes off the largest weight, an ulp at a time. Weights that already
+    sum to at most 1 come back unchanged (one guide always does: its weight is at most 1)."""
+    out = list(weights)
+    while out and (sum(out) > 1.0 or math.fsum(out) > 1.0):
+        k = max(range(len(out)), key=out.__getitem__)
+        out[k] = math.nextafter(out[k], 0.0)
+    return out
 
 
 def mix(base_probs: torch.Tensor, guide_probs: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -94,10 +114,14 @@ def mix(base_probs: torch.Tensor, guide_probs: torch.Tensor, alpha: float) -> to
 
 
 def mix_many(base_probs: torch.Tensor, guide_probs: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """p = sum_k w_k * guide_probs[k] + (1 - sum_k w_k) * base_probs, each side normalised (as ``mix``).
+    """p = sum_k w_k * guide_probs[k] + max(0, 1 - sum_k w_k) * base_probs, each side normalised (as
+    ``mix``), then the whole normalised. Shapes: base_probs [V_base], each guide_probs[k] [V_base]
+    (guides carried into the base vocabulary) -> [V_base].
 
-    Every distribution is [V_base] (guides carried into the base vocabulary); ``weights`` sum to at
-    most 1. One guide computes exactly what ``mix`` always did.
+    ``weights`` (each >= 0) should sum to at most 1; a sum past 1 (weights scaled to 1 in float may
+    sum to 1.0000000000000002) leaves the base nothing rather than a negative share, whose tiny
+    negative probabilities a sampler refuses (NaN after its log). One guide computes exactly what
+    ``mix`` always did.
     """
     for probs in guide_probs:
         if base_probs.shape != probs.shape:
@@ -109,6 +133,6 @@ def mix_many(base_probs: torch.Tensor, guide_probs: list[torch.Tensor], weights:
     for w, probs in zip(weights, guide_probs):
         term = w * (probs / probs.sum())
         mixed = term if mixed is None else mixed + term
-    base_term = (1.0 - sum(weights)) * (base_probs / base_probs.sum())
+    base_term = max(0.0, 1.0 - sum(weights)) * (base_probs / base_probs.sum())
     mixed = base_term if mixed is None else mixed + base_term
     return mixed / mixed.sum()
