@@ -88,7 +88,8 @@ def main() -> int:
     for method in METHODS:
         parity = greedy_parity(pair, PROMPTS[:n_par], config.with_(method=method, gamma=gamma, max_new_tokens=16 if a.quick else 32), batch_size=4)
         out["greedy_parity"][method] = {k: parity[k] for k in ("identical", "rows", "agreeing_tokens", "tokens", "ok")} | {
-            "partings": [[p["prompt"], p["step"], round(p["gap"], 4)] for p in parity["partings"]]}
+            "partings": [[p["prompt"], p["step"], round(p["gap"], 4), p["kind"], *([p["detail"]] if p["kind"] != "token" else [])]
+                         for p in parity["partings"]]}
     emit()
     for label, g in gammas.items():
         speed = decode_speed(pair, config.with_(gamma=g, max_new_tokens=a.tokens or n_tok), quick=a.quick)
