@@ -13,7 +13,6 @@ import json
 import socket
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
@@ -27,16 +26,20 @@ def free_port() -> int:
 
 
 def wait_until_up(url: str, proc, timeout: float, what: str) -> None:
-    """Poll ``url`` until it answers; raise naming ``what`` if ``proc`` exits or ``timeout`` passes."""
+    """Poll ``url`` until it answers with success (2xx, after redirects); raise naming ``what`` if
+    ``proc`` exits or ``timeout`` passes."""
+    import httpx2 as httpx  # the project's HTTP client (``httpclient``)
+
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited (code {proc.returncode}) before answering {url}")
         try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.25)
+            if httpx.get(url, timeout=2, follow_redirects=True).is_success:
+                return
+        except httpx.HTTPError:
+            pass  # not listening yet (refused, reset, timed out)
+        time.sleep(0.25)
     proc.kill()
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
 
