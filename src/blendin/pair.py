@@ -5,11 +5,15 @@
 
 Each model runs where ``config.placement(role)`` says; the bridge and the blending live on the base's
 device (a model's ``device`` attribute; CPU for remote and scripted models).
+
+    speculation_problem(config, pair)   # None, or the line saying why this pair cannot draft as --speculate asks
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .config import BlendConfig
 from .vocab import VocabBridge
@@ -52,7 +56,9 @@ def _bridge(guide, base) -> VocabBridge:
 
 def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> None:
     """ModelLoadError if a model that ``config.method`` (or ``methods``) needs cannot be found, naming
-    it; converts and loads nothing (``models.check``), so a bad guide fails before the base loads."""
+    it; converts and loads nothing (``models.check``), so a bad guide fails before the base loads.
+    ConfigError if the pair cannot draft as ``config.speculate`` asks (``speculation_problem``), found
+    from the config and, for ``--speculate guide``, the two tokenizers alone (no weights)."""
     from .errors import ModelLoadError
     from .models import check
 
@@ -68,6 +74,7 @@ def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> N
         raise problems[0][1]
     if problems:  # both at once: a user fixing one should not discover the other afterwards
         raise ModelLoadError("\n".join(f"{role} model: {exc}" for role, exc in problems))
+    _check_speculation(config, methods or (config.method,))
 
 
 def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pair:
@@ -102,3 +109,96 @@ def _needed(config: BlendConfig, methods) -> dict[str, tuple[str, object]]:
         for k, g in enumerate(config.guides):
             need[guide_role(k)] = (g.model, g.remote)
     return need
+
+
+# -- speculative decoding: can this pair draft as ``config.speculate`` asks? -------------------
+
+def speculation_problem(config: BlendConfig, pair: Pair) -> str | None:
+    """Why ``pair`` (loaded) cannot draft as ``config.speculate`` asks for a row of ``config.method``,
+    as one line ending in what to change; None where it can (``off``; ``auto``, which drafts with
+    what there is; a method without the base, which drafts nothing). ``speculative.drafter_for``
+    refuses a row with this; ``blendin serve`` refuses to start with it."""
+    mode = config.speculate
+    if mode in ("off", "auto") or not config.uses_base or pair.base is None:
+        return None
+    if not getattr(pair.base, "drafts", False):
+        return _base_cannot(mode, pair.base.name)
+    why = _why_guide_cannot(config, pair) if mode == "guide" else None
+    return _guide_cannot(why) if why else None
+
+
+def guide_can_draft(config: BlendConfig, pair: Pair) -> bool:
+    """Whether the first guide can draft for a row of ``config.method`` (what ``auto`` weighs): the
+    base runs and reads drafts, the method consults a guide, one tokenizer, the guide reads drafts."""
+    base_reads = config.uses_base and pair.base is not None and getattr(pair.base, "drafts", False)
+    return bool(base_reads) and _why_guide_cannot(config, pair) is None
+
+
+def _why_guide_cannot(config: BlendConfig, pair: Pair) -> str | None:
+    guides = pair.guides if config.uses_guide else []
+    if not guides:
+        return "the method consults no guide"
+    if not pair.bridges[0].identity:
+        return _ACROSS
+    if not getattr(guides[0], "drafts", False):
+        return _served(guides[0].name)
+    return None
+
+
+_ACROSS = "the guide has another tokenizer than the base"
+
+
+def _base_cannot(mode: str, name: str) -> str:
+    return (f"--speculate {mode} needs a base that scores drafted tokens in one pass (a local model); "
+            f"'{name}' does not: use --speculate off")
+
+
+def _guide_cannot(why: str) -> str:
+    return (f"--speculate guide drafts with the guide in the base's own vocabulary, and {why}; "
+            "use --speculate lookup (any pair) or auto")
+
+
+def _served(name: str) -> str:
+    return f"the guide '{name}' cannot read drafted tokens (a model on a server)"
+
+
+def _check_speculation(config: BlendConfig, methods: tuple[str, ...]) -> None:
+    """``speculation_problem`` before anything loads: from the config where a model is on a server
+    (it never reads drafts), else, for ``--speculate guide``, by comparing the two tokenizers."""
+    from .errors import ConfigError
+
+    mode = config.speculate
+    if mode in ("off", "auto") or all(m == "guide" for m in methods):
+        return  # nothing drafts: the base never runs
+    if config.base_remote is not None:
+        raise ConfigError(_base_cannot(mode, config.base))
+    if mode != "guide":
+        return
+    if all(m in ("base", "guide") for m in methods):  # no row both runs the base and consults a guide
+        raise ConfigError(_guide_cannot("the method consults no guide"))
+    if config.guide_remote is not None:
+        raise ConfigError(_guide_cannot(_served(config.guide)))
+    if _vocabulary(config.base) != _vocabulary(config.guide):  # VocabBridge.build's test of one tokenizer
+        raise ConfigError(_guide_cannot(_ACROSS))
+
+
+@lru_cache(maxsize=8)
+def _vocabulary(spec: str) -> str:
+    """A digest of the pieces of ``spec``'s tokenizer, loaded alone (no weights; an embedded model is
+    converted first, once, as its load would). Cached: the CLI checks, then ``load_pair`` does."""
+    from transformers import AutoTokenizer
+
+    from .backends.hf import HFTokenizer
+    from .errors import ModelLoadError, first_line
+    from .models import _hub_load, _quiet_transformers, prepare
+
+    _quiet_transformers()
+    folder = str(prepare(spec))
+    try:
+        tok = _hub_load(folder, lambda local: AutoTokenizer.from_pretrained(folder, local_files_only=local))
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the tokenizer of '{spec}' (to compare it with the other model's "
+                             f"for --speculate guide): {first_line(exc)}") from None
+    return hashlib.sha256(repr(HFTokenizer(tok).pieces()).encode()).hexdigest()

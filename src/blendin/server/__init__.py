@@ -24,8 +24,16 @@ from .settings import ServeSettings
 
 
 def build(pair, config: BlendConfig, settings: ServeSettings):
-    """The app and its engine for an already loaded pair."""
+    """The app and its engine for an already loaded pair; ConfigError, before anything starts, where
+    the pair cannot decode as ``config`` says (``pair.speculation_problem``: rather than answer
+    every request 400)."""
     _require_web()
+    from ..errors import ConfigError
+    from ..pair import speculation_problem
+
+    problem = speculation_problem(config, pair)
+    if problem is not None:
+        raise ConfigError(problem)
     from .app import build_app
     from .engine import Engine
     from .service import Service
