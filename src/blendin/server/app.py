@@ -132,81 +132,95 @@ def _error_message(body: bytes) -> str | None:
         return None
 
 
-def _note_results(request: Request, results) -> None:
-    """Add the finished rows' tokens and interventions to the request's log line and the metrics."""
-    done = [r for r in results if r is not None]
-    note = request.scope.setdefault(NOTE, {})
-    note.update(tokens=sum(r.tokens for r in done), interventions=sum(r.interventions for r in done))
-    request.app.state.metrics.answers(done)
-
-
-def _note_text(request: Request, event: tuple) -> None:
-    """At a request's first generated text (an engine "text" event with text), its time to first token."""
-    if event[0] == "text" and event[2] and not request.scope.get("blendin.first"):
-        request.scope["blendin.first"] = True
-        request.app.state.metrics.first_token(time.perf_counter() - request.scope.get(START, time.perf_counter()))
+# (method, path, the ``Routes`` handler), in the order a 404 lists them
+ROUTES = (("GET", "/health", "health"), ("GET", "/v1/models", "models"), ("POST", "/v1/completions", "completions"),
+          ("POST", "/v1/chat/completions", "chat_completions"), ("POST", "/tokenize", "tokenize"),
+          ("POST", "/detokenize", "detokenize"), ("GET", "/metrics", "scrape"))
 
 
 def build_app(service: Service, engine: Engine) -> FastAPI:
-    settings = service.settings
     app = FastAPI(title="blendin", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = app.state.metrics = Metrics(engine)
     app.add_middleware(RequestLog, metrics=metrics)
-    started = time.time()
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _fault)
+    routes = Routes(service, engine, metrics)
+    for method, path, name in ROUTES:
+        app.add_api_route(path, getattr(routes, name), methods=[method])
+    return app
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, exc):
-        if exc.status_code == 404:
-            return _error(404, f"no route {request.method} {request.url.path}; routes: GET /health, GET /v1/models, "
-                               "POST /v1/completions, POST /v1/chat/completions, POST /tokenize, POST /detokenize, GET /metrics",
-                          code="not_found")
-        return _error(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _fault(request, exc):  # a fault of the server's own, never a bad request
-        return _error(500, internal_error(exc, f"{request.method} {request.url.path} failed"), type_="server_error")
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 404:
+        routes = ", ".join(f"{method} {path}" for method, path, _ in ROUTES)
+        return _error(404, f"no route {request.method} {request.url.path}; routes: {routes}", code="not_found")
+    return _error(exc.status_code, str(exc.detail))
 
-    def authorized(request: Request) -> bool:
-        if not settings.api_key:
-            return True
-        given = request.headers.get("authorization", "")
-        return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), settings.api_key.encode())
 
-    def unauthorized() -> JSONResponse:
-        return _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY' with the key the server was started with", code="invalid_api_key")
+async def _fault(request: Request, exc: Exception) -> JSONResponse:
+    """A fault of the server's own, never a bad request: 500 with an id, the traceback logged under it."""
+    return _error(500, internal_error(exc, f"{request.method} {request.url.path} failed"), type_="server_error")
 
-    loaded = {"base": service.pair.base.name if service.pair.base is not None else None,
-              "guides": [g.name for g in service.pair.guides]}
 
-    @app.get("/health")
-    async def health():
+class Routes:
+    """The handlers, over one service (requests -> rows -> bodies) and one engine (decoding)."""
+
+    def __init__(self, service: Service, engine: Engine, metrics: Metrics):
+        self.service, self.engine, self.metrics = service, engine, metrics
+        self.settings, self.started = service.settings, time.time()
+        pair = service.pair
+        self.loaded = {"base": pair.base.name if pair.base is not None else None, "guides": [g.name for g in pair.guides]}
+
+    # -- no key needed: readiness and counts, no text of any request ---------------------------
+    async def health(self):
         # the app is built once the models are loaded, so any answer means ready (a readiness probe's question)
-        return {"status": "ok", "loaded": True, "models": loaded, "running": engine.running, "waiting": engine.waiting,
-                "uptime_s": round(time.time() - started, 1)}
+        return {"status": "ok", "loaded": True, "models": self.loaded, "running": self.engine.running,
+                "waiting": self.engine.waiting, "uptime_s": round(time.time() - self.started, 1)}
 
-    @app.get("/metrics")
-    async def scrape():  # no key needed, as /health: counts only, no text of any request
-        body, content_type = metrics.render()
+    async def scrape(self):
+        body, content_type = self.metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/models")
-    async def models(request: Request):
-        if not authorized(request):
-            return unauthorized()
-        base = service.config.base if service.pair.base is not None else None
-        guide = service.config.guide if service.pair.guide is not None else None
-        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": int(started), "owned_by": "blendin",
-                                            "blendin": {"base": base, "guide": guide, "method": service.config.method,
-                                                        "guides": [g.model for g in service.config.guides] if guide else [],
-                                                        "gamma": service.config.gamma, "alpha": service.config.alpha_label}}]}
+    # -- with the key -----------------------------------------------------------------------
+    async def models(self, request: Request):
+        if not self._authorized(request):
+            return _unauthorized()
+        service = self.service
+        config, pair = service.config, service.pair
+        base = config.base if pair.base is not None else None
+        guide = config.guide if pair.guide is not None else None
+        about = {"base": base, "guide": guide, "method": config.method, "guides": [g.model for g in config.guides] if guide else [],
+                 "gamma": config.gamma, "alpha": config.alpha_label}
+        return {"object": "list", "data": [{"id": self.settings.model_name, "object": "model", "created": int(self.started),
+                                            "owned_by": "blendin", "blendin": about}]}
 
-    async def read(request: Request, model):
-        """The validated request, or the error response that says what is wrong with it."""
-        if not authorized(request):
-            return None, unauthorized()
-        body = await _read_body(request, settings.max_request_bytes)
+    async def tokenize(self, request: Request):
+        return await self._count(request, TokenizeRequest, self.service.tokenize)
+
+    async def detokenize(self, request: Request):
+        return await self._count(request, DetokenizeRequest, self.service.detokenize)
+
+    async def completions(self, request: Request):
+        return await self._decode(request, CompletionRequest, "completion")
+
+    async def chat_completions(self, request: Request):
+        return await self._decode(request, ChatCompletionRequest, "chat")
+
+    def _authorized(self, request: Request) -> bool:
+        key = self.settings.api_key
+        if not key:
+            return True
+        given = request.headers.get("authorization", "")
+        return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), key.encode())
+
+    async def _read(self, request: Request, model):
+        """(the validated request, None), or (None, the error response that says what is wrong with it)."""
+        if not self._authorized(request):
+            return None, _unauthorized()
+        limit = self.settings.max_request_bytes
+        body = await _read_body(request, limit)
         if body is None:
-            return None, _error(413, f"the request body is above this server's limit of {settings.max_request_bytes} bytes (blendin serve --max-request-bytes)")
+            return None, _error(413, f"the request body is above this server's limit of {limit} bytes (blendin serve --max-request-bytes)")
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -218,70 +232,107 @@ def build_app(service: Service, engine: Engine) -> FastAPI:
         except ValidationError as exc:
             return None, JSONResponse(validation_error_body(exc), status_code=400)
 
-    async def serve(request: Request, model, kind: str):
-        req, failed = await read(request, model)
-        if failed is not None:
-            return failed
-        try:
-            jobs = service.completion_jobs(req) if kind == "completion" else service.chat_jobs(req)
-        except RequestError as exc:
-            return _error(exc.status, str(exc), param=exc.param, code=exc.code)
-        request.scope[NOTE] = {"rows": len(jobs), "method": jobs[0][1].method}
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        try:
-            ticket = engine.submit(jobs, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
-        except QueueFull as exc:
-            return _error(429, str(exc), type_="rate_limit_error", code="queue_full")
-        if req.stream:
-            return StreamingResponse(_stream(service, request, req, kind, jobs, ticket, events), media_type="text/event-stream")
-        results = [None] * len(jobs)
-        watcher = asyncio.ensure_future(_watch(request, ticket, events))
-        try:
-            while any(r is None for r in results):
-                event = await events.get()
-                _note_text(request, event)
-                if event[0] == "gone":
-                    return _error(499, "the client closed the request")
-                if event[0] == "error":
-                    body, status = _row_error(event)
-                    return JSONResponse(body, status_code=status)
-                if event[0] == "done":
-                    results[event[1]] = event[2]
-        finally:
-            watcher.cancel()
-            _note_results(request, results)
-            if any(r is None for r in results):
-                ticket.cancel()
-        body = service.completion_body(req, jobs, results) if kind == "completion" else service.chat_body(req, jobs, results)
-        return JSONResponse(body)
-
-    async def count(request: Request, model, answer):
-        req, failed = await read(request, model)
+    async def _count(self, request: Request, model, answer):
+        req, failed = await self._read(request, model)
         if failed is not None:
             return failed
         try:
             return answer(req)
         except RequestError as exc:
-            return _error(exc.status, str(exc), param=exc.param, code=exc.code)
+            return _request_error(exc)
 
-    @app.post("/tokenize")
-    async def tokenize(request: Request):
-        return await count(request, TokenizeRequest, service.tokenize)
+    async def _decode(self, request: Request, model, kind: str):
+        """A completion or chat request: its rows join the engine's batch; the answer streamed or whole."""
+        req, failed = await self._read(request, model)
+        if failed is not None:
+            return failed
+        service = self.service
+        try:
+            jobs = service.completion_jobs(req) if kind == "completion" else service.chat_jobs(req)
+        except RequestError as exc:
+            return _request_error(exc)
+        request.scope[NOTE] = {"rows": len(jobs), "method": jobs[0][1].method}
+        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        try:
+            ticket = self.engine.submit(jobs, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        except QueueFull as exc:
+            return _error(429, str(exc), type_="rate_limit_error", code="queue_full")
+        rows = RowEvents(request, ticket, events, len(jobs))
+        if req.stream:
+            return StreamingResponse(_stream(service, req, kind, jobs, rows), media_type="text/event-stream")
+        return await _whole(service, req, kind, jobs, rows)
 
-    @app.post("/detokenize")
-    async def detokenize(request: Request):
-        return await count(request, DetokenizeRequest, service.detokenize)
 
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        return await serve(request, CompletionRequest, "completion")
+def _unauthorized() -> JSONResponse:
+    return _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY' with the key the server was started with", code="invalid_api_key")
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        return await serve(request, ChatCompletionRequest, "chat")
 
-    return app
+def _request_error(exc: RequestError) -> JSONResponse:
+    return _error(exc.status, str(exc), param=exc.param, code=exc.code)
+
+
+class RowEvents:
+    """One request's rows as the engine reports them, until every row is done, one failed or the
+    client went away (each of these the last event)::
+
+        with rows:                      # while open, a client that disconnects cancels the rows
+            async for event in rows:    # ("text", i, delta, step) | ("done", i, result) | ("error", i, message, status) | ("gone",)
+                ...
+        rows.results                    # each row's GenerationResult; None where it did not finish
+
+    On leaving, the finished rows go into the request's log line and the metrics, and any row not
+    finished is cancelled."""
+
+    def __init__(self, request: Request, ticket, events: asyncio.Queue, size: int):
+        self.request, self.ticket, self.events = request, ticket, events
+        self.results: list = [None] * size
+        self._over = False
+
+    @property
+    def finished(self) -> bool:
+        return all(r is not None for r in self.results)
+
+    def __enter__(self) -> "RowEvents":
+        self._watcher = asyncio.ensure_future(_watch(self.request, self.ticket, self.events))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._watcher.cancel()
+        done = [r for r in self.results if r is not None]
+        note = self.request.scope.setdefault(NOTE, {})  # the request's log line: its tokens and interventions
+        note.update(tokens=sum(r.tokens for r in done), interventions=sum(r.interventions for r in done))
+        self.request.app.state.metrics.answers(done)
+        if not self.finished:
+            self.ticket.cancel()
+
+    def __aiter__(self) -> "RowEvents":
+        return self
+
+    async def __anext__(self) -> tuple:
+        if self._over or self.finished:
+            raise StopAsyncIteration
+        event = await self.events.get()
+        scope = self.request.scope
+        if event[0] == "text" and event[2] and not scope.get("blendin.first"):  # the time to first token
+            scope["blendin.first"] = True
+            self.request.app.state.metrics.first_token(time.perf_counter() - scope.get(START, time.perf_counter()))
+        if event[0] == "done":
+            self.results[event[1]] = event[2]
+        self._over = event[0] in ("gone", "error")
+        return event
+
+
+async def _whole(service: Service, req, kind: str, jobs, rows: RowEvents) -> JSONResponse:
+    """The answer of a request that is not streamed, once every row is done (or the first failure)."""
+    with rows:
+        async for event in rows:
+            if event[0] == "gone":
+                return _error(499, "the client closed the request")
+            if event[0] == "error":
+                body, status = _row_error(event)
+                return JSONResponse(body, status_code=status)
+    body = service.completion_body(req, jobs, rows.results) if kind == "completion" else service.chat_body(req, jobs, rows.results)
+    return JSONResponse(body)
 
 
 async def _watch(request: Request, ticket, events: asyncio.Queue) -> None:
@@ -295,12 +346,13 @@ async def _watch(request: Request, ticket, events: asyncio.Queue) -> None:
             return
 
 
-async def _stream(service: Service, request: Request, req, kind: str, jobs, ticket, events: asyncio.Queue):
+async def _stream(service: Service, req, kind: str, jobs, rows: RowEvents):
     """Server-sent events in the OpenAI chunk format; a client that goes away cancels its rows."""
     rid = service.new_id("cmpl" if kind == "completion" else "chatcmpl")
     created = int(time.time())
     obj = "text_completion" if kind == "completion" else "chat.completion.chunk"
     k = (req.logprobs if kind == "completion" else ((req.top_logprobs or 0) if req.logprobs else None))
+    note = rows.request.scope[NOTE]
 
     def chunk(index: int, text: str | None, finish=None, step=None, role: bool = False, extra: dict | None = None) -> str:
         if kind == "completion":
@@ -312,39 +364,28 @@ async def _stream(service: Service, request: Request, req, kind: str, jobs, tick
             choice["blendin"] = extra
         return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": req.model, "choices": [choice]}) + "\n\n"
 
-    results = [None] * len(jobs)
-    watcher = asyncio.ensure_future(_watch(request, ticket, events))
-    try:
+    with rows:
         if kind == "chat":
             for i in range(len(jobs)):
                 yield chunk(i, None, role=True)
-        while any(r is None for r in results):
-            event = await events.get()
-            _note_text(request, event)
+        async for event in rows:
             if event[0] == "text":
                 _, i, delta, step = event
                 if delta or (step is not None and k is not None):
                     yield chunk(i, delta, step=step)
             elif event[0] == "done":
                 _, i, result = event
-                results[i] = result
                 yield chunk(i, None, finish=finish_reason(result), extra=service.blendin_summary([result]))
             elif event[0] == "gone":
-                request.scope[NOTE]["error"] = "the client went away"
+                note["error"] = "the client went away"
                 return
             else:
                 body = _row_error(event)[0]
-                request.scope[NOTE]["error"] = body["error"]["message"]
+                note["error"] = body["error"]["message"]
                 yield "data: " + json.dumps(body) + "\n\n"
-                ticket.cancel()
                 return
         if req.stream_options is not None and req.stream_options.include_usage:
             usage = {"id": rid, "object": obj, "created": created, "model": req.model, "choices": [],
-                     "usage": service.usage(service.prompt_tokens(jobs, req.n), results), "blendin": service.blendin_summary(results)}
+                     "usage": service.usage(service.prompt_tokens(jobs, req.n), rows.results), "blendin": service.blendin_summary(rows.results)}
             yield "data: " + json.dumps(usage) + "\n\n"
         yield "data: [DONE]\n\n"
-    finally:
-        watcher.cancel()
-        _note_results(request, results)
-        if any(r is None for r in results):
-            ticket.cancel()
