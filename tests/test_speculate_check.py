@@ -38,7 +38,6 @@ def served_base():
 REFUSED = [
     (lambda: scripted_pair({}, {}), "blendin", "guide", "another tokenizer than the base"),
     (served_guide, "switch", "guide", "the guide 'guide' cannot read drafted tokens \\(a model on a server\\)"),
-    (pair_of, "base", "guide", "the method consults no guide"),
     (served_base, "blendin", "lookup", "needs a base that scores drafted tokens in one pass.*use --speculate off"),
 ]
 
@@ -66,7 +65,7 @@ def test_the_check_says_what_a_row_would_be_refused_with(make, method, speculate
 
 @pytest.mark.parametrize("make, method, speculate", [
     (lambda: scripted_pair({}, {}), "blendin", "lookup"), (lambda: scripted_pair({}, {}), "blendin", "auto"),
-    (pair_of, "blendin", "guide"), (pair_of, "base", "lookup"), (served_guide, "blendin", "auto"),
+    (pair_of, "blendin", "guide"), (pair_of, "base", "lookup"), (pair_of, "base", "guide"), (served_guide, "blendin", "auto"),
     (served_base, "blendin", "auto"), (served_base, "guide", "lookup"), (served_base, "blendin", "off")])
 def test_a_pair_that_can_draft_so_starts(make, method, speculate):
     cfg = config(method=method, speculate=speculate)

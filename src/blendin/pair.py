@@ -116,14 +116,17 @@ def _needed(config: BlendConfig, methods) -> dict[str, tuple[str, object]]:
 def speculation_problem(config: BlendConfig, pair: Pair) -> str | None:
     """Why ``pair`` (loaded) cannot draft as ``config.speculate`` asks for a row of ``config.method``,
     as one line ending in what to change; None where it can (``off``; ``auto``, which drafts with
-    what there is; a method without the base, which drafts nothing). ``speculative.drafter_for``
+    what there is; a method without the base or, under ``guide``, without a guide: such a row drafts
+    nothing, so a server's base requests and an eval grid's base rows go on). ``speculative.drafter_for``
     refuses a row with this; ``blendin serve`` refuses to start with it."""
     mode = config.speculate
     if mode in ("off", "auto") or not config.uses_base or pair.base is None:
         return None
     if not getattr(pair.base, "drafts", False):
         return _base_cannot(mode, pair.base.name)
-    why = _why_guide_cannot(config, pair) if mode == "guide" else None
+    if mode != "guide" or not config.uses_guide:  # a row that consults no guide drafts nothing: no fault of the pair
+        return None
+    why = _why_guide_cannot(config, pair)
     return _guide_cannot(why) if why else None
 
 

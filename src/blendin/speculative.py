@@ -44,6 +44,7 @@ from typing import Iterator
 from .backends.cost import PassCost  # noqa: F401 - measured by the runners, read by AutoDraft
 from .blend import top1
 from .errors import ConfigError
+from .pair import guide_can_draft, speculation_problem
 from .types import Need
 
 FIRST_DRAFT = 4  # tokens drafted at a row's first pass
@@ -303,34 +304,26 @@ class AutoDraft(Drafter):
 
 
 def drafter_for(config, pair, base, guides) -> Drafter | None:
-    """The row's drafter for ``config.speculate``, or None (off, or nothing to draft for).
+    """The row's drafter for ``config.speculate``, or None (off, or nothing to draft for: no base, or
+    under ``guide`` a method that consults no guide).
 
-    ``auto`` (``AutoDraft``) weighs prompt lookup and, where it can draft (a guide consulted, one
-    tokenizer, both models able to read drafts), the guide, at every pass, and drafts only while a
-    row has the base's passes to itself: measured on this project's CPU (README, "Speculative
-    BlendIn"), a batch of 16 rows reading drafts is slower than without, since each drafted token
-    costs a pass about what a row does. An explicit choice the pair cannot honour is an error."""
+    ``auto`` (``AutoDraft``) weighs prompt lookup and, where it can draft (``pair.guide_can_draft``),
+    the guide, at every pass, and drafts only while a row has the base's passes to itself: measured
+    on this project's CPU (docs/benchmarks.md, "Speculative BlendIn"), a batch of 16 rows reading
+    drafts is slower than without, since each drafted token costs a pass about what a row does. An
+    explicit choice the pair cannot honour is an error (``pair.speculation_problem``: the same line
+    ``blendin serve`` refuses to start with, and the CLI before any weights load)."""
     mode = config.speculate
     if mode == "off" or base is None:
         return None
-    if not getattr(base.model, "drafts", False):
-        if mode == "auto":
-            return None
-        raise ConfigError(f"--speculate {mode} needs a base that scores drafted tokens in one pass (a local model); "
-                          f"'{base.model.name}' does not: use --speculate off")
-    guide_ok = bool(guides) and pair.bridges[0].identity and getattr(guides[0].model, "drafts", False)
-    if mode == "guide" and not guide_ok:
-        if not guides:
-            why = "the method consults no guide"
-        elif not pair.bridges[0].identity:
-            why = "the guide has another tokenizer than the base"
-        else:
-            why = f"the guide '{guides[0].model.name}' cannot read drafted tokens (a model on a server)"
-        raise ConfigError(f"--speculate guide drafts with the guide in the base's own vocabulary, and {why}; "
-                          f"use --speculate lookup (any pair) or auto")
+    problem = speculation_problem(config, pair)
+    if problem is not None:
+        raise ConfigError(problem)
     if mode == "auto":
-        return AutoDraft(base.session, guide_ok)
-    return PromptLookup(base.session) if mode == "lookup" else GuideDraft(base.session)
+        return AutoDraft(base.session, guide_can_draft(config, pair)) if getattr(base.model, "drafts", False) else None
+    if mode == "lookup":
+        return PromptLookup(base.session)
+    return GuideDraft(base.session) if guides else None
 
 
 def _room(row) -> int:
