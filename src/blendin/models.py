@@ -108,20 +108,30 @@ def load_model(spec: str, remote=None, placement=None):
 
 
 def _remote_model(folder, spec: str, remote):
+    from .backends.remote import RemoteModel
+
+    tok = load_tokenizer(spec, f"for {remote.url}", folder)
+    return RemoteModel(remote.url, remote.model, tok, name=spec, api_key=remote.api_key,
+                       top_k=remote.top_k, chunk=remote.chunk, concurrency=remote.concurrency)
+
+
+def load_tokenizer(spec: str, why: str, folder=None):
+    """``spec``'s tokenizer alone (an ``HFTokenizer``; no weights), from ``folder`` where it is known
+    (else ``prepare(spec)``: an embedded model is converted first, once, as its load would). ``why``
+    ends the error message: what the tokenizer was loaded for."""
     from transformers import AutoTokenizer
 
     from .backends.hf import HFTokenizer
-    from .backends.remote import RemoteModel
 
     _quiet_transformers()
+    folder = str(folder if folder is not None else prepare(spec))
     try:
-        tok = _hub_load(str(folder), lambda local: AutoTokenizer.from_pretrained(str(folder), local_files_only=local))
+        tok = _hub_load(folder, lambda local: AutoTokenizer.from_pretrained(folder, local_files_only=local))
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"could not load the tokenizer of '{spec}' (for {remote.url}): {first_line(exc)}") from None
-    return RemoteModel(remote.url, remote.model, HFTokenizer(tok), name=spec, api_key=remote.api_key,
-                       top_k=remote.top_k, chunk=remote.chunk, concurrency=remote.concurrency)
+        raise ModelLoadError(f"could not load the tokenizer of '{spec}' ({why}): {first_line(exc)}") from None
+    return HFTokenizer(tok)
 
 
 def prepare(spec: str) -> Path:

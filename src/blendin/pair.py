@@ -189,19 +189,7 @@ def _check_speculation(config: BlendConfig, methods: tuple[str, ...]) -> None:
 def _vocabulary(spec: str) -> str:
     """A digest of the pieces of ``spec``'s tokenizer, loaded alone (no weights; an embedded model is
     converted first, once, as its load would). Cached: the CLI checks, then ``load_pair`` does."""
-    from transformers import AutoTokenizer
+    from .models import load_tokenizer
 
-    from .backends.hf import HFTokenizer
-    from .errors import ModelLoadError, first_line
-    from .models import _hub_load, _quiet_transformers, prepare
-
-    _quiet_transformers()
-    folder = str(prepare(spec))
-    try:
-        tok = _hub_load(folder, lambda local: AutoTokenizer.from_pretrained(folder, local_files_only=local))
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"could not load the tokenizer of '{spec}' (to compare it with the other model's "
-                             f"for --speculate guide): {first_line(exc)}") from None
-    return hashlib.sha256(repr(HFTokenizer(tok).pieces()).encode()).hexdigest()
+    tok = load_tokenizer(spec, "to compare it with the other model's for --speculate guide")
+    return hashlib.sha256(repr(tok.pieces()).encode()).hexdigest()
