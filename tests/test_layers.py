@@ -7,9 +7,24 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "blendin"
-# the loop and its policies: a backend, the types or the math never import these
-LOOP = {"blendin.decoding", "blendin.speculative", "blendin.policies", "blendin.mitigations", "blendin.sampling"}
-LOW = ("blendin.backends", "blendin.blend", "blendin.types", "blendin.errors", "blendin.vocab", "blendin.placement")
+# Each module's layer; a module imports only from its own layer or those below. A new module is placed
+# here (the test says so), so the layers stay a fact of the code, not a reading of its imports.
+LAYERS = {
+    0: ["errors", "types", "blend", "placement", "config"],  # types and math
+    1: ["backends", "vocab", "chunks", "models", "pair", "httpclient"],  # the models, local or on servers
+    2: ["prompts", "policies", "mitigations", "sampling", "transcript", "nudging", "driver", "speculative",
+        "decoding"],  # the loop and its policies
+    3: ["", "__main__", "blender", "hf_generate", "parity", "cli", "cliargs", "jsonl", "progress", "testing",
+        "eval", "server", "diagnostics"],  # entry points
+}
+LOOP = {f"blendin.{m}" for m in LAYERS[2]}
+LOW = tuple(f"blendin.{m}" for layer in (0, 1) for m in LAYERS[layer])
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of ``blendin.x.y``: that of its top-level name ``x`` (a package's modules share it)."""
+    top = module.removeprefix("blendin").lstrip(".").split(".")[0]
+    return next((n for n, names in LAYERS.items() if top in names), None)
 
 
 def _modules() -> dict[str, Path]:
@@ -78,3 +93,12 @@ def test_backends_and_math_never_import_the_loop():
     low = [n for n in graph if any(n == p or n.startswith(p + ".") for p in LOW)]
     bad = [f"{name} -> {dep}" for name in low for dep in graph[name] if dep in LOOP]
     assert not bad, "a lower layer imports the loop or a policy: " + ", ".join(bad)
+
+
+def test_every_module_imports_only_its_layer_or_below():
+    graph = _graph()
+    unplaced = sorted(m for m in graph if layer_of(m) is None)
+    assert not unplaced, f"place these modules in a layer (tests/test_layers.py, LAYERS): {unplaced}"
+    upward = [f"{m} (layer {layer_of(m)}) -> {d} (layer {layer_of(d)})" for m in sorted(graph) for d in sorted(graph[m])
+              if layer_of(d) > layer_of(m)]
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
