@@ -63,8 +63,8 @@ def servers(_started):
     assert not _died(_started), _died(_started)
 
 
-def remote(url, local, name):
-    return RemoteModel(url, name, local.tokenizer, name=f"{name}@llama.cpp", chunk=4, retries=1, timeout=120)
+def remote(url, local, name, chunk=4):
+    return RemoteModel(url, name, local.tokenizer, name=f"{name}@llama.cpp", chunk=chunk, retries=1, timeout=120)
 
 
 @pytest.mark.parametrize("method", ["base", "switch", "nudging", "blendin"])
@@ -93,3 +93,28 @@ def test_remote_greedy_base_matches_local_top_token(servers, embedded_pair):
     local = generate(Pair(base=embedded_pair.base, guide=None), QUESTION, BlendConfig(method="base", max_new_tokens=1))
     assert r.steps[0].token_id == local.steps[0].token_id
     assert r.steps[0].base_top_prob == pytest.approx(local.steps[0].base_top_prob, abs=0.05)
+
+
+
+ENDS = "What is the capital of France?"  # the instruct guide answers 'The capital of France is Paris.' and ends
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_a_remote_guide_that_ends_its_answer_stops_at_the_end_token(servers, embedded_pair, chunk):
+    """llama-cpp-python leaves the end token out: where it is the greedy next token, the answer is
+    tokens [] and top_logprobs [] with finish_reason 'stop' (with chunk 4, a chunk's answer stops early
+    the same way). Unfixed: RemoteError 'must be started with logits_all=True'."""
+    guide = remote(servers["guide"], embedded_pair.guide, "smollm2-135m-instruct", chunk=chunk)
+    r = generate(Pair(base=None, guide=guide), ENDS, BlendConfig(method="guide", max_new_tokens=16))
+    assert r.stop_reason == "eos" and "Paris" in r.text and r.tokens < 16
+    assert r.steps[-1].token_id in embedded_pair.guide.tokenizer.eos_ids
+
+
+def test_cli_guide_on_a_llama_cpp_server_answers_to_the_end(servers):
+    """Unfixed: exit code 2 and no answer."""
+    cmd = [sys.executable, "-m", "blendin", "generate", "--json", "--method", "guide", "--max-new-tokens", "16",
+           "--guide", "smollm2-135m-instruct", "--guide-url", servers["guide"], "--guide-model", "smollm2-135m-instruct", ENDS]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["stop_reason"] == "eos" and "Paris" in d["text"] and d["remote"]["guide"]["prompt_protocol"] == "text"

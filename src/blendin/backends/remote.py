@@ -19,6 +19,12 @@ Prompts go as token ids where the server accepts them (vLLM, SGLang), so chunked
 greedy decoding give the same text. A server that only takes text (llama-cpp-python's) re-tokenises
 the prompt on every request, which can change tokens at chunk boundaries; ``prompt_protocol`` says
 which one was used.
+
+End tokens: llama-cpp-python (0.3.x) leaves the end token out of an answer, logprobs included, and
+says ``finish_reason: "stop"`` (an end right after the prompt is an answer with empty ``tokens``). The
+end token is then taken as the greedy choice with all the mass (the server sends nothing else about
+that position), under the tokenizer's ``eos_id``. Its logprobs are keyed by text, where every control
+token is ''; that key is read as the end token's probability.
 """
 
 from __future__ import annotations
@@ -137,26 +143,49 @@ class RemoteModel:
 
     def _parse(self, body: bytes) -> list[tuple[int, torch.Tensor, float]]:
         data = json.loads(body)
-        lp = (data.get("choices") or [{}])[0].get("logprobs")
-        if not lp or not lp.get("top_logprobs"):
+        choice = (data.get("choices") or [{}])[0]
+        lp = choice.get("logprobs")
+        tokens, tops = (lp.get("tokens") or [], lp.get("top_logprobs") or []) if isinstance(lp, dict) else ([], [])
+        stopped = choice.get("finish_reason") == "stop"  # blendin sends no stop strings: an end token
+        # an answer that is only an end token: logprobs sent, and empty, with no text
+        ended = stopped and isinstance(lp, dict) and not tokens and not choice.get("text")
+        if not tops and not ended:
             raise RemoteError(
                 f"{self.url} returned no logprobs. vLLM/SGLang return them on request; a llama.cpp "
                 "(llama-cpp-python) server must be started with logits_all=True (--logits_all true)."
             )
         out = []
-        for token, top in zip(lp["tokens"], lp["top_logprobs"]):
-            logprobs = torch.full((self.vocab_size,), float("-inf"))
-            for key, value in (top or {}).items():
-                tid = self._token_id(key)
-                if tid is not None and value is not None and value > logprobs[tid]:
-                    logprobs[tid] = float(value)
+        for token, top in zip(tokens, tops):
             chosen = self._token_id(token)
             if chosen is None:
                 break  # a token we cannot place: stop using this answer here
+            logprobs = torch.full((self.vocab_size,), float("-inf"))
+            for key, value in (top or {}).items():
+                # subtle: llama-cpp-python keys logprobs by text, and a control token's text is '': read
+                # as the end token's probability (the chosen token is never an end token; where it is ''
+                # itself, the key holds its own). Where several control tokens are in the top k, the
+                # key keeps the least likely one's (the server writes them in order), an understatement.
+                tid = self._end_id() if key == "" and token != "" else self._token_id(key)
+                if tid is not None and value is not None and value > logprobs[tid]:
+                    logprobs[tid] = float(value)
             out.append((chosen, logprobs, float(torch.exp(logprobs).sum())))
+        if stopped and len(out) == len(tokens) and not (out and out[-1][0] in self.tokenizer.eos_ids):
+            # The server stopped at an end token it does not list (llama-cpp-python sends neither an end
+            # token nor its logprobs; at an end right after the prompt, tokens and top_logprobs are empty).
+            # Greedy decoding stopped there, so the end token was the top token; its probability is not
+            # sent. It gets all the mass (covered 1.0), so greedy decoding stops where the server did.
+            end = torch.full((self.vocab_size,), float("-inf"))
+            end[self._end_id()] = 0.0
+            out.append((self._end_id(), end, 1.0))
         if not out:
             raise RemoteError(f"{self.url} returned tokens blendin cannot map to the tokenizer of '{self.name}'")
         return out
+
+    def _end_id(self) -> int:
+        """The id an end token is given where the server does not say which one it was."""
+        tok = self.tokenizer
+        eos = getattr(tok, "eos_id", None)
+        return eos if eos is not None else min(tok.eos_ids)
 
     def _token_id(self, key: str) -> int | None:
         if key.startswith("token_id:"):
