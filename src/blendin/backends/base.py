@@ -35,6 +35,7 @@ class Tokenizer(Protocol):
     """The tokenizer surface blendin uses. ``pieces`` and ``byte_level`` feed the vocabulary bridge."""
 
     eos_ids: frozenset[int]  # ids that end a generation
+    eos_id: int | None  # the model's own end token (what a server that stopped without naming it ended on)
     special_ids: frozenset[int]  # control tokens (never part of generated text)
     byte_level: bool  # GPT-2 style byte-level pieces ('Ġ' = space), else SentencePiece style ('▁')
 
