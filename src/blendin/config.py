@@ -247,7 +247,7 @@ class BlendConfig:
     @property
     def effective_gamma(self) -> float:
         """gamma as the policy uses it: moved by ``capability_gap`` where one is given,
-        min(gamma * (1 + 0.5 * gap), max(gamma, 0.6)) (the reference's rule; see the README's decisions).
+        min(gamma * (1 + 0.5 * gap), max(gamma, 0.6)) (the reference's rule; see docs/decisions.md).
 
             >>> BlendConfig(gamma=0.4, capability_gap=0.5).effective_gamma, BlendConfig(gamma=0.4, capability_gap=-0.2).effective_gamma
             (0.5, 0.36)

@@ -5,7 +5,7 @@
 
 device: auto | cpu | cuda | cuda:N. ``auto`` takes the first GPU when torch sees one, else the CPU.
 dtype:  auto | float32 | bfloat16 | float16. ``auto`` is bfloat16 on a GPU that supports it (float16
-        on an older one) and float32 on the CPU: measured on this project's machine (README, "Precision"),
+        on an older one) and float32 on the CPU: measured on this project's machine (docs/benchmarks.md, "Precision"),
         bfloat16 on a CPU without bfloat16 instructions is 1.7x faster for one prompt but 0.6x for a
         batch of 16, and BlendIn's greedy answers part from float32's (after 69 tokens on average).
 

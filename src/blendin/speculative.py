@@ -214,7 +214,7 @@ class AutoDraft(Drafter):
     a second on this machine than no draft, else prompt lookup if its does, else no draft
     (``first_paying``). The guide first, not the higher promise: a guide draft also gives BlendIn's
     uncertain steps inside it their guide distributions (no consult pass), which the estimate does
-    not count, and on the Qwen pair the guide's drafts were taken more often than lookup's (README,
+    not count, and on the Qwen pair the guide's drafts were taken more often than lookup's (docs/benchmarks.md,
     "Speculative BlendIn": picking the higher promise was no faster there). Each drafter keeps its
     own draft length, adapted as the others' (two more after a draft taken whole, one fewer after
     one cut short): taken drafts run in phrases, more than a fixed chance a token would say, so the

@@ -42,7 +42,7 @@ def diagnose_pair(pair, task, items: list[dict], config: BlendConfig, batch_size
     return d, text
 
 
-# the value each mitigation is tried at, unless diagnose is given another (the reference's budget and k; see the README for the floor)
+# the value each mitigation is tried at, unless diagnose is given another (the reference's budget and k; see docs/decisions.md for the floor)
 DEFAULTS = {"max_intervention_rate": 0.15, "agreement_top_k": 5, "retire_below": 0.5, "retire_after": 8}
 
 
