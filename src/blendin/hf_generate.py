@@ -59,6 +59,7 @@ class BlendInProcessor:
                                   tuple(prompt_ids(guide.tokenizer, fmt, q, chat=True))) for q in questions]
         self.rows = [Generation(self.pair, r, config) for r in self.rendered]
         self._batch = Rows(self.rows)  # every row open at once: generate() decodes them all each call
+        self._index = {row: i for i, row in enumerate(self.rows)}  # a row's place in generate()'s batch
         self._end = min(self.base.tokenizer.eos_ids)
 
     @property
@@ -107,11 +108,10 @@ class BlendInProcessor:
         fed this call's distributions, then every row runs, the guide's passes batched across rows,
         until each has its token and waits on its base again (or has ended: its end token)."""
         chosen: dict = {}
-        index = {row: i for i, row in enumerate(self.rows)}
         chosen.update(self._advance())  # the first call starts the rows: each asks for its base first
         on_base = [row for row, need in self._batch.waiting.items() if need.track is row.base]
         for row in on_base:
-            self.base.feed(self._batch.waiting[row].track.session, base_logprobs[index[row]])
+            self.base.feed(self._batch.waiting[row].track.session, base_logprobs[self._index[row]])
         if on_base:
             self._batch.serve(on_base)
         while True:
