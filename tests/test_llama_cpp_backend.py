@@ -1,0 +1,105 @@
+"""The in-process llama.cpp backend (``backends.llama_cpp``) on the embedded SmolLM2-135M-Instruct GGUF:
+the GGUF's token ids are the tokenizer's, batched rows read what each reads alone and a rewind and a
+draft give the distributions of a fresh read (to the last bit: a cache stream per sequence), and the
+loop blends with it as with any backend."""
+
+import pytest
+import torch
+
+from blendin import BlendConfig, PromptFormat
+from blendin.backends.llama_cpp import LlamaCppModel
+from blendin.decoding import generate, generate_many
+from blendin.errors import ModelLoadError
+from blendin.pair import Pair
+from blendin.prompts import prompt_ids
+
+pytestmark = pytest.mark.slow
+
+GUIDE = "smollm2-135m-instruct"
+QUESTIONS = ["What is the capital of France?", "Name a colour.", "Tom has 3 apples and buys 4 more. How many apples does he have now?"]
+
+
+@pytest.fixture(scope="module")
+def llama_guide():
+    from blendin.models import EMBEDDED, cache_dir, load_tokenizer
+
+    tok = load_tokenizer(GUIDE, "for the llama.cpp backend's tests")
+    return LlamaCppModel.from_gguf(EMBEDDED[GUIDE].gguf(cache_dir()), tok, name=f"{GUIDE} (llama.cpp)", context=2048, seqs=8, threads=2)
+
+
+def chat_ids(model, question):
+    return prompt_ids(model.tokenizer, PromptFormat(), question, chat=True)
+
+
+def test_the_ggufs_token_ids_are_the_tokenizers(llama_guide):
+    tok = llama_guide.tokenizer
+    for question in QUESTIONS + ["  spaces,\ttabs\nand ünïcödé — 1,234.5"]:
+        chat = tok.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}])
+        assert llama_guide.tokenize(chat) == tok.tok.encode(chat, add_special_tokens=False), question  # special tokens included
+        assert llama_guide.tokenize(question, special=False) == tok.encode(question)
+    assert llama_guide.vocab_size == len(tok.tok)
+
+
+def _alone(model, ids):
+    s = model.session()
+    s.sync(ids)
+    out = s.logprobs().clone()
+    s.close()
+    return out
+
+
+def test_batched_rows_read_what_each_reads_alone(llama_guide):
+    prompts = [chat_ids(llama_guide, q) for q in QUESTIONS]
+    alone = [_alone(llama_guide, ids) for ids in prompts]
+    sessions = [llama_guide.session() for _ in prompts]
+    for s, ids in zip(sessions, prompts):
+        s.sync(ids)
+    llama_guide.forward_batch(sessions)
+    for s, lp in zip(sessions, alone):
+        assert torch.equal(s.logprobs(), lp)  # a cache stream per sequence: to the last bit
+        s.close()
+    assert len(llama_guide.open) == 0
+
+
+def test_a_rewind_and_a_draft_give_a_fresh_reads_distributions(llama_guide):
+    ids = chat_ids(llama_guide, QUESTIONS[0])
+    answer = llama_guide.tokenizer.encode("The capital of France is Paris.")
+    s = llama_guide.session()
+    s.sync(ids + answer)
+    s.logprobs()
+    s.sync(ids + answer[:2])  # rewind: the cache is cut back to the common prefix
+    assert torch.equal(s.logprobs(), _alone(llama_guide, ids + answer[:2]))
+    s.draft(answer[2:5])  # one pass reads three drafted tokens and keeps the distribution after each
+    after_draft = s.ahead_logprobs()
+    assert torch.equal(after_draft, _alone(llama_guide, ids + answer[:5]))
+    s.append(answer[2])  # onto a drafted token: no pass
+    calls = s.forward_calls
+    assert torch.equal(s.logprobs(), _alone(llama_guide, ids + answer[:3]))
+    assert s.forward_calls == calls
+    s.close()
+
+
+def test_blendin_guided_by_a_llama_cpp_guide(embedded_pair, llama_guide):
+    pair = Pair(base=embedded_pair.base, guide=llama_guide)
+    config = BlendConfig(method="blendin", max_new_tokens=24)
+    alone = [generate(pair, q, config) for q in QUESTIONS]
+    together = dict(generate_many(pair, QUESTIONS, config, batch_size=3))
+    assert all(r.error is None for r in alone) and sum(r.interventions for r in alone) > 0
+    for i, r in enumerate(alone):  # batched through one llama_decode per round: the same greedy answers
+        assert together[i].text == r.text and [s.token_id for s in together[i].steps] == [s.token_id for s in r.steps]
+    assert len(llama_guide.open) == 0  # every row's sequence freed
+
+
+def test_a_file_that_is_not_gguf_is_refused_in_one_line(tmp_path, llama_guide):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelLoadError, match="could not load") as refused:
+        LlamaCppModel.from_gguf(bad, llama_guide.tokenizer)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_cache_rows_are_freed_and_reused(llama_guide):
+    ids = chat_ids(llama_guide, QUESTIONS[1])
+    first = _alone(llama_guide, ids)
+    for _ in range(20):  # more sessions than sequences, one after another
+        assert torch.equal(_alone(llama_guide, ids).argmax(), first.argmax())
