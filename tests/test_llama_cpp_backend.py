@@ -24,7 +24,7 @@ def llama_guide():
     from blendin.models import EMBEDDED, cache_dir, load_tokenizer
 
     tok = load_tokenizer(GUIDE, "for the llama.cpp backend's tests")
-    return LlamaCppModel.from_gguf(EMBEDDED[GUIDE].gguf(cache_dir()), tok, name=f"{GUIDE} (llama.cpp)", context=2048, seqs=8, threads=2)
+    return LlamaCppModel.from_gguf(EMBEDDED[GUIDE].gguf(cache_dir()), tok, name=f"{GUIDE} (llama.cpp)", context=2048, seqs=4, threads=2)
 
 
 def chat_ids(model, question):
@@ -101,5 +101,18 @@ def test_a_file_that_is_not_gguf_is_refused_in_one_line(tmp_path, llama_guide):
 def test_the_cache_rows_are_freed_and_reused(llama_guide):
     ids = chat_ids(llama_guide, QUESTIONS[1])
     first = _alone(llama_guide, ids)
-    for _ in range(20):  # more sessions than sequences, one after another
+    for _ in range(20):  # more sessions than a context has sequences, one after another
         assert torch.equal(_alone(llama_guide, ids).argmax(), first.argmax())
+
+
+def test_more_rows_than_a_context_holds_open_another(llama_guide):
+    prompts = [chat_ids(llama_guide, q) for q in QUESTIONS * 2]  # six rows, four sequences to a context
+    alone = [_alone(llama_guide, ids) for ids in prompts]
+    sessions = [llama_guide.session() for _ in prompts]
+    assert len({id(s.home) for s in sessions}) == 2
+    for s, ids in zip(sessions, prompts):
+        s.sync(ids)
+    llama_guide.forward_batch(sessions)
+    assert all(torch.equal(s.logprobs(), lp) for s, lp in zip(sessions, alone))
+    for s in sessions:
+        s.close()

@@ -1,12 +1,12 @@
 """GGUF models run in-process by llama.cpp (llama-cpp-python's low-level API): full next-token
 distributions, a KV cache sequence per session, many sessions in one ``llama_decode`` call.
 
-    model = LlamaCppModel.from_gguf("model.gguf", tokenizer, name="smollm2", seqs=16)
+    model = LlamaCppModel.from_gguf("model.gguf", tokenizer, name="smollm2")
     s = model.session(); s.sync(model.tokenizer.encode_prompt("Question: 2+3?\\nAnswer:"))
     s.logprobs().shape  # torch.Size([49152]): the GGUF's own vocabulary
 
-One llama.cpp context per model holds every session's cache, a stream of ``context`` cells per
-sequence (not ``kv_unified``: measured on the embedded SmolLM2, a unified cache made a batched row's
+A llama.cpp context holds ``seqs`` sessions' caches (more contexts as more rows open), a stream of
+``context`` cells per sequence (not ``kv_unified``: measured on the embedded SmolLM2, a unified cache made a batched row's
 probabilities differ from the same row alone by up to 0.03, and greedy answers part; a stream per
 sequence gives the same numbers to the last bit). A session owns one sequence id while it is open; its cache is kept for the longest common prefix and cut back with ``llama_memory_seq_rm``
 (rewind, a draft that missed). A batched pass puts every session's pending tail in one
@@ -51,7 +51,9 @@ def _llama():
 
 
 class LlamaCppModel:
-    """A GGUF model in a llama.cpp context for up to ``seqs`` sessions of ``context`` cells each.
+    """A GGUF model on llama.cpp, its sessions' caches in contexts of ``seqs`` sequences of ``context``
+    cells each; a context is made when the open ones are full (a batch of 40 rows: three contexts, one
+    ``llama_decode`` each a round), so memory follows the rows that run, not a guess of them.
 
     Capabilities: ``full_distribution``, ``batched``, ``drafts``; ``context_length``: a session's cells."""
 
@@ -61,14 +63,12 @@ class LlamaCppModel:
     device = "cpu"
     dtype = torch.float32  # the logits' dtype (the weights stay as quantized in the file)
 
-    def __init__(self, llama, model, ctx, tokenizer, name: str, seqs: int):
-        self._llama, self._model, self._ctx = llama, model, ctx
+    def __init__(self, llama, model, tokenizer, name: str, context: int, seqs: int, threads: int):
+        self._llama, self._model = llama, model
         self.tokenizer, self.name = tokenizer, name
         self.vocab_size = llama.llama_vocab_n_tokens(llama.llama_model_get_vocab(model))
-        self.context_length = llama.llama_n_ctx_seq(ctx)
-        self._memory = llama.llama_get_memory(ctx)
-        self._free = list(range(seqs))  # sequence ids not held by a session
-        self._batch_size = llama.llama_n_batch(ctx)
+        self.context_length, self.seqs, self.threads = context, seqs, threads
+        self._contexts: list[_Context] = []
         self.cost = PassCost()  # what a pass of one row costs here by tokens read (``--speculate auto``)
         self.draft_record: dict = {}
         self.open: list = []  # open sessions (``speculative`` reads whether a row shares the passes)
@@ -77,10 +77,10 @@ class LlamaCppModel:
         self.seconds = 0.0
 
     @classmethod
-    def from_gguf(cls, path, tokenizer, name: str | None = None, context: int = 4096, seqs: int = 16,
+    def from_gguf(cls, path, tokenizer, name: str | None = None, context: int = 4096, seqs: int = 8,
                   threads: int | None = None) -> "LlamaCppModel":
-        """Load ``path`` (a GGUF file) for up to ``seqs`` sessions of ``context`` cache cells each, on
-        ``threads`` CPU threads (default: the machine's cores)."""
+        """Load ``path`` (a GGUF file) for sessions of ``context`` cache cells each, ``seqs`` to a
+        llama.cpp context, on ``threads`` CPU threads (default: the machine's cores)."""
         llama = _llama()
         path = os.fspath(path)
         model = llama.llama_model_load_from_file(path.encode(), llama.llama_model_default_params())
@@ -88,83 +88,72 @@ class LlamaCppModel:
             from ..errors import ModelLoadError
 
             raise ModelLoadError(f"llama.cpp could not load '{path}' (not a GGUF file, or an architecture this "
-                                 f"llama-cpp-python does not know): check the file, or run it with the transformers backend")
-        params = llama.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = context * seqs, min(context, 2048), 512, seqs
-        params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
-        params.kv_unified = False  # a cache stream per sequence: batched rows read as alone (module docstring)
-        ctx = llama.llama_init_from_model(model, params)
-        return cls(llama, model, ctx, tokenizer, name or os.path.basename(path), seqs)
+                                 f"llama-cpp-python does not know): check the file, or run it with --backend transformers")
+        model_cells = llama.llama_model_n_ctx_train(model)
+        context = min(context, model_cells) if model_cells > 0 else context
+        return cls(llama, model, tokenizer, name or os.path.basename(path), context, seqs, threads or os.cpu_count() or 1)
 
     def session(self) -> "LlamaCppSession":
-        if not self._free:
-            raise RuntimeError(f"all {len(self.open)} llama.cpp sequences of '{self.name}' are open: "
-                               "close a session, or load the model with more seqs")
-        s = LlamaCppSession(self, self._free.pop(0))
+        home = next((c for c in self._contexts if c.free), None) or self._new_context()
+        s = LlamaCppSession(self, home, home.free.pop(0))
         self.open.append(s)
         return s
 
+    def _new_context(self) -> "_Context":
+        llama = self._llama
+        params = llama.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = self.context_length * self.seqs, min(self.context_length, 2048), 512
+        params.n_seq_max, params.n_threads, params.n_threads_batch = self.seqs, self.threads, self.threads
+        params.kv_unified = False  # a cache stream per sequence: batched rows read as alone (module docstring)
+        ctx = llama.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not make a context of {self.seqs} x {self.context_length} cells for "
+                               f"'{self.name}' (memory?): use fewer rows at once")
+        home = _Context(llama, ctx, self.seqs)
+        self._contexts.append(home)
+        return home
+
     def release(self, session: "LlamaCppSession") -> None:
         """Forget ``session``'s cache and free its sequence id."""
-        self._llama.llama_memory_seq_rm(self._memory, session.seq, -1, -1)
+        session.home.cut(session.seq, 0)
+        session.home.free.append(session.seq)
         self.open.remove(session)
-        self._free.append(session.seq)
-
-    def cut(self, seq: int, keep: int) -> None:
-        """Drop sequence ``seq``'s cache from position ``keep`` on."""
-        self._llama.llama_memory_seq_rm(self._memory, seq, keep, -1)
 
     def forward_batch(self, sessions: list) -> None:
-        """Every session's pending tail in as few ``llama_decode`` calls as the batch size allows."""
-        group, tokens = [], 0
-        for s in sessions:
-            n = len(s.pending()[1])
-            if group and tokens + n > self._batch_size:
-                self._pass(group)
-                group, tokens = [], 0
-            group.append(s)
-            tokens += n
-        if group:
-            self._pass(group)
+        """Every session's pending tail: one ``llama_decode`` per context (more where a batch fills)."""
+        for home in {id(s.home): s.home for s in sessions}.values():
+            group, tokens = [], 0
+            for s in (s for s in sessions if s.home is home):
+                n = len(s.pending()[1])
+                if group and tokens + n > home.batch_size:
+                    self._pass(home, group)
+                    group, tokens = [], 0
+                group.append(s)
+                tokens += n
+            if group:
+                self._pass(home, group)
 
-    def _pass(self, sessions: list) -> None:
+    def _pass(self, home: "_Context", sessions: list) -> None:
         """One ``llama_decode`` over ``sessions``' tails; each session stores its wanted positions'
         log-probabilities ([V] or [wanted, V])."""
-        llama = self._llama
         entries, rows = [], []  # (token, position, seq, wants logits); per session its logits' batch indices
         for s in sessions:
             start, tail = s.pending()
-            if len(tail) > self._batch_size:
-                raise ValueError(f"a tail of {len(tail)} tokens is longer than the llama.cpp batch ({self._batch_size})")
+            if start + len(tail) > self.context_length:
+                raise ValueError(f"the context of {start + len(tail)} tokens is longer than the {self.context_length} "
+                                 f"cells llama.cpp holds per row for '{self.name}'")
             want = s.wanted()
             rows.append(range(len(entries) + len(tail) - want, len(entries) + len(tail)))
             entries += [(t, start + i, s.seq, i >= len(tail) - want) for i, t in enumerate(tail)]
-        batch = llama.llama_batch_init(len(entries), 0, 1)
-        try:
-            batch.n_tokens = len(entries)
-            for i, (token, pos, seq, logits) in enumerate(entries):
-                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
-                batch.seq_id[i][0] = seq
-            started = time.perf_counter()
-            code = llama.llama_decode(self._ctx, batch)
-            if code != 0:
-                raise RuntimeError(f"llama_decode failed ({code}): the context ({self.context_length} cells) may be full; "
-                                   "load the model with a larger context or fewer sessions")
-            elapsed = time.perf_counter() - started
-            for s, indices in zip(sessions, rows):
-                logits = torch.from_numpy(np.stack([self._logits(i) for i in indices]))
-                logprobs = torch.log_softmax(logits, dim=-1)
-                s.store(logprobs[0] if len(indices) == 1 else logprobs)
-        finally:
-            llama.llama_batch_free(batch)
+        elapsed = home.decode(entries)
+        for s, indices in zip(sessions, rows):
+            logits = torch.from_numpy(np.stack([home.logits(i, self.vocab_size) for i in indices]))
+            logprobs = torch.log_softmax(logits, dim=-1)
+            s.store(logprobs[0] if len(indices) == 1 else logprobs)
         self.passes += 1
         self.seconds += elapsed
         if len(sessions) == 1:
             self.cost.add(len(entries), elapsed)
-
-    def _logits(self, index: int) -> np.ndarray:
-        pointer = self._llama.llama_get_logits_ith(self._ctx, index)
-        return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,)).astype(np.float32, copy=True)
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         """``text``'s ids by llama.cpp's own tokenizer (the GGUF's), no BOS added; ``special``: control
@@ -176,25 +165,61 @@ class LlamaCppModel:
 
     def __del__(self):
         try:
-            self._llama.llama_free(self._ctx)
+            for home in self._contexts:
+                self._llama.llama_free(home.ctx)
             self._llama.llama_model_free(self._model)
         except Exception:
             pass
 
 
+class _Context:
+    """One llama.cpp context: its sequences' caches, which of them are free, and its passes."""
+
+    def __init__(self, llama, ctx, seqs: int):
+        self._llama, self.ctx = llama, ctx
+        self.memory = llama.llama_get_memory(ctx)
+        self.free = list(range(seqs))
+        self.batch_size = llama.llama_n_batch(ctx)
+
+    def cut(self, seq: int, keep: int) -> None:
+        """Drop sequence ``seq``'s cache from position ``keep`` on."""
+        self._llama.llama_memory_seq_rm(self.memory, seq, keep, -1)
+
+    def decode(self, entries: list[tuple]) -> float:
+        """One ``llama_decode`` of (token, position, sequence, wants logits) entries; its seconds."""
+        llama = self._llama
+        batch = llama.llama_batch_init(len(entries), 0, 1)
+        try:
+            batch.n_tokens = len(entries)
+            for i, (token, pos, seq, logits) in enumerate(entries):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+                batch.seq_id[i][0] = seq
+            started = time.perf_counter()
+            code = llama.llama_decode(self.ctx, batch)
+            if code != 0:
+                raise RuntimeError(f"llama_decode failed ({code})")
+            return time.perf_counter() - started
+        finally:
+            llama.llama_batch_free(batch)
+
+    def logits(self, index: int, vocab_size: int) -> np.ndarray:
+        pointer = self._llama.llama_get_logits_ith(self.ctx, index)
+        return np.ctypeslib.as_array(pointer, shape=(vocab_size,)).astype(np.float32, copy=True)
+
+
 class LlamaCppSession(PrefixSession):
     """One llama.cpp sequence of its model's context; close it to free the sequence."""
 
-    def __init__(self, model: LlamaCppModel, seq: int):
+    def __init__(self, model: LlamaCppModel, home: _Context, seq: int):
         super().__init__()
-        self.model, self.seq = model, seq
+        self.model, self.home, self.seq = model, home, seq
         self.runner = model
 
     def _run(self) -> None:
         self.model.forward_batch([self])
 
     def _truncate(self, keep: int) -> None:
-        self.model.cut(self.seq, keep)
+        self.home.cut(self.seq, keep)
 
     def close(self) -> None:
         if self.seq is not None:
