@@ -3,6 +3,8 @@ the GGUF's token ids are the tokenizer's, batched rows read what each reads alon
 draft give the distributions of a fresh read (to the last bit: a cache stream per sequence), and the
 loop blends with it as with any backend."""
 
+import json
+
 import pytest
 import torch
 
@@ -116,3 +118,47 @@ def test_more_rows_than_a_context_holds_open_another(llama_guide):
     assert all(torch.equal(s.logprobs(), lp) for s, lp in zip(sessions, alone))
     for s in sessions:
         s.close()
+
+
+EMBEDDED_INSTALLED = ["gemma-3-270m", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]  # the test set-up's
+
+
+@pytest.mark.parametrize("spec", EMBEDDED_INSTALLED)
+def test_every_embedded_model_tokenizes_alike_on_both_backends(spec):
+    """A prompt's ids, special tokens included, are the same through the transformers tokenizer and
+    llama.cpp's own; the llama.cpp model's tokenizer (and so its vocabulary bridge) is the one the
+    transformers backend uses, end tokens included."""
+    from blendin.models import load_model
+
+    llama = load_model(spec, backend="llama.cpp", threads=2)
+    tok = llama.tokenizer
+    chat = tok.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTIONS[2]}])
+    text = chat if chat is not None else "Question: " + QUESTIONS[2] + "\nAnswer:\n"
+    assert llama.tokenize(text) == tok.tok.encode(text, add_special_tokens=False)
+    assert llama.tokenize(" ünïcödé — 1,234.5\tend", special=False) == tok.encode(" ünïcödé — 1,234.5\tend")
+    assert set(llama.end_ids()) <= tok.eos_ids and llama.vocab_size >= len(tok.tok)
+
+
+def test_the_ggufs_own_tokenizer_is_the_converted_ones(tmp_path, monkeypatch):
+    """Without a converted folder, the tokenizer is read from the GGUF (no weights converted) and kept:
+    the same pieces, so the same vocabulary bridge."""
+    import blendin.models as models
+
+    converted = models.load_tokenizer(GUIDE, "the test's reference")
+    gguf = models.EMBEDDED[GUIDE].gguf(models.cache_dir())
+    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(models, "_complete", lambda folder: False)  # as if never converted
+    read = models._gguf_tokenizer(GUIDE, gguf)
+    assert read.pieces() == converted.pieces() and read.eos_ids == converted.eos_ids
+    assert (tmp_path / "tokenizers").is_dir() and not (tmp_path / "models").exists()  # kept; nothing converted
+
+
+def test_generate_on_the_llama_cpp_backend_end_to_end(capsys):
+    from blendin.cli import main
+
+    code = main(["generate", "--backend", "llama.cpp", "--threads", "2", "--max-new-tokens", "24", "--json",
+                 "What is the capital of France?"])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out)
+    assert "Paris" in result["text"] and result["tokens_per_second"] > 0

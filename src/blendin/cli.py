@@ -71,8 +71,9 @@ def _mitigations(a: argparse.Namespace) -> dict:
 
 
 def _placement(a: argparse.Namespace) -> dict:
-    """The BlendConfig fields of --device, --dtype, --guide-device and --guide-dtype."""
-    return {"device": a.device, "dtype": a.dtype, "guide_device": a.guide_device, "guide_dtype": a.guide_dtype}
+    """The BlendConfig fields of --device, --dtype, --guide-device, --guide-dtype, --backend, --guide-backend, --threads."""
+    return {"device": a.device, "dtype": a.dtype, "guide_device": a.guide_device, "guide_dtype": a.guide_dtype,
+            "backend": a.backend, "guide_backend": a.guide_backend, "threads": a.threads}
 
 
 def config_from_args(a: argparse.Namespace) -> BlendConfig:

@@ -12,7 +12,7 @@ import argparse
 import math
 import re
 
-from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec, did_you_mean
+from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec, did_you_mean
 
 COMMANDS = ("generate", "demo", "eval", "diagnose", "report", "serve", "prepare")
 
@@ -133,7 +133,7 @@ FIELD_FLAGS = {"gamma": "--gamma", "alpha": "--alpha", "max_new_tokens": "--max-
                 "concurrency": "--concurrency", "batch_size": "--batch-size",
                "device": "--device", "dtype": "--dtype", "guide_device": "--guide-device", "guide_dtype": "--guide-dtype",
                "max_intervention_rate": "--max-intervention-rate", "agreement_top_k": "--agreement-top-k", "retire_below": "--retire-below",
-               "retire_after": "--retire-after", "capability_gap": "--capability-gap"}
+               "retire_after": "--retire-after", "capability_gap": "--capability-gap", "threads": "--threads"}
 
 
 def flagged(message: str) -> str:
@@ -159,6 +159,11 @@ def add_models(p: argparse.ArgumentParser, placement: bool = True) -> None:
         p.add_argument("--dtype", default="auto", help="their precision: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16, float16")
         p.add_argument("--guide-device", default=None, metavar="DEVICE", help="the guide's device, where it differs from --device (default: as --device)")
         p.add_argument("--guide-dtype", default=None, metavar="DTYPE", help="the guide's dtype, where it differs from --dtype (default: as --dtype)")
+        p.add_argument("--backend", default="transformers", choices=BACKENDS,
+                       help="what runs local models: transformers (float32, or half precision on a GPU) or llama.cpp "
+                       "(a GGUF file as it is, quantized, on the CPU; several times faster there)")
+        p.add_argument("--guide-backend", default=None, choices=BACKENDS, help="the guides' backend, where it differs from --backend")
+        p.add_argument("--threads", type=int, default=None, metavar="N", help="llama.cpp's CPU threads (default: the machine's cores)")
 
 
 

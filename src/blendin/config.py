@@ -18,6 +18,7 @@ METHODS = ("base", "guide", "switch", "nudging", "blendin")
 # the methods that decode with one model alone: no gamma, no blending, nothing the other model does
 SOLO_METHODS = ("base", "guide")
 SPECULATE = ("off", "guide", "lookup", "auto")  # who drafts for the base (``speculative``)
+BACKENDS = ("transformers", "llama.cpp")  # what runs a local model (``backends.hf``, ``backends.llama_cpp``)
 BASE_PROMPTS = ("plain", "chat")
 DEFAULT_BASE = "gemma-3-270m"
 DEFAULT_GUIDE = "smollm2-135m-instruct"
@@ -124,6 +125,8 @@ class BlendConfig:
     turn_stop: end the answer where the base's plain-text format starts the next turn, a line
     beginning with the question prefix ("\\nQuestion:"), as if it were one of ``stop``; a pretrained
     base would otherwise write the user's next question and answer it too. ``stops`` lists what applies.
+    backend / guide_backend: what runs local models: transformers (float32 or half precision, any
+    device) or llama.cpp (a GGUF file as it is, quantized, on the CPU; ``threads``).
     speculate: off, or who drafts tokens for the base to read in one pass (``speculative``): the
     guide (one tokenizer), prompt lookup, or auto (at each pass the guide if its draft pays by the
     pass costs measured here, else lookup if its does, else none). The tokens are the same as off; only the passes differ.
@@ -157,6 +160,9 @@ class BlendConfig:
     retire_after: int = 8
     capability_gap: float | None = None
     speculate: str = "off"  # off | guide | lookup | auto: draft tokens for the base to read in one pass
+    backend: str = "transformers"  # transformers | llama.cpp: what runs local models (``BACKENDS``)
+    guide_backend: str | None = None  # the guides' own, where it differs from the base's (None: the same)
+    threads: int | None = None  # llama.cpp's CPU threads (None: the machine's cores)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -189,6 +195,7 @@ class BlendConfig:
         if self.speculate not in SPECULATE:
             raise ConfigError(f"unknown speculate '{self.speculate}'{did_you_mean(str(self.speculate), SPECULATE)}; "
                               f"choose one of: {', '.join(SPECULATE)}")
+        self._check_backends()
         if not isinstance(self.turn_stop, bool):
             raise ConfigError(f"turn_stop must be True or False (stop at the base's next turn, or not), got {self.turn_stop!r}")
 
@@ -214,6 +221,23 @@ class BlendConfig:
         if specs and self.method in ("guide", "nudging"):
             raise ConfigError(f"method '{self.method}' lets one guide write, and {len(names)} guides are given; "
                               "give one --guide, or use blendin or switch, which blend several")
+
+    def _check_backends(self) -> None:
+        for flag, name in (("backend", self.backend), ("guide_backend", self.guide_backend)):
+            if name is not None and name not in BACKENDS:
+                raise ConfigError(f"unknown {flag} '{name}'{did_you_mean(str(name), BACKENDS)}; choose one of: {', '.join(BACKENDS)}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1):
+            raise ConfigError(f"threads must be a whole number >= 1 (llama.cpp's CPU threads), got {self.threads!r}")
+        for role in ("base", "guide"):
+            placement = self.placement(role)
+            if self.backend_for(role) == "llama.cpp" and (placement.device not in ("auto", "cpu") or placement.dtype not in ("auto", "float32")):
+                flags = "--device/--dtype" if role == "base" else "--guide-device/--guide-dtype"
+                raise ConfigError(f"{flags} {placement.device}/{placement.dtype} are the transformers backend's; llama.cpp runs the "
+                                  f"GGUF's own quantization on the CPU: drop them, or use --{'guide-' if role == 'guide' else ''}backend transformers")
+
+    def backend_for(self, role: str) -> str:
+        """What runs the ``role`` ("base" or "guide") model when it is local: ``backend``, or the guides' own."""
+        return (self.guide_backend or self.backend) if role == "guide" else self.backend
 
     def _check_mitigations(self) -> None:
         if self.max_intervention_rate is not None:

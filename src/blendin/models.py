@@ -86,16 +86,19 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "blendin"
 
 
-def load_model(spec: str, remote=None, placement=None):
+def load_model(spec: str, remote=None, placement=None, backend: str = "transformers", threads: int | None = None):
     """An ``HFModel`` for ``spec`` (see the module docstring), converting and caching GGUF on first use.
 
     ``placement`` (a ``placement.Placement``; default: auto, auto) says on which device and in which
     dtype the model runs; the cached copy stays float32 on disk and is cast as it loads.
     With ``remote`` (a ``config.RemoteSpec``), only the tokenizer loads from ``spec`` and the model
-    answers from that server (``placement`` is then unused).
+    answers from that server (``placement`` is then unused). ``backend="llama.cpp"`` runs the GGUF
+    file as it is, in process (``backends.llama_cpp``, on ``threads`` CPU threads; ``_llama_model``).
     """
     from .placement import Placement
 
+    if remote is None and backend == "llama.cpp":
+        return _llama_model(spec, threads)
     placement = placement or Placement()
     if remote is None:
         placement.check()  # no GPU for --device cuda: say so before a conversion or a load
@@ -134,6 +137,55 @@ def load_tokenizer(spec: str, why: str, folder=None):
     return HFTokenizer(tok)
 
 
+def gguf_file(spec: str) -> Path:
+    """The GGUF file llama.cpp runs for ``spec``: an embedded model's (joined from its packages where
+    they ship it in chunks), or the file (or a folder's one file) given. ModelLoadError naming the fix
+    for a model that has none."""
+    kind, where = _locate(spec)
+    if kind == "embedded":
+        return EMBEDDED[spec].gguf(cache_dir())
+    if kind == "gguf":
+        return where
+    raise ModelLoadError(f"the llama.cpp backend runs GGUF files, and '{spec}' is a transformers model ({kind}): "
+                         "pass a .gguf file, or use --backend transformers")
+
+
+def _llama_model(spec: str, threads: int | None):
+    """``spec``'s GGUF file on llama.cpp, with the tokenizer the file carries (``_gguf_tokenizer``) and
+    llama.cpp's end tokens among its own."""
+    from .backends.hf import HFTokenizer
+    from .backends.llama_cpp import LlamaCppModel
+
+    gguf = gguf_file(spec)
+    tok = _gguf_tokenizer(spec, gguf)
+    model = LlamaCppModel.from_gguf(gguf, tok, name=spec, threads=threads)
+    model.tokenizer = HFTokenizer(tok.tok, extra_eos=model.end_ids())
+    return model
+
+
+def _gguf_tokenizer(spec: str, gguf: Path):
+    """The tokenizer of ``gguf``, never converting the weights: the converted folder's where the model
+    was converted (read from the same file), else read from the GGUF once (5-12 s) and kept under
+    ``cache_dir()/tokenizers``."""
+    from transformers import AutoTokenizer
+
+    folder, _ = resolve(spec) if spec in EMBEDDED else (_gguf_folder(gguf), None)
+    if _complete(Path(folder)):
+        return load_tokenizer(spec, "for llama.cpp", folder)
+    kept = cache_dir() / "tokenizers" / Path(folder).name
+    if not (kept / "tokenizer_config.json").exists():
+        _quiet_transformers()
+        try:
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        except Exception as exc:
+            raise ModelLoadError(f"could not read the tokenizer of the GGUF file {gguf}: {first_line(exc)}") from None
+        tmp = kept.with_name(f"{kept.name}.tmp-{os.getpid()}")
+        tok.save_pretrained(tmp)
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(tmp, kept)
+    return load_tokenizer(spec, "for llama.cpp", kept)
+
+
 def prepare(spec: str) -> Path:
     """Make sure ``spec`` is downloaded/converted; return the folder it loads from."""
     folder, gguf = resolve(spec)
@@ -142,7 +194,7 @@ def prepare(spec: str) -> Path:
     return _converted(gguf, folder, discard=spec in EMBEDDED and EMBEDDED[spec].chunks is not None)
 
 
-def check(spec: str, tokenizer_only: bool = False) -> None:
+def check(spec: str, tokenizer_only: bool = False, gguf: bool = False) -> None:
     """Fail fast: ModelLoadError if ``spec`` names nothing loadable, without converting or loading anything.
 
     An embedded name needs its packages installed; a path must be a GGUF file or a model folder (a
@@ -152,6 +204,8 @@ def check(spec: str, tokenizer_only: bool = False) -> None:
     loading either.
     """
     kind, where = _locate(spec)
+    if gguf and kind not in ("embedded", "gguf"):
+        gguf_file(spec)  # says what to pass instead
     if kind == "folder" and not tokenizer_only and not (where / "config.json").exists():
         raise ModelLoadError(f"could not load model '{spec}': the folder {where.resolve()} has a tokenizer but no config.json "
                              "(a model served with --base-url/--guide-url needs only the tokenizer); pass a transformers model folder")
@@ -166,11 +220,16 @@ def resolve(spec: str) -> tuple[Path | str, Path | None]:
         folder = cache / "models" / f"{spec}-{importlib.metadata.version(e.distribution)}"
         return folder, (None if _complete(folder) else e.gguf(cache))
     if kind == "gguf":
-        st = where.stat()
-        key = hashlib.sha256(f"{where.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-        folder = cache / "models" / f"{where.stem}-{key}"
+        folder = _gguf_folder(where)
         return folder, (None if _complete(folder) else where)
     return where, None  # a model folder, or a Hugging Face hub id
+
+
+def _gguf_folder(gguf: Path) -> Path:
+    """Where a GGUF file's conversion is kept: named by its path, size and time."""
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 
 def _locate(spec: str) -> tuple[str, Path | str]:

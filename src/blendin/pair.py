@@ -64,10 +64,11 @@ def check_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> N
 
     problems = []
     for role, (spec, remote) in _needed(config, methods).items():
-        if remote is None:
+        llama = remote is None and config.backend_for(_placed(role)) == "llama.cpp"
+        if remote is None and not llama:
             config.placement(_placed(role)).check()  # --device cuda on a machine without one: before anything loads
         try:
-            check(spec, tokenizer_only=remote is not None)
+            check(spec, tokenizer_only=remote is not None, gguf=llama)
         except ModelLoadError as exc:
             problems.append((role, exc))
     if len(problems) == 1:
@@ -83,7 +84,8 @@ def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pa
     from .models import load_model
 
     check_pair(config, methods)
-    loaded = {role: load_model(spec, remote, config.placement(_placed(role))) for role, (spec, remote) in _needed(config, methods).items()}
+    loaded = {role: load_model(spec, remote, config.placement(_placed(role)), config.backend_for(_placed(role)), config.threads)
+              for role, (spec, remote) in _needed(config, methods).items()}
     more = [loaded[role] for role in loaded if role.startswith("guide ")]
     return Pair(base=loaded.get("base"), guide=loaded.get("guide"), more_guides=more)
 

@@ -155,6 +155,11 @@ class LlamaCppModel:
         if len(sessions) == 1:
             self.cost.add(len(entries), elapsed)
 
+    def end_ids(self) -> list[int]:
+        """The tokens llama.cpp says end a generation (end of text, end of turn)."""
+        vocab = self._llama.llama_model_get_vocab(self._model)
+        return [i for i in (self._llama.llama_vocab_eos(vocab), self._llama.llama_vocab_eot(vocab)) if i >= 0]
+
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         """``text``'s ids by llama.cpp's own tokenizer (the GGUF's), no BOS added; ``special``: control
         tokens written as text ('<|im_start|>') are read as those tokens."""

@@ -63,13 +63,15 @@ ANSWER_FIELDS = {
     # recorded in run.json as given (remote servers without their secret and throughput knobs, ``UNRECORDED``)
     "settings": ("base", "guide", "max_new_tokens", "temperature", "top_p", "seed", "stop", "nudge_chunk", "prompt",
                  "base_remote", "guide_remote", "more_guides", "max_intervention_rate", "agreement_top_k", "reliability",
-                 "retire_below", "retire_after", "capability_gap"),
+                 "retire_below", "retire_after", "capability_gap",
+                 "backend", "guide_backend"),  # llama.cpp computes in the GGUF's quantization, transformers in float32
 }
 # The fields that are no part of the key: never recorded, and dropped from a run.json that recorded
 # them (the code before these lists recorded speculate) before it is compared. By reason:
 NOT_ANSWER_FIELDS = {
     "detail": ("trace_top",),  # adds each step's top tokens to the result; the tokens are the same
     "passes": ("speculate",),  # the base checks every drafted token: the same tokens as off, in fewer passes
+    "speed": ("threads",),  # llama.cpp's CPU threads: each logit is one thread's sum (the same numbers on 1 and 2, measured)
     "fixed": ("turn_stop",),  # the same in every eval run (task_config turns it off): recording it would only
                               # refuse the folders made before it existed
 }
@@ -80,7 +82,8 @@ LEGACY_PLACEMENT = {"device": "cpu", "dtype": "float32"}
 # fields BlendConfig gained after run.json existed, with the value every run had before them: a folder
 # recorded without them resumes where they are at that value (and only there)
 LEGACY_DEFAULTS = {"more_guides": [], "max_intervention_rate": None, "agreement_top_k": None, "reliability": False,
-                   "retire_below": None, "retire_after": 8, "capability_gap": None}
+                   "retire_below": None, "retire_after": 8, "capability_gap": None, "backend": "transformers",
+                   "guide_backend": None}
 UNRECORDED = ("api_key", "concurrency")  # a remote server's: a secret; a throughput knob (the same tokens either way)
 _MISSING = object()
 
@@ -104,11 +107,20 @@ def run_settings(task, config: BlendConfig, judge=None) -> dict:
         elif name == "more_guides":
             value = [_recorded(g) for g in value]
         out[name] = value
-    out["placement"] = {role: None if getattr(config, f"{role}_remote") is not None else config.placement(role).describe()
-                        for role in ("base", "guide")}
+    out["placement"] = {role: _placed(config, role) for role in ("base", "guide")}
     judging = judge is not None and task.scoring == "judge"
     out["judge"] = {k: getattr(judge, k, None) for k in ("url", "model", "max_tokens")} if judging else None
     return json.loads(json.dumps(out))  # as it reads back: tuples become lists
+
+
+def _placed(config: BlendConfig, role: str) -> dict | None:
+    """Where a ``role`` model ran: None on a server, the CPU under llama.cpp (whatever --device says),
+    else the device and dtype ``auto`` resolves to on this machine."""
+    if getattr(config, f"{role}_remote") is not None:
+        return None
+    if config.backend_for(role) == "llama.cpp":
+        return {"device": "cpu", "dtype": "gguf"}
+    return config.placement(role).describe()
 
 
 def _recorded(value) -> dict:
