@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import time
 
 import numpy as np
@@ -69,6 +70,7 @@ class LlamaCppModel:
         self.vocab_size = llama.llama_vocab_n_tokens(llama.llama_model_get_vocab(model))
         self.context_length, self.seqs, self.threads = context, seqs, threads
         self._contexts: list[_Context] = []
+        self.batch = min(2048, context)
         self.cost = PassCost()  # what a pass of one row costs here by tokens read (``--speculate auto``)
         self.draft_record: dict = {}
         self.open: list = []  # open sessions (``speculative`` reads whether a row shares the passes)
@@ -77,10 +79,12 @@ class LlamaCppModel:
         self.seconds = 0.0
 
     @classmethod
-    def from_gguf(cls, path, tokenizer, name: str | None = None, context: int = 4096, seqs: int = 8,
-                  threads: int | None = None) -> "LlamaCppModel":
+    def from_gguf(cls, path, tokenizer, name: str | None = None, context: int = 4096, seqs: int = 4,
+                  threads: int | None = None, batch: int = 2048) -> "LlamaCppModel":
         """Load ``path`` (a GGUF file) for sessions of ``context`` cache cells each, ``seqs`` to a
-        llama.cpp context, on ``threads`` CPU threads (default: the machine's cores)."""
+        llama.cpp context, on ``threads`` CPU threads (default: the machine's cores). A context's cache
+        is held from its first session on (Qwen2.5-Coder-1.5B: 28 KB a cell, 4 x 4096 cells 460 MB),
+        so ``seqs`` is small and more contexts open as rows do."""
         llama = _llama()
         path = os.fspath(path)
         model = llama.llama_model_load_from_file(path.encode(), llama.llama_model_default_params())
@@ -91,7 +95,9 @@ class LlamaCppModel:
                                  f"llama-cpp-python does not know): check the file, or run it with --backend transformers")
         model_cells = llama.llama_model_n_ctx_train(model)
         context = min(context, model_cells) if model_cells > 0 else context
-        return cls(llama, model, tokenizer, name or os.path.basename(path), context, seqs, threads or os.cpu_count() or 1)
+        out = cls(llama, model, tokenizer, name or os.path.basename(path), context, seqs, threads or os.cpu_count() or 1)
+        out.batch = min(batch, context)  # tokens one llama_decode reads at most (a longer tail is read in parts)
+        return out
 
     def session(self) -> "LlamaCppSession":
         home = next((c for c in self._contexts if c.free), None) or self._new_context()
@@ -102,7 +108,7 @@ class LlamaCppModel:
     def _new_context(self) -> "_Context":
         llama = self._llama
         params = llama.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.n_ubatch = self.context_length * self.seqs, min(self.context_length, 2048), 512
+        params.n_ctx, params.n_batch, params.n_ubatch = self.context_length * self.seqs, self.batch, min(512, self.batch)
         params.n_seq_max, params.n_threads, params.n_threads_batch = self.seqs, self.threads, self.threads
         params.kv_unified = False  # a cache stream per sequence: batched rows read as alone (module docstring)
         ctx = llama.llama_init_from_model(self._model, params)
@@ -124,6 +130,7 @@ class LlamaCppModel:
         for home in {id(s.home): s.home for s in sessions}.values():
             group, tokens = [], 0
             for s in (s for s in sessions if s.home is home):
+                self._read_ahead(s)
                 n = len(s.pending()[1])
                 if group and tokens + n > home.batch_size:
                     self._pass(home, group)
@@ -132,6 +139,17 @@ class LlamaCppModel:
                 tokens += n
             if group:
                 self._pass(home, group)
+
+    def _read_ahead(self, session) -> None:
+        """A tail longer than a batch (a long prompt): all but its last batch read first, in batches
+        that ask for no logits; the session then has one batch left to read as usual."""
+        start, tail = session.pending()
+        home, size = session.home, session.home.batch_size
+        while len(tail) - max(size, session.wanted()) > 0:
+            chunk = tail[:size]
+            home.decode([(t, start + i, session.seq, False) for i, t in enumerate(chunk)])
+            session.adopt(start + len(chunk))
+            start, tail = session.pending()
 
     def _pass(self, home: "_Context", sessions: list) -> None:
         """One ``llama_decode`` over ``sessions``' tails; each session stores its wanted positions'
@@ -168,13 +186,18 @@ class LlamaCppModel:
         n = llama.llama_tokenize(llama.llama_model_get_vocab(self._model), data, len(data), buffer, len(buffer), False, special)
         return list(buffer[:n])
 
-    def __del__(self):
-        try:
-            for home in self._contexts:
-                self._llama.llama_free(home.ctx)
+    def close(self) -> None:
+        """Free the contexts and the weights (once); sessions still open then hold nothing."""
+        for home in self._contexts:
+            home.close()
+        self._contexts = []
+        if self._model is not None:
             self._llama.llama_model_free(self._model)
-        except Exception:
-            pass
+            self._model = None
+
+    def __del__(self):
+        if not sys.is_finalizing():  # at exit llama.cpp may be gone first: the process frees it all
+            self.close()
 
 
 class _Context:
@@ -187,12 +210,20 @@ class _Context:
         self.batch_size = llama.llama_n_batch(ctx)
 
     def cut(self, seq: int, keep: int) -> None:
-        """Drop sequence ``seq``'s cache from position ``keep`` on."""
-        self._llama.llama_memory_seq_rm(self.memory, seq, keep, -1)
+        """Drop sequence ``seq``'s cache from position ``keep`` on (nothing once the context is freed)."""
+        if self.ctx is not None:
+            self._llama.llama_memory_seq_rm(self.memory, seq, keep, -1)
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self._llama.llama_free(self.ctx)
+            self.ctx = self.memory = None
 
     def decode(self, entries: list[tuple]) -> float:
         """One ``llama_decode`` of (token, position, sequence, wants logits) entries; its seconds."""
         llama = self._llama
+        if self.ctx is None:
+            raise RuntimeError("the llama.cpp model was closed: load it again")
         batch = llama.llama_batch_init(len(entries), 0, 1)
         try:
             batch.n_tokens = len(entries)
@@ -223,6 +254,10 @@ class LlamaCppSession(PrefixSession):
     def _run(self) -> None:
         self.model.forward_batch([self])
 
+    def adopt(self, cached: int) -> None:
+        """The cache now holds the first ``cached`` tokens of the context (read ahead in batches)."""
+        self._cached = cached
+
     def _truncate(self, keep: int) -> None:
         self.home.cut(self.seq, keep)
 
@@ -232,7 +267,5 @@ class LlamaCppSession(PrefixSession):
             self.seq = None
 
     def __del__(self):
-        try:
+        if not sys.is_finalizing():
             self.close()
-        except Exception:
-            pass
