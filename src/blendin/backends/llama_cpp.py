@@ -42,8 +42,8 @@ def _llama():
     except ImportError:
         from ..errors import ConfigError
 
-        raise ConfigError("the llama.cpp backend needs llama-cpp-python: pip install llama-cpp-python "
-                          "(in a blendin checkout: make test builds it once)") from None
+        raise ConfigError("--backend llama.cpp needs llama-cpp-python: pip install 'blendin[llama]' (it builds llama.cpp "
+                          "once, about 7 minutes; in a blendin checkout make test does), or use --backend transformers") from None
     if _QUIET is None:
         _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
         llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
