@@ -118,10 +118,11 @@ def _remote_model(folder, spec: str, remote):
                        top_k=remote.top_k, chunk=remote.chunk, concurrency=remote.concurrency)
 
 
-def load_tokenizer(spec: str, why: str, folder=None):
+def load_tokenizer(spec: str, why: str, folder=None, extra_eos=()):
     """``spec``'s tokenizer alone (an ``HFTokenizer``; no weights), from ``folder`` where it is known
     (else ``prepare(spec)``: an embedded model is converted first, once, as its load would). ``why``
-    ends the error message: what the tokenizer was loaded for."""
+    ends the error message: what the tokenizer was loaded for; ``extra_eos``: more ids that end a
+    generation (a model's own, as its generation config or llama.cpp names them)."""
     from transformers import AutoTokenizer
 
     from .backends.hf import HFTokenizer
@@ -134,7 +135,7 @@ def load_tokenizer(spec: str, why: str, folder=None):
         raise
     except Exception as exc:
         raise ModelLoadError(f"could not load the tokenizer of '{spec}' ({why}): {first_line(exc)}") from None
-    return HFTokenizer(tok)
+    return HFTokenizer(tok, extra_eos=extra_eos)
 
 
 def gguf_file(spec: str) -> Path:
@@ -153,17 +154,15 @@ def gguf_file(spec: str) -> Path:
 def _llama_model(spec: str, threads: int | None):
     """``spec``'s GGUF file on llama.cpp, with the tokenizer the file carries (``_gguf_tokenizer``) and
     llama.cpp's end tokens among its own."""
-    from .backends.hf import HFTokenizer
     from .backends.llama_cpp import LlamaCppModel
 
     gguf = gguf_file(spec)
-    tok = _gguf_tokenizer(spec, gguf)
-    model = LlamaCppModel.from_gguf(gguf, tok, name=spec, threads=threads)
-    model.tokenizer = HFTokenizer(tok.tok, extra_eos=model.end_ids())
+    model = LlamaCppModel.from_gguf(gguf, None, name=spec, threads=threads)
+    model.tokenizer = _gguf_tokenizer(spec, gguf, model.end_ids())
     return model
 
 
-def _gguf_tokenizer(spec: str, gguf: Path):
+def _gguf_tokenizer(spec: str, gguf: Path, extra_eos=()):
     """The tokenizer of ``gguf``, never converting the weights: the converted folder's where the model
     was converted (read from the same file), else read from the GGUF once (5-12 s) and kept under
     ``cache_dir()/tokenizers``."""
@@ -171,7 +170,7 @@ def _gguf_tokenizer(spec: str, gguf: Path):
 
     folder, _ = resolve(spec) if spec in EMBEDDED else (_gguf_folder(gguf), None)
     if _complete(Path(folder)):
-        return load_tokenizer(spec, "for llama.cpp", folder)
+        return load_tokenizer(spec, "for llama.cpp", folder, extra_eos)
     kept = cache_dir() / "tokenizers" / Path(folder).name
     if not (kept / "tokenizer_config.json").exists():
         _quiet_transformers()
@@ -183,7 +182,7 @@ def _gguf_tokenizer(spec: str, gguf: Path):
         tok.save_pretrained(tmp)
         shutil.rmtree(kept, ignore_errors=True)
         os.replace(tmp, kept)
-    return load_tokenizer(spec, "for llama.cpp", kept)
+    return load_tokenizer(spec, "for llama.cpp", kept, extra_eos)
 
 
 def prepare(spec: str) -> Path:
