@@ -74,7 +74,6 @@ class LlamaCppModel:
         self.cost = PassCost()  # what a pass of one row costs here by tokens read (``--speculate auto``)
         self.draft_record: dict = {}
         self.open: list = []  # open sessions (``speculative`` reads whether a row shares the passes)
-        self.runner = self  # where ``speculative`` looks for the pass cost and the draft record
         self.passes = 0
         self.seconds = 0.0
 
