@@ -88,3 +88,30 @@ def test_a_folder_from_before_the_option_resumes_under_transformers(tmp_path):
     check_run(out, task, BlendConfig())
     with pytest.raises(ConfigError, match="backend"):
         check_run(out, task, BlendConfig(backend="llama.cpp"))
+
+
+def test_a_row_that_does_not_fit_the_context_fails_before_a_session_opens():
+    from blendin.decoding import generate, generate_many
+    from scripted import config, scripted_pair
+
+    pair = scripted_pair({"": {"▁yes": 1.0}, " yes": {"<eos>": 1.0}}, {"": {"Ġyes": 1.0}})
+    pair.base.context_length, pair.base.context_flag = 8, "--context"
+    with pytest.raises(ConfigError) as refused:
+        generate(pair, "a prompt of many chars", config(method="base", max_new_tokens=4))
+    message = str(refused.value)
+    assert "past the base model's context of 8 tokens" in message and "--context" in message and "\n" not in message
+    assert pair.base.sessions == []  # refused before any cache was taken
+    # in a batch the row that does not fit fails alone; the one that fits decodes
+    rows = dict(generate_many(pair, ["a prompt of many chars", "ok"], config(method="base", max_new_tokens=4), batch_size=2))
+    assert rows[1].text == " yes" and "context of 8 tokens" in str(rows[0].error)
+
+
+def test_the_context_option_reaches_the_config_and_is_not_in_the_resume_key(loaded, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["generate", "--backend", "llama.cpp", "--context", "1024", "hello"])
+    assert loaded[0].context == 1024
+    with pytest.raises(ConfigError, match="context must be a whole number >= 16"):
+        BlendConfig(context=8)
+    task = get_task("gsm8k")
+    record_run(tmp_path / "run", task, [BlendConfig(backend="llama.cpp", context=1024)])
+    check_run(tmp_path / "run", task, BlendConfig(backend="llama.cpp"))  # memory only: the answers are the same

@@ -108,10 +108,12 @@ def test_the_cache_rows_are_freed_and_reused(llama_guide):
 
 
 def test_more_rows_than_a_context_holds_open_another(llama_guide):
-    prompts = [chat_ids(llama_guide, q) for q in QUESTIONS * 2]  # six rows, four sequences to a context
+    prompts = [chat_ids(llama_guide, q) for q in QUESTIONS * 2]  # six rows, at most four sequences to a context
     alone = [_alone(llama_guide, ids) for ids in prompts]
     sessions = [llama_guide.session() for _ in prompts]
-    assert len({id(s.home) for s in sessions}) == 2
+    assert len({id(s.home) for s in sessions}) >= 3
+    # each context as large as the ones before it together, up to the cap: memory follows the rows
+    assert [len(c.seq_ids) for c in llama_guide._contexts] == [1, 1, 2, 4][:len(llama_guide._contexts)]
     for s, ids in zip(sessions, prompts):
         s.sync(ids)
     llama_guide.forward_batch(sessions)
@@ -179,3 +181,28 @@ def test_a_prompt_longer_than_a_batch_is_read_in_parts(llama_guide):
     # read in parts of 64 the numbers move a little (llama.cpp's kernels depend on the batch's size):
     # measured 0.011 here; the answer's token is the same
     assert int(got.argmax()) == int(expected.argmax()) and float((got.exp() - expected.exp()).abs().max()) < 0.05
+
+
+def test_a_context_too_short_is_refused_in_one_line_before_decoding(capsys):
+    from blendin.cli import main
+
+    code = main(["generate", "--backend", "llama.cpp", "--threads", "2", "--context", "32", "--max-new-tokens", "64",
+                 "What is the capital of France?"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "past the base model's context of 32 tokens" in err and "--context" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_prepare_for_llama_cpp_converts_nothing(tmp_path, monkeypatch, capsys):
+    """`blendin prepare --backend llama.cpp` makes the file and its tokenizer ready; the weights stay GGUF."""
+    import shutil
+
+    from blendin.cli import main
+    from blendin.models import EMBEDDED, cache_dir
+
+    gguf = tmp_path / "smollm2.gguf"
+    shutil.copy(EMBEDDED[GUIDE].gguf(cache_dir()), gguf)
+    monkeypatch.setenv("BLENDIN_CACHE", str(tmp_path / "cache"))
+    assert main(["prepare", "--backend", "llama.cpp", "--base", str(gguf), "--guide", str(gguf)]) == 0
+    assert f"ready at {gguf}" in capsys.readouterr().out
+    assert (tmp_path / "cache" / "tokenizers").is_dir() and not (tmp_path / "cache" / "models").exists()

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
+from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
 from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_mitigations, add_models, add_remote, add_sampling,
                       add_speculate, alpha, alpha_value, flagged, fraction, number, unknown_options, whole)
 from .errors import BlendinError, ConfigError
@@ -71,9 +71,10 @@ def _mitigations(a: argparse.Namespace) -> dict:
 
 
 def _placement(a: argparse.Namespace) -> dict:
-    """The BlendConfig fields of --device, --dtype, --guide-device, --guide-dtype, --backend, --guide-backend, --threads."""
+    """The BlendConfig fields of --device, --dtype, --guide-device, --guide-dtype, --backend, --guide-backend,
+    --threads, --context."""
     return {"device": a.device, "dtype": a.dtype, "guide_device": a.guide_device, "guide_dtype": a.guide_dtype,
-            "backend": a.backend, "guide_backend": a.guide_backend, "threads": a.threads}
+            "backend": a.backend, "guide_backend": a.guide_backend, "threads": a.threads, "context": a.context}
 
 
 def config_from_args(a: argparse.Namespace) -> BlendConfig:
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     prep = command("prepare", "install-time step: convert and cache the models")
     add_models(prep, placement=False)
+    prep.add_argument("--backend", default="transformers", choices=BACKENDS,
+                      help="what will run them: transformers converts a GGUF file once; llama.cpp runs it as it is (nothing is converted)")
     parser.commands = sub.choices  # name -> parser, for the message on unknown options
     return parser
 
@@ -578,7 +581,7 @@ def cmd_prepare(a) -> int:
     from .models import prepare
 
     for spec in (a.base, *(a.guide or [DEFAULT_GUIDE])):
-        print(f"{spec}: ready at {prepare(spec)}")
+        print(f"{spec}: ready at {prepare(spec, a.backend)}")
     return 0
 
 

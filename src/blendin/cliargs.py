@@ -133,7 +133,8 @@ FIELD_FLAGS = {"gamma": "--gamma", "alpha": "--alpha", "max_new_tokens": "--max-
                 "concurrency": "--concurrency", "batch_size": "--batch-size",
                "device": "--device", "dtype": "--dtype", "guide_device": "--guide-device", "guide_dtype": "--guide-dtype",
                "max_intervention_rate": "--max-intervention-rate", "agreement_top_k": "--agreement-top-k", "retire_below": "--retire-below",
-               "retire_after": "--retire-after", "capability_gap": "--capability-gap", "threads": "--threads"}
+               "retire_after": "--retire-after", "capability_gap": "--capability-gap", "threads": "--threads",
+               "context": "--context"}
 
 
 def flagged(message: str) -> str:
@@ -163,7 +164,9 @@ def add_models(p: argparse.ArgumentParser, placement: bool = True) -> None:
                        help="what runs local models: transformers (float32, or half precision on a GPU) or llama.cpp "
                        "(a GGUF file as it is, quantized, on the CPU; several times faster there)")
         p.add_argument("--guide-backend", default=None, choices=BACKENDS, help="the guides' backend, where it differs from --backend")
-        p.add_argument("--threads", type=int, default=None, metavar="N", help="llama.cpp's CPU threads (default: the machine's cores)")
+        p.add_argument("--threads", type=int, default=None, metavar="N", help="llama.cpp's CPU threads (default: the machine's physical cores)")
+        p.add_argument("--context", type=int, default=None, metavar="CELLS",
+                       help="llama.cpp's cache cells per row: prompt + --max-new-tokens must fit (default: 4096, or less where the model was trained shorter)")
 
 
 

@@ -162,7 +162,8 @@ class BlendConfig:
     speculate: str = "off"  # off | guide | lookup | auto: draft tokens for the base to read in one pass
     backend: str = "transformers"  # transformers | llama.cpp: what runs local models (``BACKENDS``)
     guide_backend: str | None = None  # the guides' own, where it differs from the base's (None: the same)
-    threads: int | None = None  # llama.cpp's CPU threads (None: the machine's cores)
+    threads: int | None = None  # llama.cpp's CPU threads (None: the machine's physical cores)
+    context: int | None = None  # llama.cpp's cache cells per row (None: 4096, or the model's trained length if less)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -228,6 +229,8 @@ class BlendConfig:
                 raise ConfigError(f"unknown {flag} '{name}'{did_you_mean(str(name), BACKENDS)}; choose one of: {', '.join(BACKENDS)}")
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1):
             raise ConfigError(f"threads must be a whole number >= 1 (llama.cpp's CPU threads), got {self.threads!r}")
+        if self.context is not None and (not isinstance(self.context, int) or isinstance(self.context, bool) or self.context < 16):
+            raise ConfigError(f"context must be a whole number >= 16 (llama.cpp's cache cells per row), got {self.context!r}")
         for role in ("base", "guide"):
             placement = self.placement(role)
             if self.backend_for(role) == "llama.cpp" and (placement.device not in ("auto", "cpu") or placement.dtype not in ("auto", "float32")):

@@ -84,6 +84,45 @@ class Track:
         self.session.sync(self.prompt + self.gen_ids)
 
 
+class ContextError(ConfigError):
+    """A prompt with its ``max_new_tokens`` does not fit a model's context: the row is refused whole."""
+
+
+class Refused:
+    """A row refused before it opened a session (``ContextError``): it ends at once with its error, and
+    the rows beside it go on (``generate_many``)."""
+
+    cancelled = False
+
+    def __init__(self, config: BlendConfig, error: Exception):
+        self.config, self.error = config, error
+
+    def decode(self):
+        return  # ends before its first step: the driver reads ``error`` and drops it
+        yield
+
+    def close(self) -> None:
+        pass
+
+    def result(self) -> GenerationResult:
+        c = self.config
+        return GenerationResult(text="", method=c.method, gamma=c.gamma, alpha=c.alpha_label, base=c.base, guide=c.guide_label,
+                                tokens=0, interventions=0, intervention_rate=0.0, mean_alpha=None, stop_reason="error",
+                                seconds=0.0, tokens_per_second=0.0, vocab_coverage=None, steps=(), error=first_line(self.error))
+
+
+def _check_fits(role: str, model, ids, max_new_tokens: int) -> None:
+    """The prompt plus ``max_new_tokens`` must fit ``model``'s context (``context_length``; None:
+    unknown, a server's, not checked here): ConfigError naming the fix, before any session opens."""
+    context = getattr(model, "context_length", None) if ids is not None else None
+    if isinstance(context, int) and len(ids) + max_new_tokens > context:
+        flag = getattr(model, "context_flag", None)
+        more = f", or pass {flag} {len(ids) + max_new_tokens} or more" if flag else ""
+        room = f"lower --max-new-tokens to {context - len(ids)}" if len(ids) < context else "shorten the prompt"
+        raise ContextError(f"the prompt is {len(ids)} tokens and --max-new-tokens {max_new_tokens}, {len(ids) + max_new_tokens} "
+                          f"in all, past the {role} model's context of {context} tokens: {room}{more}")
+
+
 class Generation:
     """One prompt's decoding. Iterate it for ``Step``s; then ``result()``."""
 
@@ -110,6 +149,8 @@ class Generation:
             fmt = config.prompt
             base_ids = prompt_ids(pair.base.tokenizer, fmt, prompt, chat=fmt.base_prompt == "chat") if config.uses_base else None
             guides_ids = [prompt_ids(g.tokenizer, fmt, prompt, chat=True) for g in guide_models]
+        for role, model, ids in (("base", pair.base, base_ids), *(("guide", g, i) for g, i in zip(guide_models, guides_ids))):
+            _check_fits(role, model, ids, config.max_new_tokens)
         self.base = Track(pair.base, list(base_ids)) if config.uses_base else None
         self.guides = [Track(model, list(ids)) for model, ids in zip(guide_models, guides_ids)]
         self.guide = self.guides[0] if self.guides else None  # the first guide: the one that writes under guide/nudging
@@ -403,7 +444,10 @@ def generate_many(pair: Pair, prompts: Iterable[str | dict], config: BlendConfig
 
     def rows():
         for i, (text, cfg) in enumerate(jobs):
-            row = Generation(pair, text, cfg)
+            try:
+                row = Generation(pair, text, cfg)
+            except ContextError as exc:  # this prompt alone is too long: the others decode
+                row = Refused(cfg, exc)
             index[row] = i
             yield row
 

@@ -86,19 +86,21 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "blendin"
 
 
-def load_model(spec: str, remote=None, placement=None, backend: str = "transformers", threads: int | None = None):
+def load_model(spec: str, remote=None, placement=None, backend: str = "transformers", threads: int | None = None,
+               context: int | None = None):
     """An ``HFModel`` for ``spec`` (see the module docstring), converting and caching GGUF on first use.
 
     ``placement`` (a ``placement.Placement``; default: auto, auto) says on which device and in which
     dtype the model runs; the cached copy stays float32 on disk and is cast as it loads.
     With ``remote`` (a ``config.RemoteSpec``), only the tokenizer loads from ``spec`` and the model
     answers from that server (``placement`` is then unused). ``backend="llama.cpp"`` runs the GGUF
-    file as it is, in process (``backends.llama_cpp``, on ``threads`` CPU threads; ``_llama_model``).
+    file as it is, in process (``backends.llama_cpp``, on ``threads`` CPU threads, ``context`` cache cells
+    a row; ``_llama_model``).
     """
     from .placement import Placement
 
     if remote is None and backend == "llama.cpp":
-        return _llama_model(spec, threads)
+        return _llama_model(spec, threads, context)
     placement = placement or Placement()
     if remote is None:
         placement.check()  # no GPU for --device cuda: say so before a conversion or a load
@@ -151,13 +153,13 @@ def gguf_file(spec: str) -> Path:
                          "pass a .gguf file, or use --backend transformers")
 
 
-def _llama_model(spec: str, threads: int | None):
+def _llama_model(spec: str, threads: int | None, context: int | None = None):
     """``spec``'s GGUF file on llama.cpp, with the tokenizer the file carries (``_gguf_tokenizer``) and
     llama.cpp's end tokens among its own."""
     from .backends.llama_cpp import LlamaCppModel
 
     gguf = gguf_file(spec)
-    model = LlamaCppModel.from_gguf(gguf, None, name=spec, threads=threads)
+    model = LlamaCppModel.from_gguf(gguf, None, name=spec, threads=threads, context=context)
     model.tokenizer = _gguf_tokenizer(spec, gguf, model.end_ids())
     return model
 
@@ -185,8 +187,14 @@ def _gguf_tokenizer(spec: str, gguf: Path, extra_eos=()):
     return load_tokenizer(spec, "for llama.cpp", kept, extra_eos)
 
 
-def prepare(spec: str) -> Path:
-    """Make sure ``spec`` is downloaded/converted; return the folder it loads from."""
+def prepare(spec: str, backend: str = "transformers") -> Path:
+    """Make sure ``spec`` is downloaded/converted; return the folder it loads from. Under llama.cpp
+    nothing is converted: the GGUF file (joined, for an embedded model shipped in parts) and its
+    tokenizer are made ready, and the file is returned."""
+    if backend == "llama.cpp":
+        gguf = gguf_file(spec)
+        _gguf_tokenizer(spec, gguf)
+        return gguf
     folder, gguf = resolve(spec)
     if gguf is None:
         return Path(folder)

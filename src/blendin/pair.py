@@ -84,7 +84,8 @@ def load_pair(config: BlendConfig, methods: tuple[str, ...] | None = None) -> Pa
     from .models import load_model
 
     check_pair(config, methods)
-    loaded = {role: load_model(spec, remote, config.placement(_placed(role)), config.backend_for(_placed(role)), config.threads)
+    loaded = {role: load_model(spec, remote, config.placement(_placed(role)), config.backend_for(_placed(role)),
+                                   config.threads, config.context)
               for role, (spec, remote) in _needed(config, methods).items()}
     more = [loaded[role] for role in loaded if role.startswith("guide ")]
     return Pair(base=loaded.get("base"), guide=loaded.get("guide"), more_guides=more)

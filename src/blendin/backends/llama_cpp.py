@@ -5,8 +5,8 @@ distributions, a KV cache sequence per session, many sessions in one ``llama_dec
     s = model.session(); s.sync(model.tokenizer.encode_prompt("Question: 2+3?\\nAnswer:"))
     s.logprobs().shape  # torch.Size([49152]): the GGUF's own vocabulary
 
-A llama.cpp context holds ``seqs`` sessions' caches (more contexts as more rows open), a stream of
-``context`` cells per sequence (not ``kv_unified``: measured on the embedded SmolLM2, a unified cache made a batched row's
+A llama.cpp context holds several sessions' caches (more contexts as more rows open: 1, 1, 2, 4, 8,
+then 16 sequences each, so that memory follows the rows that run), a stream of ``context`` cells per sequence (not ``kv_unified``: measured on the embedded SmolLM2, a unified cache made a batched row's
 probabilities differ from the same row alone by up to 0.03, and greedy answers part; a stream per
 sequence gives the same numbers to the last bit). A session owns one sequence id while it is open; its cache is kept for the longest common prefix and cut back with ``llama_memory_seq_rm``
 (rewind, a draft that missed). A batched pass puts every session's pending tail in one
@@ -15,7 +15,7 @@ token, or each drafted token's), so rows of different lengths run together witho
 
 The token ids are the GGUF's own, which the tokenizer given must share (an ``HFTokenizer`` converted
 from the same file does: ``tests/test_llama_cpp_backend.py`` checks prompts and special tokens).
-This module is the backend alone; ``--backend llama.cpp`` (issue 34) is not wired to it yet.
+``--backend llama.cpp`` selects it (``models.load_model``); ``--threads`` and ``--context`` reach it.
 """
 
 from __future__ import annotations
@@ -52,17 +52,20 @@ def _llama():
 
 
 class LlamaCppModel:
-    """A GGUF model on llama.cpp, its sessions' caches in contexts of ``seqs`` sequences of ``context``
-    cells each; a context is made when the open ones are full (a batch of 40 rows: three contexts, one
-    ``llama_decode`` each a round), so memory follows the rows that run, not a guess of them.
+    """A GGUF model on llama.cpp, its sessions' caches in contexts of ``context`` cells a sequence; a
+    context is made when the open ones are full, as large as the ones before it together (1, 1, 2, 4,
+    8, then ``seqs`` sequences; a batch of 40 rows: six contexts, one ``llama_decode`` each a round),
+    so memory follows the rows that run, not a guess of them (one row: one sequence's cells).
 
-    Capabilities: ``full_distribution``, ``batched``, ``drafts``; ``context_length``: a session's cells."""
+    Capabilities: ``full_distribution``, ``batched``, ``drafts``; ``context_length``: a session's cells;
+    ``context_flag``: the option that sets it (named by the error of a row that does not fit)."""
 
     full_distribution = True
     batched = True
     drafts = True
     device = "cpu"
     dtype = torch.float32  # the logits' dtype (the weights stay as quantized in the file)
+    context_flag = "--context"
 
     def __init__(self, llama, model, tokenizer, name: str, context: int, seqs: int, threads: int):
         self._llama, self._model = llama, model
@@ -78,23 +81,27 @@ class LlamaCppModel:
         self.seconds = 0.0
 
     @classmethod
-    def from_gguf(cls, path, tokenizer, name: str | None = None, context: int = 4096, seqs: int = 4,
+    def from_gguf(cls, path, tokenizer, name: str | None = None, context: int | None = None, seqs: int = 16,
                   threads: int | None = None, batch: int = 2048) -> "LlamaCppModel":
-        """Load ``path`` (a GGUF file) for sessions of ``context`` cache cells each, ``seqs`` to a
-        llama.cpp context, on ``threads`` CPU threads (default: the machine's cores). A context's cache
-        is held from its first session on (Qwen2.5-Coder-1.5B: 28 KB a cell, 4 x 4096 cells 460 MB),
-        so ``seqs`` is small and more contexts open as rows do."""
+        """Load ``path`` (a GGUF file) for sessions of ``context`` cache cells each (default 4096, or
+        the model's trained length if less), at most ``seqs`` to a llama.cpp context, on ``threads``
+        CPU threads (default: the machine's physical cores). A context's cache is held from its first
+        session on (Qwen2.5-Coder-1.5B: 28 KB a cell, 4096 cells 115 MB a sequence)."""
         llama = _llama()
         path = os.fspath(path)
-        model = llama.llama_model_load_from_file(path.encode(), llama.llama_model_default_params())
+        params = llama.llama_model_default_params()
+        # read, not mapped: the CPU repacks most quantized weights into its own layout, and a mapped
+        # file keeps the original pages resident beside the copy (the 1.5B: 1.75 GB mapped, 1.16 GB read)
+        params.load_mode = llama.LLAMA_LOAD_MODE_NONE
+        model = llama.llama_model_load_from_file(path.encode(), params)
         if not model:
             from ..errors import ModelLoadError
 
             raise ModelLoadError(f"llama.cpp could not load '{path}' (not a GGUF file, or an architecture this "
                                  f"llama-cpp-python does not know): check the file, or run it with --backend transformers")
         model_cells = llama.llama_model_n_ctx_train(model)
-        context = min(context, model_cells) if model_cells > 0 else context
-        out = cls(llama, model, tokenizer, name or os.path.basename(path), context, seqs, threads or os.cpu_count() or 1)
+        context = context or (min(4096, model_cells) if model_cells > 0 else 4096)
+        out = cls(llama, model, tokenizer, name or os.path.basename(path), context, seqs, threads or physical_cores())
         out.batch = min(batch, context)  # tokens one llama_decode reads at most (a longer tail is read in parts)
         return out
 
@@ -106,15 +113,16 @@ class LlamaCppModel:
 
     def _new_context(self) -> "_Context":
         llama = self._llama
+        seqs = min(self.seqs, max(1, sum(len(c.seq_ids) for c in self._contexts)))  # as many as the others hold
         params = llama.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.n_ubatch = self.context_length * self.seqs, self.batch, min(512, self.batch)
-        params.n_seq_max, params.n_threads, params.n_threads_batch = self.seqs, self.threads, self.threads
+        params.n_ctx, params.n_batch, params.n_ubatch = self.context_length * seqs, self.batch, min(512, self.batch)
+        params.n_seq_max, params.n_threads, params.n_threads_batch = seqs, self.threads, self.threads
         params.kv_unified = False  # a cache stream per sequence: batched rows read as alone (module docstring)
         ctx = llama.llama_init_from_model(self._model, params)
         if not ctx:
-            raise RuntimeError(f"llama.cpp could not make a context of {self.seqs} x {self.context_length} cells for "
-                               f"'{self.name}' (memory?): use fewer rows at once")
-        home = _Context(llama, ctx, self.seqs)
+            raise RuntimeError(f"llama.cpp could not make a context of {seqs} x {self.context_length} cells for "
+                               f"'{self.name}' (memory?): use fewer rows at once, or a smaller --context")
+        home = _Context(llama, ctx, seqs)
         self._contexts.append(home)
         return home
 
@@ -158,7 +166,7 @@ class LlamaCppModel:
             start, tail = s.pending()
             if start + len(tail) > self.context_length:
                 raise ValueError(f"the context of {start + len(tail)} tokens is longer than the {self.context_length} "
-                                 f"cells llama.cpp holds per row for '{self.name}'")
+                                 f"cells llama.cpp holds per row for '{self.name}': pass a larger --context")
             want = s.wanted()
             rows.append(range(len(entries) + len(tail) - want, len(entries) + len(tail)))
             entries += [(t, start + i, s.seq, i >= len(tail) - want) for i, t in enumerate(tail)]
@@ -199,13 +207,29 @@ class LlamaCppModel:
             self.close()
 
 
+def physical_cores() -> int:
+    """The physical cores this process may run on (a core's second hardware thread only contends for
+    its arithmetic units, so llama.cpp is no faster on it); the logical count where Linux does not say."""
+    try:
+        allowed = os.sched_getaffinity(0)
+        cores = set()
+        for cpu in allowed:
+            topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+            with open(f"{topology}/core_id") as a, open(f"{topology}/physical_package_id") as b:
+                cores.add((a.read().strip(), b.read().strip()))
+        return max(1, len(cores))
+    except (OSError, AttributeError):
+        return os.cpu_count() or 1
+
+
 class _Context:
     """One llama.cpp context: its sequences' caches, which of them are free, and its passes."""
 
     def __init__(self, llama, ctx, seqs: int):
         self._llama, self.ctx = llama, ctx
         self.memory = llama.llama_get_memory(ctx)
-        self.free = list(range(seqs))
+        self.seq_ids = range(seqs)
+        self.free = list(self.seq_ids)
         self.batch_size = llama.llama_n_batch(ctx)
 
     def cut(self, seq: int, keep: int) -> None:

@@ -72,6 +72,7 @@ NOT_ANSWER_FIELDS = {
     "detail": ("trace_top",),  # adds each step's top tokens to the result; the tokens are the same
     "passes": ("speculate",),  # the base checks every drafted token: the same tokens as off, in fewer passes
     "speed": ("threads",),  # llama.cpp's CPU threads: each logit is one thread's sum (the same numbers on 1 and 2, measured)
+    "memory": ("context",),  # llama.cpp's cells per row: a row that does not fit fails before it decodes, the rest are the same
     "fixed": ("turn_stop",),  # the same in every eval run (task_config turns it off): recording it would only
                               # refuse the folders made before it existed
 }
