@@ -6,8 +6,10 @@ Both paths run the same GGUF weights: transformers dequantized to float32, llama
 First the movement: along each float32 answer (its tokens forced on both), the base's next-token
 distribution from each backend, compared step by step (the largest |p - q|, and |m_b - m_b'|, the
 number the gamma gate reads). The near-tie tolerance is the 99th percentile of the per-step largest
-|p - q|: a parting where the float32 run's decision was closer than that (the top two tokens of the
-distribution it decoded from, or m_b against gamma) is rounding of the quantization, not a fault.
+|p - q| (``parity.BACKEND_TIE_TOLERANCE`` holds the larger of the measured pairs'): a parting is
+rounding of the quantization, not a fault, where a movement that large could have made it: the
+float32 run's top two tokens less than twice it apart (each moving by it swaps them), or m_b less
+than it from gamma (``parity.backend_parity``'s judgement, ``_moved_gap``).
 Then the answers: BlendIn greedy on both, the first parting of each item, near tie or not. GSM8K's
 first items (the task's own prompt format), greedy, gamma 0.4.
 """
@@ -38,6 +40,7 @@ def main() -> int:
     from blendin.eval.runinfo import task_config
     from blendin.eval.tasks import get_task, load_items
     from blendin.pair import load_pair
+    from blendin.parity import _moved_gap, compare_answers
 
     base, guide = PAIRS[a.pair]
     task = get_task("gsm8k")
@@ -47,19 +50,20 @@ def main() -> int:
     runs = {b: dict(generate_many(pairs[b], prompts, config.with_(backend=b), batch_size=8)) for b in pairs}
     moved, gate = _movement(pairs, prompts, runs["transformers"], config)
     tolerance = float(torch.quantile(torch.tensor(moved), 0.99))
-    partings = [_parting(i, runs["transformers"][i], runs["llama.cpp"][i], config.gamma, tolerance) for i in range(len(prompts))]
-    partings = [p for p in partings if p is not None]
+    judged = compare_answers(*([runs[b][i] for i in range(len(prompts))] for b in ("transformers", "llama.cpp")),
+                             config, tolerance, names=("float32", "llama.cpp"), gap=_moved_gap)
+    partings = judged["partings"]
     print(f"llama.cpp against float32: {base} + {guide}, BlendIn greedy, {len(prompts)} GSM8K items, {a.tokens} tokens; "
           f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores")
     print(f"steps compared (base, forced along the float32 answers): {len(moved)}")
     print(f"largest |p - q| per step: median {_q(moved, .5):.4f}, p90 {_q(moved, .9):.4f}, p99 {tolerance:.4f}, max {max(moved):.4f}")
     print(f"|m_b - m_b'| per step: median {_q(gate, .5):.4f}, p99 {_q(gate, .99):.4f}, max {max(gate):.4f}")
     print(f"near-tie tolerance (p99 of the largest |p - q|): {tolerance:.4f}")
-    print(f"identical answers: {len(prompts) - len(partings)} of {len(prompts)}; partings: {len(partings)}, "
-          f"within the tolerance: {sum(p[3] for p in partings)}")
-    print("| item | step | decisive gap | near tie |\n|---|---|---|---|")
-    for item, step, gap, near in partings:
-        print(f"| {item} | {step} | {gap:.4f} | {'yes' if near else 'no'} |")
+    print(f"identical answers: {judged['identical']} of {len(prompts)}; partings: {len(partings)}, "
+          f"near ties (within the tolerance): {sum(p['near_tie'] for p in partings)}; every parting a near tie: {judged['ok']}")
+    print("| item | step | kind | decisive gap (movement units) | near tie |\n|---|---|---|---|---|")
+    for p in partings:
+        print(f"| {p['prompt']} | {p['step']} | {p['kind']} | {p['gap']:.4f} | {'yes' if p['near_tie'] else 'no'} |")
     return 0
 
 
@@ -85,18 +89,6 @@ def _movement(pairs, prompts, results, config) -> tuple[list[float], list[float]
 def _probs(session, ids: list[int]) -> torch.Tensor:
     session.sync(ids)
     return torch.exp(session.logprobs()).float().cpu()
-
-
-def _parting(i, alone, other, gamma: float, tolerance: float):
-    """(item, step, decisive gap, near tie) where the llama.cpp answer first differs, or None."""
-    from blendin.parity import _decisive_gap
-
-    key = lambda s: (s.token_id, s.source)  # noqa: E731
-    n = next((k for k, (x, y) in enumerate(zip(alone.steps, other.steps)) if key(x) != key(y)), None)
-    if n is None:
-        return None if len(alone.steps) == len(other.steps) else (i, min(len(alone.steps), len(other.steps)), 0.0, False)
-    gap = _decisive_gap(alone.steps[n], other.steps[n], gamma)
-    return (i, n, gap, gap < tolerance)
 
 
 def _q(xs: list[float], q: float) -> float:

@@ -185,3 +185,25 @@ def test_output_keeps_the_shape_benchmarks_gpu_reads(monkeypatch):
     assert {"identical", "rows", "agreeing_tokens", "tokens", "ok", "partings"} <= set(r)
     assert [[p["prompt"], p["step"], round(p["gap"], 4)] for p in r["partings"]] == [[1, 1, 0.0]]
     json.dumps(r, allow_nan=False)  # strict JSON
+
+
+def scripted_base(first: dict) -> Pair:
+    script = {**ANSWER, "": first, " no": {"<eos>": 1.0}}
+    return pair_with(ScriptedModel(base_tokenizer(), lambda t: script[after_prompt(t)], name="fake-base"))
+
+
+def test_across_backends_a_flip_within_the_backends_movement_is_a_near_tie():
+    from blendin.parity import BACKEND_TIE_TOLERANCE, backend_parity
+
+    tie = BACKEND_TIE_TOLERANCE["llama.cpp"]
+    reference = scripted_base({"▁The": 0.52, "▁no": 0.48})  # the top two 0.04 apart: each moving 0.02 swaps them
+    moved = scripted_base({"▁The": 0.48, "▁no": 0.52})
+    r = backend_parity(reference, moved, PROMPTS, config(method="base", backend="llama.cpp"))
+    assert r["ok"] and r["identical"] == 0 and r["tie_tolerance"] == tie
+    assert all(p["kind"] == "token" and p["near_tie"] and p["gap"] == pytest.approx(0.02) for p in r["partings"])
+    assert "reference chose token" in r["partings"][0]["detail"] and ", llama.cpp " in r["partings"][0]["detail"]
+    clear = scripted_base({"▁The": 0.1, "▁no": 0.9})  # the reference led by 0.8: no quantization moves that far
+    r = backend_parity(scripted_base({"▁The": 0.9, "▁no": 0.1}), clear, PROMPTS, config(method="base", backend="llama.cpp"))
+    assert not r["ok"] and not any(p["near_tie"] for p in r["partings"])
+    same = backend_parity(reference, scripted_base({"▁The": 0.52, "▁no": 0.48}), PROMPTS, config(method="base", backend="llama.cpp"))
+    assert same["ok"] and same["identical"] == len(PROMPTS)

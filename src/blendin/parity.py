@@ -8,6 +8,9 @@ Two checks, used by the tests and by ``benchmarks/gpu.py``:
     greedy_parity(pair, prompts, config)   a method's greedy answers, batched against alone: where
                                            they part, and how (a near tie, a clearly led token, a
                                            differing stop, a failed run)
+    backend_parity(reference, other, ...)  the same answers on two backends (float32 transformers
+                                           against llama.cpp's quantized compute), judged the same
+                                           way with the other backend's own tie tolerance
 
 In float32 batched and alone agree to rounding. In half precision the two runs add numbers in other
 orders, so an answer may part from the other where two tokens (or m_b and gamma) are nearly tied:
@@ -31,6 +34,11 @@ PROB_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 0.1, torch.float16: 0.03}
 LOGPROB_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.5, torch.float16: 0.1}
 # at a parting, the decisive gap (top-1 minus top-2, relative to top-1; or |m_b - gamma|) below which it is a near tie
 TIE_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.1}
+# across backends, by the other backend: how far its compute moves a probability from the float32
+# path's on the same weights (the 99th percentile of the per-step largest |p - q|, forced along the
+# float32 answers; benchmarks/llamacpp_parity.py, docs/results/llama-cpp-parity.md: 0.074 on the
+# embedded pair's Q4_K_M, 0.044 on the Qwen pair's; the larger is the backend's)
+BACKEND_TIE_TOLERANCE = {"llama.cpp": 0.074}
 
 
 def model_dtype(model) -> torch.dtype:
@@ -124,35 +132,65 @@ def greedy_parity(pair, prompts: list[str], config, batch_size: int = 8) -> dict
     alone = [_alone(pair, p, config) for p in prompts]
     together = dict(generate_many(pair, prompts, config, batch_size=batch_size))
     dtype = max((model_dtype(m) for m in (pair.base, pair.guide) if m is not None), key=lambda d: TIE_TOLERANCE.get(d, 0))
-    tie = TIE_TOLERANCE.get(dtype, 1e-3)
+    return compare_answers(alone, [together[i] for i in range(len(prompts))], config, TIE_TOLERANCE.get(dtype, 1e-3),
+                           names=("alone", "batched"))
+
+
+def backend_parity(reference, other, prompts: list[str], config, tie: float | None = None, batch_size: int = 8) -> dict:
+    """Greedy answers of ``config.method`` on the ``other`` pair (the same models on another backend:
+    llama.cpp) against the ``reference`` pair's (float32 transformers), both batched. A parting is a
+    near tie when the reference run's decisive gap is below ``tie`` (default: the other backend's
+    ``BACKEND_TIE_TOLERANCE``, by ``config.backend``). The same dict as ``greedy_parity``."""
+    from .decoding import generate_many
+
+    config = config.with_(temperature=0.0, trace_top=max(config.trace_top, 2))
+    runs = [dict(generate_many(p, prompts, config, batch_size=batch_size)) for p in (reference, other)]
+    tie = BACKEND_TIE_TOLERANCE.get(config.backend, TIE_TOLERANCE[torch.float32]) if tie is None else tie
+    return compare_answers(*([run[i] for i in range(len(prompts))] for run in runs), config, tie,
+                           names=("reference", config.backend), gap=_moved_gap)
+
+
+def compare_answers(reference: list, other: list, config, tie: float, names=("reference", "compared"), gap=None) -> dict:
+    """Each prompt's two answers (``GenerationResult``s, the reference first), where they part and
+    how (``Parting``); a token parting is a near tie when the reference's decisive gap is below ``tie``.
+    ``names``: the two runs' names in the partings' words; ``gap(step, other_step, gamma)``: the
+    decisive gap measured in units of ``tie`` (default: ``_decisive_gap``, relative)."""
     partings, agreeing, total, identical = [], 0, 0, 0
-    for i, a in enumerate(alone):
-        b = together[i]
-        key = lambda s: (s.token_id, s.source)  # noqa: E731
-        n = next((k for k, (x, y) in enumerate(zip(a.steps, b.steps)) if key(x) != key(y)), min(len(a.steps), len(b.steps)))
+    for i, (a, b) in enumerate(zip(reference, other)):
+        n = next((k for k, (x, y) in enumerate(zip(a.steps, b.steps)) if _key(x) != _key(y)), min(len(a.steps), len(b.steps)))
         agreeing += n
         total += len(a.steps)
-        failed = [(name, r) for name, r in (("alone", a), ("batched", b)) if r.error is not None or r.stop_reason == "error"]
-        same_tokens = n == len(a.steps) == len(b.steps)
-        if not failed and same_tokens and a.stop_reason == b.stop_reason:
+        parting = _parting(i, n, a, b, config.gamma, tie, names, gap or _decisive_gap)
+        if parting is None:
             identical += 1
-            continue
-        runs = dict(alone_stop=a.stop_reason, batched_stop=b.stop_reason, alone_tokens=len(a.steps), batched_tokens=len(b.steps))
-        if failed:
-            detail = "; ".join(f"the {name} run failed, {len(r.steps)} tokens in: {r.error or 'no message'}" for name, r in failed)
-            partings.append(Parting(i, n, 0.0, False, "error", detail, **runs))
-        elif n == min(len(a.steps), len(b.steps)):  # the same tokens, as far as the shorter goes
-            detail = (f"the tokens agree for {n}, but the alone run stopped ({a.stop_reason}) after {len(a.steps)} "
-                      f"and the batched run ({b.stop_reason}) after {len(b.steps)}: the stop decision differed")
-            partings.append(Parting(i, n, 0.0, False, "stop", detail, **runs))
         else:
-            gap = _decisive_gap(a.steps[n], b.steps[n], config.gamma)
-            detail = (f"alone chose token {a.steps[n].token_id} ({a.steps[n].source}), batched {b.steps[n].token_id} "
-                      f"({b.steps[n].source}); decisive gap {gap:.3g} against a tie tolerance of {tie:g}")
-            partings.append(Parting(i, n, gap, gap < tie, "token", detail, **runs))
-    return {"method": config.method, "identical": identical, "rows": len(prompts), "agreeing_tokens": agreeing,
-            "tokens": total, "partings": [p.__dict__ for p in partings],
+            partings.append(parting)
+    return {"method": config.method, "identical": identical, "rows": len(reference), "agreeing_tokens": agreeing,
+            "tokens": total, "tie_tolerance": tie, "partings": [p.__dict__ for p in partings],
             "ok": all(p.kind == "token" and p.near_tie for p in partings)}
+
+
+def _key(step) -> tuple:
+    return step.token_id, step.source
+
+
+def _parting(i: int, n: int, a, b, gamma: float, tie: float, names, decisive) -> Parting | None:
+    """How answer ``b`` parts from the reference ``a`` after ``n`` agreeing tokens; None: it does not."""
+    failed = [(name, r) for name, r in zip(names, (a, b)) if r.error is not None or r.stop_reason == "error"]
+    if not failed and n == len(a.steps) == len(b.steps) and a.stop_reason == b.stop_reason:
+        return None
+    runs = dict(alone_stop=a.stop_reason, batched_stop=b.stop_reason, alone_tokens=len(a.steps), batched_tokens=len(b.steps))
+    if failed:
+        detail = "; ".join(f"the {name} run failed, {len(r.steps)} tokens in: {r.error or 'no message'}" for name, r in failed)
+        return Parting(i, n, 0.0, False, "error", detail, **runs)
+    if n == min(len(a.steps), len(b.steps)):  # the same tokens, as far as the shorter goes
+        detail = (f"the tokens agree for {n}, but the {names[0]} run stopped ({a.stop_reason}) after {len(a.steps)} "
+                  f"and the {names[1]} run ({b.stop_reason}) after {len(b.steps)}: the stop decision differed")
+        return Parting(i, n, 0.0, False, "stop", detail, **runs)
+    gap = decisive(a.steps[n], b.steps[n], gamma)
+    detail = (f"{names[0]} chose token {a.steps[n].token_id} ({a.steps[n].source}), {names[1]} {b.steps[n].token_id} "
+              f"({b.steps[n].source}); decisive gap {gap:.3g} against a tie tolerance of {tie:g}")
+    return Parting(i, n, gap, gap < tie, "token", detail, **runs)
 
 
 def _alone(pair, prompt: str, config):
@@ -177,3 +215,17 @@ def _decisive_gap(alone_step, batched_step, gamma: float) -> float:
     if not ranked or len(ranked) < 2 or ranked[0][1] <= 0:
         return 0.0
     return (ranked[0][1] - ranked[1][1]) / ranked[0][1]
+
+
+def _moved_gap(ref_step, other_step, gamma: float) -> float:
+    """The reference's decisive gap in the units of a probability's movement across backends: where
+    both runs decided whether to consult the guide differently, |m_b - gamma| (m_b moving by t
+    crosses it when it is below t); else half the top two tokens' absolute gap (each moving by t
+    swaps them when their gap is below 2t)."""
+    if ref_step.source != other_step.source and ref_step.base_top_prob is not None:
+        return abs(ref_step.base_top_prob - gamma)
+    alts = ref_step.alternatives or {}
+    ranked = alts.get("blend") if ref_step.source != "base" and "blend" in alts else alts.get(ref_step.source) or alts.get("base")
+    if not ranked or len(ranked) < 2:
+        return 0.0
+    return (ranked[0][1] - ranked[1][1]) / 2
