@@ -14,6 +14,17 @@ over wall time, prompt reading included:
     llama.cpp blendin b1      BlendIn, both models on llama.cpp
     llama.cpp blendin b8      eight prompts at once (tokens/s summed over the rows)
     llama.cpp auto b1         BlendIn with --speculate auto
+    llama.cpp base b8         the base alone, eight prompts at once: what llama.cpp's batches give here
+
+And the anchors, llama-cpp-python's own ``Llama`` on the base's GGUF (no blendin code):
+
+    llama-cpp-python b1       ``create_completion``, greedy: the fastest one model decodes here
+    llama-cpp-python lookup   the same with its own speculative decoding (``LlamaPromptLookupDecoding``,
+                              the draft length that did best, of 2 and 10)
+
+Each target is printed beside its ceiling on this machine: BlendIn at batch 1 cannot beat its base
+alone (``llama-cpp-python b1`` over the float32 BlendIn), batching cannot beat the base's own
+batches, and the speculative target's anchor is llama.cpp's own speculative decoding.
 
 Peak memory is each path's own process (``--memory BACKEND``: load the pair, decode one prompt,
 report the peak resident set), since one process holding both paths would count both.
@@ -32,10 +43,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 from decode import PAIRS, PROMPTS  # noqa: E402
 
 CONFIGS = [("transformers", "blendin", 1, "off"), ("llama.cpp", "base", 1, "off"), ("llama.cpp", "blendin", 1, "off"),
-           ("llama.cpp", "blendin", 8, "off"), ("llama.cpp", "blendin", 1, "auto")]
+           ("llama.cpp", "blendin", 8, "off"), ("llama.cpp", "blendin", 1, "auto"), ("llama.cpp", "base", 8, "off")]
 TARGETS = {"llama.cpp blendin b1 / transformers blendin b1": 8.0, "llama.cpp blendin b1 / llama.cpp base b1": 0.85,
            "llama.cpp blendin b8 / llama.cpp blendin b1": 2.0, "llama.cpp auto b1 / llama.cpp base b1": 1.1,
            "peak memory llama.cpp / transformers": 0.4}
+# what this machine allows each target, measured in the same run (None: no ceiling but the target)
+CEILINGS = {"llama.cpp blendin b1 / transformers blendin b1": "llama-cpp-python b1 / transformers blendin b1",
+            "llama.cpp blendin b8 / llama.cpp blendin b1": "llama.cpp base b8 / llama.cpp base b1",
+            "llama.cpp auto b1 / llama.cpp base b1": "llama-cpp-python lookup / llama-cpp-python b1"}
 
 
 def main() -> int:
@@ -65,8 +80,11 @@ def main() -> int:
             totals[c] = [totals[c][0] + n, totals[c][1] + seconds]
             print(f"  {_name(c):28s} {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
     tps = {_name(c): n / s for c, (n, s) in totals.items()}
+    del pairs  # the anchors load the base again
+    tps.update(_anchors(base, prompts, tokens, repeats, a.threads))
     memory = {b: _peak(a, b) for b in ("transformers", "llama.cpp")}
-    ratios = {k: tps[k.split(" / ")[0]] / tps[k.split(" / ")[1]] for k in TARGETS if not k.startswith("peak")}
+    ratio = lambda k: tps[k.split(" / ")[0]] / tps[k.split(" / ")[1]]  # noqa: E731
+    ratios = {k: ratio(k) for k in TARGETS if not k.startswith("peak")}
     ratios["peak memory llama.cpp / transformers"] = memory["llama.cpp"] / memory["transformers"]
     print(f"llama.cpp backend benchmark{' (quick)' if a.quick else ''}: {base} + {guide}, {tokens} new tokens, greedy, "
           f"{repeats} round(s); {platform.machine()}, {len(os.sched_getaffinity(0))} cores")
@@ -75,9 +93,10 @@ def main() -> int:
         print(f"| {name} | {value:.2f} |")
     print(f"| peak memory, transformers float32 (MB) | {memory['transformers']:.0f} |")
     print(f"| peak memory, llama.cpp (MB) | {memory['llama.cpp']:.0f} |")
-    print("\n| ratio | value | target |\n|---|---|---|")
+    print("\n| ratio | value | target | this machine's ceiling (the same run) |\n|---|---|---|---|")
     for name, value in ratios.items():
-        print(f"| {name} | {value:.2f} | {'<=' if name.startswith('peak') else '>='} {TARGETS[name]} |")
+        ceiling = f"{ratio(CEILINGS[name]):.2f} ({CEILINGS[name]})" if name in CEILINGS else "-"
+        print(f"| {name} | {value:.2f} | {'<=' if name.startswith('peak') else '>='} {TARGETS[name]} | {ceiling} |")
     return 0
 
 
@@ -92,6 +111,34 @@ def _run(pair, config, prompts, batch: int) -> tuple[int, float]:
     start = time.perf_counter()
     results = [r for _, r in generate_many(pair, prompts, config, batch_size=batch)]
     return sum(r.tokens for r in results), time.perf_counter() - start
+
+
+def _anchors(base: str, prompts, tokens: int, repeats: int, threads) -> dict:
+    """llama-cpp-python's own decoding of the base's GGUF, plain and with its prompt-lookup speculation:
+    tokens/s over the same prompts (prompt reading included), ``repeats`` rounds."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    from blendin.backends.llama_cpp import physical_cores
+    from blendin.models import gguf_file
+
+    path, threads = str(gguf_file(base)), threads or physical_cores()
+    out = {}
+    for name, draft in (("llama-cpp-python b1", None), ("llama-cpp-python lookup k2", 2), ("llama-cpp-python lookup k10", 10)):
+        llm = Llama(path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False, use_mmap=False,
+                    draft_model=LlamaPromptLookupDecoding(num_pred_tokens=draft) if draft else None)
+        n, seconds = 0, 0.0
+        for _ in range(repeats):
+            for prompt in prompts:
+                llm.reset()
+                start = time.perf_counter()
+                n += llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, top_k=1)["usage"]["completion_tokens"]
+                seconds += time.perf_counter() - start
+        out[name] = n / seconds
+        print(f"  {name:28s} {n:5d} tokens in {seconds:6.1f} s", file=sys.stderr, flush=True)
+        del llm
+    out["llama-cpp-python lookup"] = max(out.pop("llama-cpp-python lookup k2"), out.pop("llama-cpp-python lookup k10"))
+    return out
 
 
 def _peak(a, backend: str) -> float:
