@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tolerance", type=float, default=None,
+                    help="judge the partings with this tolerance instead of measuring the movement first (parity.BACKEND_TIE_TOLERANCE)")
     a = ap.parse_args()
     from blendin import BlendConfig
     from blendin.decoding import generate_many
@@ -48,8 +50,8 @@ def main() -> int:
     config = task_config(task, BlendConfig(base=base, guide=guide, max_new_tokens=a.tokens, device="cpu", threads=a.threads, trace_top=2))
     pairs = {b: load_pair(config.with_(backend=b)) for b in ("transformers", "llama.cpp")}
     runs = {b: dict(generate_many(pairs[b], prompts, config.with_(backend=b), batch_size=8)) for b in pairs}
-    moved, gate = _movement(pairs, prompts, runs["transformers"], config)
-    tolerance = float(torch.quantile(torch.tensor(moved), 0.99))
+    moved, gate = _movement(pairs, prompts, runs["transformers"], config) if a.tolerance is None else ([a.tolerance], [0.0])
+    tolerance = float(torch.quantile(torch.tensor(moved), 0.99)) if a.tolerance is None else a.tolerance
     judged = compare_answers(*([runs[b][i] for i in range(len(prompts))] for b in ("transformers", "llama.cpp")),
                              config, tolerance, names=("float32", "llama.cpp"), gap=_moved_gap)
     partings = judged["partings"]
