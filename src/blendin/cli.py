@@ -67,7 +67,8 @@ def _guide_spec(text: str, a: argparse.Namespace) -> GuideSpec:
 
 def _mitigations(a: argparse.Namespace) -> dict:
     return {"max_intervention_rate": a.max_intervention_rate, "agreement_top_k": a.agreement_top_k, "reliability": a.reliability,
-            "retire_below": a.retire_below, "retire_after": a.retire_after, "capability_gap": a.capability_gap}
+            "retire_below": a.retire_below, "retire_after": a.retire_after, "capability_gap": a.capability_gap,
+            "profile": a.profile}
 
 
 def _placement(a: argparse.Namespace) -> dict:
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "then the pairs ranked by intervention rate")
     dg.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     dg.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
+    dg.add_argument("--save-profile", metavar="FILE", default=None,
+                    help="fit a reliability profile on the sample (the base alone, each guide alone, BlendIn with each guide; "
+                    "a task with gold answers), print each guide's evidence and weight, and write it to FILE for --profile")
     from .eval.diagnose import DEFAULTS as TRIED
 
     dg.add_argument("--max-intervention-rate", type=fraction, default=TRIED["max_intervention_rate"], metavar="RATE", help="the budget variant's rate")
@@ -479,7 +483,9 @@ def cmd_diagnose(a) -> int:
 
     task = get_task(a.task)
     specs = _pairs(a)
-    methods = ("base", "blendin") if a.mitigations else ("blendin",)  # the comparison runs the base alone too
+    if a.save_profile:
+        _check_profile_target(a, task, specs)
+    methods = ("base", "blendin") if a.mitigations or a.save_profile else ("blendin",)  # the comparison runs the base alone too
     configs = []
     for spec in specs:
         configs.append((spec, _diagnose_config(a, task, _models(a, spec))))
@@ -514,19 +520,48 @@ def _diagnose_config(a, task, models) -> BlendConfig:
         prompt=PromptFormat(base_prompt=a.base_prompt), **_guides(models), **_placement(a)))
 
 
+def _check_profile_target(a, task, specs) -> None:
+    """--save-profile: one pair, a task with gold answers, a folder that exists (before any model loads)."""
+    from .eval.profiling import check_profileable
+
+    check_profileable(task)
+    if len(specs) > 1:
+        raise ConfigError("--save-profile fits one pair's profile: give one --pair (or --base/--guide), and run diagnose once per pair")
+    if not Path(a.save_profile).expanduser().resolve().parent.is_dir():
+        raise ConfigError(f"--save-profile {a.save_profile}: its folder does not exist; create it, or name a file in an existing folder")
+
+
 def _diagnose_pair(a, task, items, config: BlendConfig, methods) -> tuple[dict, str]:
-    """One pair's diagnosis (and, unless --plain-only, its comparison of mitigations) and its text."""
+    """One pair's diagnosis (and, unless --plain-only, its comparison of mitigations; with
+    --save-profile, the profile's fit instead) and its text."""
     from .eval.diagnose import diagnose_pair
     from .pair import load_pair
 
     pair = load_pair(config, methods)
     settings = {k: getattr(a, k) for k in ("max_intervention_rate", "agreement_top_k", "retire_below", "retire_after")}
-    found = diagnose_pair(pair, task, items, config, batch_size=a.batch_size, threshold=a.threshold,
-                          settings=settings if a.mitigations else None, show=None if a.json else lambda text: print(text, flush=True),
-                          progress=sys.stderr)
+    show = None if a.json else lambda text: print(text, flush=True)
+    if a.save_profile:
+        found = _fit_profile(a, pair, task, items, config, show)
+    else:
+        found = diagnose_pair(pair, task, items, config, batch_size=a.batch_size, threshold=a.threshold,
+                              settings=settings if a.mitigations else None, show=show, progress=sys.stderr)
     del pair
     gc.collect()  # one pair's weights leave before the next pair's load
     return found
+
+
+def _fit_profile(a, pair, task, items, config: BlendConfig, show) -> tuple[dict, str]:
+    """diagnose's plain check and the profile's fit on the same sample; the profile written to --save-profile."""
+    from .eval.diagnose import diagnose_pair
+    from .eval.profiling import fit_profile, profile_text
+
+    profile, runs = fit_profile(pair, task, items, config, batch_size=a.batch_size, progress=sys.stderr)
+    plain = runs["blend 0"] if len(config.guides) == 1 else None  # one guide: its blend is the plain method
+    d, text = diagnose_pair(pair, task, items, config, batch_size=a.batch_size, threshold=a.threshold, show=None,
+                            progress=sys.stderr, plain=plain)
+    path = profile.save(Path(a.save_profile).expanduser())
+    d["profile"] = profile.to_dict()
+    return d, text + "\n" + profile_text(profile, path)
 
 
 def cmd_report(a) -> int:

@@ -183,6 +183,9 @@ def add_mitigations(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capability-gap", type=number, default=None, metavar="GAP",
                    help="adaptive gamma: the guide's score minus the base's (blendin diagnose measures it); "
                    "gamma becomes min(gamma * (1 + 0.5 * GAP), max(gamma, 0.6))")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="a reliability profile (blendin diagnose --save-profile writes one): each guide's weight times the "
+                   "reliability its sample proved; a guide it weighs 0 is not consulted")
 
 
 

@@ -9,6 +9,7 @@ Validation happens here, at construction, so a bad value fails before any model 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 
 from .errors import ConfigError, did_you_mean
@@ -164,6 +165,7 @@ class BlendConfig:
     guide_backend: str | None = None  # the guides' own, where it differs from the base's (None: the same)
     threads: int | None = None  # llama.cpp's CPU threads (None: the machine's physical cores)
     context: int | None = None  # llama.cpp's cache cells per row (None: 4096, or the model's trained length if less)
+    profile: object | None = None  # a ``profile.Profile``: each guide's weight times the reliability a sample proved
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -260,6 +262,27 @@ class BlendConfig:
             raise ConfigError(f"retire_after must be a whole number >= 1, got {self.retire_after!r}")
         if self.capability_gap is not None:
             _check_range("capability_gap", self.capability_gap, -1.0, 1.0, hint="(a guide's score minus the base's, on one scale)")
+        self._check_profile()
+
+    def _check_profile(self) -> None:
+        """A profile must be one (``profile.Profile``), fitted for these models and this rule, under a
+        method that weighs guides; each refusal names the field that differs and the fix."""
+        if self.profile is None:
+            return
+        if isinstance(self.profile, (str, os.PathLike)):  # a file's path: read it here, before any model loads
+            from .profile import Profile
+
+            object.__setattr__(self, "profile", Profile.load(self.profile))
+        if not callable(getattr(self.profile, "mismatch", None)):
+            raise ConfigError(f"profile must be a blendin.profile.Profile (Profile.load(path)), got {type(self.profile).__name__}")
+        source = getattr(self.profile, "source", "") or "the profile"
+        if self.method == "nudging":  # as reliability: nudging's guide writes whole words, no weight to scale
+            raise ConfigError(f"--profile {source} scales each guide's weight in a mixture, and nudging lets the guide write whole "
+                              "words with no weight; drop --profile, or use blendin or switch")
+        why = self.profile.mismatch(self)
+        if why is not None:
+            raise ConfigError(f"--profile {source} was fitted for another run ({why}); fit one for this run with "
+                              "blendin diagnose ... --save-profile FILE, or drop --profile")
 
     @property
     def guides(self) -> tuple[GuideSpec, ...]:
@@ -287,7 +310,7 @@ class BlendConfig:
     def mitigated(self) -> bool:
         """Whether any mitigation (or reliability weighting) is on: steps then record each guide's part."""
         return (self.max_intervention_rate is not None or self.agreement_top_k is not None or self.reliability
-                or self.retire_below is not None)
+                or self.retire_below is not None or self.profile is not None)
 
     def placement(self, role: str) -> Placement:
         """Where the ``role`` ("base" or "guide") model runs: ``device``/``dtype``, or the guide's own."""

@@ -152,6 +152,23 @@ class ReliabilityWeight(Mitigation):
         return record.reliability
 
 
+@dataclass(frozen=True)
+class ProfileWeight(Mitigation):
+    """Each guide's weight times the reliability a labelled sample proved (``profile.Profile``,
+    ``--profile``); a guide weighed 0 is never consulted, its passes saved (``passes_saved``).
+    r_k = 1 multiplies by 1.0: the weights of the plain rule, to the bit."""
+
+    reliabilities: tuple  # (guide name, r_k) pairs
+    name = "profile"
+    weighs = True
+
+    def keeps(self, record: GuideRecord) -> bool:
+        return self.scale(record) > 0.0
+
+    def scale(self, record: GuideRecord) -> float:
+        return dict(self.reliabilities).get(record.name, 1.0)
+
+
 class Oversight:
     """One row's mitigations and their state: each guide's ``GuideRecord`` and ``held``, the uncertain
     steps each mitigation made the base decide alone at (by its ``name``). The loop reports each
@@ -222,6 +239,9 @@ def mitigations_for(config: BlendConfig) -> tuple[Mitigation, ...]:
     out: list[Mitigation] = []
     if config.max_intervention_rate is not None:
         out.append(InterventionBudget(config.max_intervention_rate))
+    if config.profile is not None:
+        profile = config.profile
+        out.append(ProfileWeight(tuple((g, profile.reliability(g)) for g in profile.guides)))
     if config.retire_below is not None:
         out.append(Retirement(config.retire_below, config.retire_after))
     if config.agreement_top_k is not None:

@@ -18,15 +18,16 @@ MIN_SAMPLE = 20  # the paper's sample: fewer prompts get a warning
 
 
 def diagnose_pair(pair, task, items: list[dict], config: BlendConfig, batch_size: int = 16, threshold: float = 0.2,
-                  settings: dict | None = None, show=None, progress=None) -> tuple[dict, str]:
+                  settings: dict | None = None, show=None, progress=None, plain: list | None = None) -> tuple[dict, str]:
     """One pair's diagnosis on ``items`` and its text: the plain method's rate and verdict, BlendIn's
     score on the sample where the task has gold answers, and with ``settings`` (the values each
     mitigation is tried at; None: the plain check only) the comparison of the mitigations. ``show``
     gets the plain diagnosis's text before the comparison runs (it takes a while); ``progress``: a
-    stream (stderr) for each decoding's progress, as ``eval`` shows it (``runner.Watch``)."""
+    stream (stderr) for each decoding's progress, as ``eval`` shows it (``runner.Watch``); ``plain``: the
+    plain method's results on ``items`` where they are decoded already (a profile's fit)."""
     from .runner import diagnose, diagnosis_text, score
 
-    results = decode(pair, task, items, [task.render(it) for it in items], config, batch_size, progress, config.method)
+    results = plain or decode(pair, task, items, [task.render(it) for it in items], config, batch_size, progress, config.method)
     d = diagnose(results, threshold=threshold, gamma=config.gamma, fixed_alpha=config.alpha is not None)
     d["warning"] = small_sample_warning(results, d, MIN_SAMPLE)
     judged = [score(task, it, r.text)[1] for it, r in zip(items, results) if not getattr(r, "error", None)]

@@ -64,7 +64,8 @@ ANSWER_FIELDS = {
     "settings": ("base", "guide", "max_new_tokens", "temperature", "top_p", "seed", "stop", "nudge_chunk", "prompt",
                  "base_remote", "guide_remote", "more_guides", "max_intervention_rate", "agreement_top_k", "reliability",
                  "retire_below", "retire_after", "capability_gap",
-                 "backend", "guide_backend"),  # llama.cpp computes in the GGUF's quantization, transformers in float32
+                 "backend", "guide_backend",  # llama.cpp computes in the GGUF's quantization, transformers in float32
+                 "profile"),  # its reliabilities and what it was fitted for (``Profile.key``), not its file's path
 }
 # The fields that are no part of the key: never recorded, and dropped from a run.json that recorded
 # them (the code before these lists recorded speculate) before it is compared. By reason:
@@ -84,7 +85,7 @@ LEGACY_PLACEMENT = {"device": "cpu", "dtype": "float32"}
 # recorded without them resumes where they are at that value (and only there)
 LEGACY_DEFAULTS = {"more_guides": [], "max_intervention_rate": None, "agreement_top_k": None, "reliability": False,
                    "retire_below": None, "retire_after": 8, "capability_gap": None, "backend": "transformers",
-                   "guide_backend": None}
+                   "guide_backend": None, "profile": None}
 UNRECORDED = ("api_key", "concurrency")  # a remote server's: a secret; a throughput knob (the same tokens either way)
 _MISSING = object()
 
@@ -103,7 +104,9 @@ def run_settings(task, config: BlendConfig, judge=None) -> dict:
     out = {}
     for name in RECORDED:
         value = getattr(config, name)
-        if is_dataclass(value):
+        if name == "profile":
+            value = None if value is None else value.key()
+        elif is_dataclass(value):
             value = _recorded(value)
         elif name == "more_guides":
             value = [_recorded(g) for g in value]

@@ -5,7 +5,8 @@
 
 Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with
 ``stream: true`` as server-sent events ending with ``data: [DONE]``), vLLM's POST /tokenize and
-POST /detokenize (prompts counted as the base reads them), and GET /metrics (Prometheus, ``metrics``). Bodies are read and validated
+POST /detokenize (prompts counted as the base reads them), GET /metrics (Prometheus, ``metrics``) and GET
+/v1/profile (the reliability profile the guides are weighed by, ``--profile``). Bodies are read and validated
 here (not by FastAPI's automatic validation) so that every failure has the OpenAI error shape:
 400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large
 (refused as soon as it is, even a chunked one), 429 queue full; 500 only for faults of the server
@@ -135,12 +136,12 @@ def _error_message(body: bytes) -> str | None:
 # (method, path, the ``Routes`` handler), in the order a 404 lists them
 ROUTES = (("GET", "/health", "health"), ("GET", "/v1/models", "models"), ("POST", "/v1/completions", "completions"),
           ("POST", "/v1/chat/completions", "chat_completions"), ("POST", "/tokenize", "tokenize"),
-          ("POST", "/detokenize", "detokenize"), ("GET", "/metrics", "scrape"))
+          ("POST", "/detokenize", "detokenize"), ("GET", "/metrics", "scrape"), ("GET", "/v1/profile", "profile"))
 
 
 def build_app(service: Service, engine: Engine) -> FastAPI:
     app = FastAPI(title="blendin", docs_url=None, redoc_url=None, openapi_url=None)
-    metrics = app.state.metrics = Metrics(engine)
+    metrics = app.state.metrics = Metrics(engine, service.config.profile)
     app.add_middleware(RequestLog, metrics=metrics)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _fault)
@@ -193,6 +194,13 @@ class Routes:
                  "gamma": config.gamma, "alpha": config.alpha_label}
         return {"object": "list", "data": [{"id": self.settings.model_name, "object": "model", "created": int(self.started),
                                             "owned_by": "blendin", "blendin": about}]}
+
+    async def profile(self, request: Request):
+        """The reliability profile the server weighs its guides by (``--profile``), or null."""
+        if not self._authorized(request):
+            return _unauthorized()
+        profile = self.service.config.profile
+        return {"profile": None if profile is None else profile.describe()}
 
     async def tokenize(self, request: Request):
         return await self._count(request, TokenizeRequest, self.service.tokenize)

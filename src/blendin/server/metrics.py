@@ -19,13 +19,13 @@ What a deployer watches, under ``blendin_``:
 
 from __future__ import annotations
 
-ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize")
+ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/profile")
 RATE_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 class Metrics:
-    def __init__(self, engine):
+    def __init__(self, engine, profile=None):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         r = self.registry = CollectorRegistry()
@@ -41,6 +41,11 @@ class Metrics:
         Gauge("blendin_running_rows", "rows decoding now", registry=r).set_function(lambda: engine.running)
         Gauge("blendin_batch_occupancy", "rows decoding now over the batch size", registry=r).set_function(
             lambda: engine.running / engine.batch_size)
+        if profile is not None:  # --profile: each guide's weight multiplier, as the sample proved it
+            reliability = Gauge("blendin_guide_reliability", "each guide's reliability from --profile (its weight's multiplier; 0: not consulted)",
+                                ["guide"], registry=r)
+            for guide, value in zip(profile.guides, profile.reliabilities):
+                reliability.labels(guide).set(value)
 
     def request(self, path: str, status: int | None, seconds: float) -> None:
         route = path if path in ROUTES else "other"  # an unknown path is one label, not one per path
