@@ -49,19 +49,32 @@ def fit_profile(pair, task, items: list[dict], config: BlendConfig, batch_size: 
         runs[f"blend {k}"] = done or decode(single, task, items, prompts, solo.with_(method="blendin"), batch_size, progress,
                                             f"profile: blendin with {names[k]}")
     scores = {name: [None if r.error else score(task, it, r.text)[1] for it, r in zip(items, results)] for name, results in runs.items()}
-    keep = [i for i in range(len(items)) if all(s[i] is not None for s in scores.values())]
+    rates = {k: _rate([r for r in runs[f"blend {k}"] if not r.error]) for k in range(len(names))}
+    sample = {"items": len(items), "first_item": items[0].get("id", items[0].get("idx")) if items else None}
+    return build_profile(config.base, names, task.name, config.gamma, config.alpha_label, scores, rates, sample), runs
+
+
+def build_profile(base: str, guides: list[str], task: str, gamma: float, alpha, scores: dict, rates: dict, sample: dict) -> Profile:
+    """The profile from each run's per-item scores ({"base", "guide K", "blend K": [True/False/None, ...]},
+    one entry per item; an item any run left unscored is left out) and each blend's intervention rate
+    ({K: rate}). The same whether the runs were decoded now (``fit_profile``) or read from an eval's
+    rows (``benchmarks/profile_study.py``)."""
+    keep = [i for i in range(len(scores["base"])) if all(s[i] is not None for s in scores.values())]
     outcome = {name: [bool(s[i]) for i in keep] for name, s in scores.items()}
-    evidence = [_evidence(outcome, k, runs[f"blend {k}"], len(names)) for k in range(len(names))]
+    evidence = [_evidence(outcome, k, rates[k], len(guides)) for k in range(len(guides))]
     reliabilities = tuple(_reliability(e) for e in evidence)
     for e, r in zip(evidence, reliabilities):
         e["decision"] = "off" if r == 0.0 else e["decision"]
-    profile = Profile(base=config.base, guides=tuple(names), reliabilities=reliabilities, task=task.name, gamma=config.gamma,
-                      alpha=config.alpha_label, evidence=tuple(evidence),
-                      sample={"items": len(items), "scored": len(keep), "first_item": items[0].get("id") if items else None})
-    return profile, runs
+    return Profile(base=base, guides=tuple(guides), reliabilities=reliabilities, task=task, gamma=gamma, alpha=alpha,
+                   evidence=tuple(evidence), sample={**sample, "scored": len(keep)})
 
 
-def _evidence(outcome: dict, k: int, blend_results: list, n_guides: int) -> dict:
+def _rate(results: list) -> float:
+    tokens = sum(r.tokens for r in results)
+    return round(sum(r.interventions for r in results) / tokens, 6) if tokens else 0.0
+
+
+def _evidence(outcome: dict, k: int, rate: float, n_guides: int) -> dict:
     """Guide ``k``'s evidence: scores, paired differences against the base alone (with the items each
     side alone got right), the blend's intervention rate, P(help), and with several guides P(its
     blend beats each other guide's)."""
@@ -69,10 +82,9 @@ def _evidence(outcome: dict, k: int, blend_results: list, n_guides: int) -> dict
 
     base, alone, blend = outcome["base"], outcome[f"guide {k}"], outcome[f"blend {k}"]
     vs_base, alone_vs_base = paired_difference(blend, base), paired_difference(alone, base)
-    tokens = sum(r.tokens for r in blend_results if not r.error)
     out = {"n": len(base), "score_base": _mean(base), "score_guide_alone": _mean(alone), "score_blend": _mean(blend),
            "blend_minus_base": _pair(vs_base), "guide_alone_minus_base": _pair(alone_vs_base),
-           "intervention_rate": round(sum(r.interventions for r in blend_results if not r.error) / tokens, 6) if tokens else 0.0,
+           "intervention_rate": rate,
            "p_help": round(help_probability(vs_base["a_only"], vs_base["b_only"]), 6)}
     out["decision"] = decision(out["p_help"])
     if n_guides > 1:
