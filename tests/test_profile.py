@@ -172,3 +172,12 @@ def test_a_server_weighs_by_its_profile_and_shows_it():
         answer = httpx.post(url + "/completions", json={"model": "blendin", "prompt": "Q\n"}, timeout=30).json()
         assert answer["choices"][0]["text"] == " maybe yes"  # the guide, weighed 0, was never asked
     assert pair.guide.sessions == [] or all(s.forward_calls == 0 for s in pair.guide.sessions)
+
+
+def test_eval_refuses_a_profile_fitted_on_another_task_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    from test_cli_options import task_file
+
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda *a, **k: pytest.fail("a model was loaded"))
+    path = Profile(base="gemma-3-270m", guides=("smollm2-135m-instruct",), reliabilities=(1.0,), task="arc_challenge").save(tmp_path / "p.json")
+    code = main(["eval", "--task", "gsm8k", "--data", task_file(tmp_path), "--profile", str(path), "--out", str(tmp_path / "out")])
+    assert code == 2 and "task: the profile's is arc_challenge, this run's gsm8k" in capsys.readouterr().err

@@ -443,6 +443,7 @@ def cmd_eval(a) -> int:
         jobs = []
         for task in tasks:
             base = eval_config(a, models, task)
+            _check_profile_task(base, task)
             # grid builds each configuration through BlendConfig, so every combination is checked before models load
             configs = grid(base, methods, _floats(a.gamma, "gamma"), _alphas(a.alpha))
             judge = _judge(a, task)
@@ -459,6 +460,14 @@ def cmd_eval(a) -> int:
         print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in results.jsonl); "
               "a rerun skips them; add --retry-errors to decode them again", file=sys.stderr)
     return 0
+
+
+def _check_profile_task(config: BlendConfig, task) -> None:
+    """A --profile fitted on another task is refused (BlendConfig checks the models and the rule)."""
+    why = config.profile.mismatch(config, task=task.name) if config.profile is not None else None
+    if why is not None:
+        raise ConfigError(f"--profile {config.profile.source} was fitted for another run ({why}); fit one for this task with "
+                          f"blendin diagnose --task {task.name} ... --save-profile FILE, or drop --profile")
 
 
 def _judge(a, task):
