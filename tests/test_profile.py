@@ -181,3 +181,33 @@ def test_eval_refuses_a_profile_fitted_on_another_task_before_any_model_loads(tm
     path = Profile(base="gemma-3-270m", guides=("smollm2-135m-instruct",), reliabilities=(1.0,), task="arc_challenge").save(tmp_path / "p.json")
     code = main(["eval", "--task", "gsm8k", "--data", task_file(tmp_path), "--profile", str(path), "--out", str(tmp_path / "out")])
     assert code == 2 and "task: the profile's is arc_challenge, this run's gsm8k" in capsys.readouterr().err
+
+
+def test_a_blender_and_a_server_keep_each_guides_record_across_answers(tmp_path):
+    import httpx2 as httpx
+
+    from blendin import Blender
+    from blendin.server import ServerThread, build
+    from blendin.server.settings import ServeSettings
+
+    blender = Blender(cfg(method="blendin", profile=profile_for(0.5)), pair=scripted_pair(BASE, GUIDE))
+    blender("Q")
+    blender.with_(temperature=0.0)(["Q", "Q"])  # the same models: the same record
+    seen = blender.ledger.snapshot()["fake-guide"]
+    assert (seen["answers"], seen["consulted"], seen["interventions"]) == (3, 3, 3) and seen["mean_agreement"] is not None
+    path = profile_for(0.5).save(tmp_path / "p.json")
+    app = build(scripted_pair(BASE, GUIDE), cfg(method="blendin", profile=str(path)), ServeSettings(profile_update=True))
+    with ServerThread(app) as url:
+        for _ in range(2):
+            httpx.post(url + "/completions", json={"model": "blendin", "prompt": "Q\n"}, timeout=30)
+        observed = httpx.get(url + "/profile", timeout=30).json()["observed"]
+        assert observed["fake-guide"]["answers"] == 2 and observed["fake-guide"]["consulted"] == 2
+        assert 'blendin_guide_consultations_total{guide="fake-guide"} 2.0' in httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
+    app.state.metrics.ledger.write_into(path)  # what `blendin serve --profile-update` does at shutdown
+    assert json.loads(path.read_text())["observed"]["fake-guide"]["answers"] == 2 and Profile.load(path).reliabilities == (0.5,)
+
+
+def test_profile_update_needs_a_profile_and_says_so_before_loading(monkeypatch, capsys):
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["serve", "--port", "0", "--profile-update"]) == 2
+    assert "--profile-update writes each guide's record into the --profile file: give --profile FILE too" in capsys.readouterr().err

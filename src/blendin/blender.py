@@ -9,6 +9,7 @@
     nudged = blender.with_(method="nudging")              # same loaded models, other settings
     blender.with_(turn_stop=False)("...")                 # write on past the base's next "\nQuestion:"
     for step in blender.stream("Why is the sky blue?"): print(step.token, end="")
+    Blender(profile="arc.json").ledger.snapshot()         # each guide's record across the answers so far
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from .types import GenerationResult, Step
 class Blender:
     """A loaded base + guide pair and a ``BlendConfig``; options are BlendConfig's fields."""
 
-    def __init__(self, config: BlendConfig | None = None, pair=None, **options):
+    def __init__(self, config: BlendConfig | None = None, pair=None, ledger=None, **options):
+        from .profile import Ledger
+
         config = config or BlendConfig()
+        self.ledger = ledger if ledger is not None else Ledger()  # each guide's record across answers (shown, never a weight)
         self.config = config.with_(**options) if options else config
         if pair is None:
             from .pair import load_pair
@@ -36,14 +40,18 @@ class Blender:
         config = self.config.with_(**options)
         if _loaded_as(config) != _loaded_as(self.config):
             return Blender(config)
-        return Blender(config, pair=self.pair)
+        return Blender(config, pair=self.pair, ledger=self.ledger)
 
     def __call__(self, prompt: str | list[str], batch_size: int = 8) -> GenerationResult | list[GenerationResult]:
         from .decoding import generate, generate_many
 
         if isinstance(prompt, str):
-            return generate(self.pair, prompt, self.config)
+            result = generate(self.pair, prompt, self.config)
+            self.ledger.observe(result.guides)
+            return result
         results = dict(generate_many(self.pair, prompt, self.config, batch_size=batch_size))
+        for r in results.values():
+            self.ledger.observe(r.guides)
         return [results[i] for i in range(len(results))]
 
     def stream(self, prompt: str) -> Iterator[Step]:

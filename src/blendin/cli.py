@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=whole(1), default=d.max_prompt_tokens, help="longest prompt accepted, in tokens")
     sv.add_argument("--max-request-bytes", type=whole(1), default=d.max_request_bytes, help="largest request body accepted, in bytes")
     sv.add_argument("--max-queue", type=whole(1), default=d.max_queue, help="rows that may wait for a place in the batch; beyond it: 429")
+    sv.add_argument("--profile-update", action="store_true",
+                    help="at shutdown, write each guide's record across the answers served into the --profile file (under \"observed\"; "
+                    "the weights are not changed)")
     add_decoding_options(sv, "serve")
 
     prep = command("prepare", "install-time step: convert and cache the models")
@@ -599,7 +602,10 @@ def cmd_serve(a) -> int:
     port = _bindable(a.host, a.port)  # before the models load; --port 0 becomes the free port found
     settings = ServeSettings(host=a.host, port=port, api_key=a.server_api_key or os.environ.get("BLENDIN_SERVE_API_KEY") or None,
                              model_name=a.served_model_name, batch_size=a.batch_size, max_tokens_cap=a.max_tokens_cap,
-                             max_prompt_tokens=a.max_prompt_tokens, max_request_bytes=a.max_request_bytes, max_queue=a.max_queue)
+                             max_prompt_tokens=a.max_prompt_tokens, max_request_bytes=a.max_request_bytes, max_queue=a.max_queue,
+                             profile_update=a.profile_update)
+    if a.profile_update and config.profile is None:  # before the models load
+        raise ConfigError("--profile-update writes each guide's record into the --profile file: give --profile FILE too")
     serve(config, settings)
     return 0
 

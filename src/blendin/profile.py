@@ -146,3 +146,55 @@ class Profile:
 
 def _show(value) -> str:
     return ", ".join(value) if isinstance(value, tuple) else repr(value) if isinstance(value, str) else str(value)
+
+
+class Ledger:
+    """Each guide's record across answers (a server's, a ``Blender``'s): answers seen, consultations,
+    interventions, passes saved, and the within-answer agreement (``GuideRecord.reliability``)
+    averaged over the answers that consulted it. It is shown (GET /v1/profile, /metrics,
+    ``Blender.ledger``) and, with ``blendin serve --profile-update``, written into the profile file
+    at shutdown under "observed"; it never changes a weight: no label-free signal predicted what a
+    guide does for a base well enough (docs/results/reliability-signals.md), so the weights stay
+    the profile's, and a batch decodes as its rows would alone.
+
+        >>> ledger = Ledger(); ledger.observe([{"guide": "g", "consulted": 2, "interventions": 2, "reliability": 0.5, "passes_saved": 0}])
+        >>> ledger.snapshot()["g"]["mean_agreement"]
+        0.5
+    """
+
+    FIELDS = ("consulted", "interventions", "passes_saved")
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()  # a server's rows finish on its decoding thread, requests read on others
+        self._guides: dict[str, dict] = {}
+
+    def observe(self, guides) -> None:
+        """One finished answer's per-guide stats (``GenerationResult.guides``; None: no guide ran)."""
+        with self._lock:
+            for g in guides or ():
+                t = self._guides.setdefault(g["guide"], {"answers": 0, **{f: 0 for f in self.FIELDS}, "agreement_sum": 0.0, "agreeing_answers": 0})
+                t["answers"] += 1
+                for f in self.FIELDS:
+                    t[f] += g.get(f) or 0
+                if g.get("consulted"):
+                    t["agreement_sum"] += g["reliability"]
+                    t["agreeing_answers"] += 1
+
+    def snapshot(self) -> dict:
+        """{guide: answers, consulted, interventions, passes_saved, mean_agreement (None: never consulted)}."""
+        with self._lock:
+            return {name: {"answers": t["answers"], **{f: t[f] for f in self.FIELDS},
+                           "mean_agreement": round(t["agreement_sum"] / t["agreeing_answers"], 6) if t["agreeing_answers"] else None}
+                    for name, t in self._guides.items()}
+
+    def write_into(self, path) -> Path:
+        """Add this record to the profile file at ``path`` under "observed" (the rest unchanged)."""
+        path = Path(path)
+        data = json.loads(path.read_text())
+        data["observed"] = self.snapshot()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+        return path

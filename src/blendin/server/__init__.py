@@ -41,6 +41,8 @@ def build(pair, config: BlendConfig, settings: ServeSettings):
     engine = Engine(pair, batch_size=settings.batch_size, max_queue=settings.max_queue)
     app = build_app(Service(pair, config, settings), engine)
     app.state.engine = engine
+    if settings.profile_update and config.profile is None:
+        raise ConfigError("--profile-update writes each guide's record into the --profile file: give --profile FILE too")
     return app
 
 
@@ -59,6 +61,9 @@ def serve(config: BlendConfig, settings: ServeSettings) -> None:
     # uvicorn's access log stays off: the request lines above carry its fields and the decoding's
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     app.state.engine.stop()
+    if settings.profile_update and config.profile is not None:  # asked for: never silently
+        path = app.state.metrics.ledger.write_into(config.profile.source)
+        log.info("wrote each guide's record across answers into %s (\"observed\")", path)
 
 
 def startup_line(config: BlendConfig, settings: ServeSettings, pair=None) -> str:

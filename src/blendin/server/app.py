@@ -141,7 +141,7 @@ ROUTES = (("GET", "/health", "health"), ("GET", "/v1/models", "models"), ("POST"
 
 def build_app(service: Service, engine: Engine) -> FastAPI:
     app = FastAPI(title="blendin", docs_url=None, redoc_url=None, openapi_url=None)
-    metrics = app.state.metrics = Metrics(engine, service.config.profile)
+    metrics = app.state.metrics = Metrics(engine, service.config.profile, service.ledger)
     app.add_middleware(RequestLog, metrics=metrics)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _fault)
@@ -196,11 +196,12 @@ class Routes:
                                             "owned_by": "blendin", "blendin": about}]}
 
     async def profile(self, request: Request):
-        """The reliability profile the server weighs its guides by (``--profile``), or null."""
+        """The reliability profile the server weighs its guides by (``--profile``), or null, and each
+        guide's record across the answers served so far (``profile.Ledger``)."""
         if not self._authorized(request):
             return _unauthorized()
         profile = self.service.config.profile
-        return {"profile": None if profile is None else profile.describe()}
+        return {"profile": None if profile is None else profile.describe(), "observed": self.service.ledger.snapshot()}
 
     async def tokenize(self, request: Request):
         return await self._count(request, TokenizeRequest, self.service.tokenize)

@@ -25,7 +25,7 @@ SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 
 
 class Metrics:
-    def __init__(self, engine, profile=None):
+    def __init__(self, engine, profile=None, ledger=None):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         r = self.registry = CollectorRegistry()
@@ -41,6 +41,11 @@ class Metrics:
         Gauge("blendin_running_rows", "rows decoding now", registry=r).set_function(lambda: engine.running)
         Gauge("blendin_batch_occupancy", "rows decoding now over the batch size", registry=r).set_function(
             lambda: engine.running / engine.batch_size)
+        self.ledger = ledger
+        self._consulted = Counter("blendin_guide_consultations", "uncertain steps where each guide ran, over finished answers",
+                                  ["guide"], registry=r)
+        self._guided = Counter("blendin_guide_interventions", "tokens each guide's guidance went into, over finished answers",
+                               ["guide"], registry=r)
         if profile is not None:  # --profile: each guide's weight multiplier, as the sample proved it
             reliability = Gauge("blendin_guide_reliability", "each guide's reliability from --profile (its weight's multiplier; 0: not consulted)",
                                 ["guide"], registry=r)
@@ -62,6 +67,11 @@ class Metrics:
                 continue
             self._tokens.inc(r.tokens)
             self._interventions.inc(r.interventions)
+            for g in r.guides or ():
+                self._consulted.labels(g["guide"]).inc(g["consulted"])
+                self._guided.labels(g["guide"]).inc(g["interventions"])
+            if self.ledger is not None:
+                self.ledger.observe(r.guides)
             if r.tokens:
                 self._rate.observe(r.interventions / r.tokens)
 

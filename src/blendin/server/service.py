@@ -40,7 +40,10 @@ class RequestError(BlendinError):
 
 class Service:
     def __init__(self, pair, config: BlendConfig, settings: ServeSettings):
+        from ..profile import Ledger
+
         self.pair, self.config, self.settings = pair, config, settings
+        self.ledger = Ledger()  # each guide's record across the answers served (GET /v1/profile)
         self.base_tok = pair.base.tokenizer if pair.base is not None else None
         self.guide_tok = pair.guide.tokenizer if pair.guide is not None else None
         self.more_guide_toks = [g.tokenizer for g in getattr(pair, "more_guides", ())]  # further guides render their own prompts

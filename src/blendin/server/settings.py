@@ -18,3 +18,4 @@ class ServeSettings:
     max_prompt_tokens: int = 4096
     max_request_bytes: int = 1 << 20
     max_queue: int = 256
+    profile_update: bool = False  # at shutdown, write each guide's record across answers into the --profile file
