@@ -465,7 +465,8 @@ def diagnosis_text(d: dict, pair: str, task: str, gamma: float) -> str:
     lines = [
         f"pair: {pair}; {d['samples']} prompts of {task}, {d['tokens']} tokens, gamma {gamma}"
         + (f" ({d['errors']} more failed: {d['first_error']})" if d.get("errors") else ""),
-        f"  intervention rate      {pct(d['intervention_rate'])}  (threshold {pct(d['threshold'])})",
+        f"  intervention rate      {pct(d['intervention_rate'])}  of tokens the base was unsure of (m_b < gamma), the guide consulted "
+        f"(threshold {pct(d['threshold'])}; it reads the base's uncertainty, not whether guidance helps: --save-profile tells that)",
         f"  top-token agreement    {pct(d['top_token_agreement'])}  of interventions",
     ]
     if d["alpha"]:
