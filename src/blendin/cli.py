@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 
 from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
-from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_mitigations, add_models, add_remote, add_sampling,
-                      add_speculate, alpha, alpha_value, flagged, fraction, number, unknown_options, whole)
+from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_diagnose_options, add_eval_options, add_models,
+                      alpha_value, flagged, unknown_options, whole)
 from .errors import BlendinError, ConfigError
-from .eval.diagnose import MIN_SAMPLE as MIN_DIAGNOSE_SAMPLE  # the paper's pair check: 20 prompts
 
 DEMO_QUESTION = (
     "A baker makes 24 muffins in the morning and 18 in the afternoon. "
@@ -121,68 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(max_new_tokens=128)
 
     ev = command("eval", "score methods on a benchmark task; results.jsonl + summary.json in --out")
-    ev.add_argument("--task", required=True, help="comma list of " + " | ".join(TASKS))
-    ev.add_argument("--data", help="the task's JSONL file (schema of shared/data) or a folder laid out like it (default: the Hugging Face hub)")
-    ev.add_argument("--limit", type=whole(1), metavar="N", help="evaluate the first N items (default: all)")
-    ev.add_argument("--method", default="blendin", help="comma list of base, guide, switch, nudging, blendin")
-    ev.add_argument("--gamma", default="0.4", help="comma list, e.g. 0.3,0.4")
-    ev.add_argument("--alpha", default="auto", help="comma list of 'auto' (BlendIn's adaptive alpha) or numbers in [0, 1]")
-    ev.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own: {task_tokens})")
-    ev.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
-    ev.add_argument("--together", action="store_true",
-                    help="decode all configurations of a task in one batch, item by item (fuller batches; an interrupted run "
-                    "has every configuration at the same items), instead of one configuration after another")
-    ev.add_argument("--retry-errors", action="store_true",
-                    help="decode again the samples an earlier run into --out recorded as failed (by default they count as done)")
-    ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing); a re-run with the same folder resumes")
-    add_models(ev)
-    ev.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
-    ev.add_argument("--pair", action="append", default=None, metavar="BASE:GUIDE",
-                    help="a pair of the grid (repeatable; BASE:GUIDE1,GUIDE2 for several guides; instead of --base/--guide): "
-                    "each pair's results go to --out/BASE+GUIDE/, and --out/summary.json gathers them")
-    add_mitigations(ev)
-    add_speculate(ev)
-    add_sampling(ev)  # greedy by default; sampled answers are recorded in run.json as any setting that changes them
-    add_remote(ev, "eval")
-    ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
-    ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "
-                    "(default: none, outputs are written and not scored)")
-    ev.add_argument("--judge-model", help="justeval: the judge's model name on that server (with --judge-url)")
-    ev.add_argument("--judge-api-key", default=None, metavar="KEY", help="the judge server's key (default: $BLENDIN_JUDGE_API_KEY or $OPENAI_API_KEY)")
-    ev.add_argument("--judge-max-tokens", type=whole(1), default=512, help="the judge's reply length")
-    ev.add_argument("--trace-html", metavar="DIR", help="also write one trace page per sample into DIR (default: none)")
+    add_eval_options(ev, task_tokens)
 
     dg = command("diagnose", "pair health check: intervention rate on a small sample of a task, and a verdict")
-    dg.add_argument("--task", default="gsm8k", help="the task whose first items are the sample, decoded as eval decodes them")
-    dg.add_argument("--data", help="as for eval (default: the Hugging Face hub)")
-    dg.add_argument("--limit", type=whole(1), default=MIN_DIAGNOSE_SAMPLE, metavar="N",
-                    help=f"prompts in the sample: the task's first N (below {MIN_DIAGNOSE_SAMPLE}, the paper's sample, "
-                    "a warning says what the verdict is worth)")
-    dg.add_argument("--n", dest="limit", type=whole(1), default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old name of --limit
-    dg.add_argument("--threshold", type=fraction, default=0.2, help="intervention rate above which guidance looks unreliable (the paper's 20%%)")
-    dg.add_argument("--gamma", type=number, default=0.4, help="the base decides alone when its top-1 probability is >= gamma")
-    dg.add_argument("--alpha", type=alpha, default="auto", help="the guide's weight: 'auto' (BlendIn's adaptive alpha) or a number in [0, 1]")
-    dg.add_argument("--max-new-tokens", type=whole(1), help=f"the most tokens per answer (default: the task's own, as eval: {task_tokens})")
-    dg.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together")
-    add_models(dg)
-    dg.set_defaults(base=None)  # None: not given (the default pair's base), so that --pair can refuse a --base given with it
-    dg.add_argument("--pair", action="append", default=None, metavar="BASE:GUIDE",
-                    help="diagnose this pair (repeatable, as for eval; instead of --base/--guide): each pair's verdict, "
-                    "then the pairs ranked by intervention rate")
-    dg.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
-    dg.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
-    dg.add_argument("--save-profile", metavar="FILE", default=None,
-                    help="fit a reliability profile on the sample (the base alone, each guide alone, BlendIn with each guide; "
-                    "a task with gold answers), print each guide's evidence and weight, and write it to FILE for --profile")
-    from .eval.diagnose import DEFAULTS as TRIED
-
-    dg.add_argument("--max-intervention-rate", type=fraction, default=TRIED["max_intervention_rate"], metavar="RATE", help="the budget variant's rate")
-    dg.add_argument("--agreement-top-k", type=whole(1), default=TRIED["agreement_top_k"], metavar="K", help="the agreement filter variant's k")
-    dg.add_argument("--retire-below", type=fraction, default=TRIED["retire_below"], metavar="FLOOR", help="the retirement variant's floor")
-    dg.add_argument("--retire-after", type=whole(1), default=TRIED["retire_after"], metavar="N", help="the retirement variant's consultations before retiring")
-    dg.add_argument("--plain-only", dest="mitigations", action="store_false",
-                    help="only the plain method's rate and verdict (by default each mitigation runs on the sample too, "
-                    "and, where the task has gold answers, the base and each guide alone)")
+    add_diagnose_options(dg, task_tokens)
 
     rep = command("report", "tables, paired comparisons and PNG plots from eval run folders")
     rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out (a grid's --out stands for its pairs)")
