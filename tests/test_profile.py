@@ -211,3 +211,11 @@ def test_profile_update_needs_a_profile_and_says_so_before_loading(monkeypatch, 
     monkeypatch.setattr(blendin.pair, "load_pair", lambda *a, **k: pytest.fail("a model was loaded"))
     assert main(["serve", "--port", "0", "--profile-update"]) == 2
     assert "--profile-update writes each guide's record into the --profile file: give --profile FILE too" in capsys.readouterr().err
+
+
+def test_a_profile_is_idle_under_a_method_where_one_model_writes_alone():
+    two = Profile(base="fake-base", guides=("fake-guide", "other-guide"), reliabilities=(1.0, 0.0))
+    for method in ("base", "guide"):  # a server's request for the guide alone drops the further guides
+        assert cfg(method=method, profile=two).profile is two
+    writer = scripted_pair(BASE, {"": {"Ġyes": 1.0}, " yes": {"<|end|>": 1.0}})
+    assert generate(writer, "Q", cfg(method="guide", profile=two)).text == " yes"

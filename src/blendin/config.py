@@ -279,6 +279,8 @@ class BlendConfig:
         if self.method == "nudging":  # as reliability: nudging's guide writes whole words, no weight to scale
             raise ConfigError(f"--profile {source} scales each guide's weight in a mixture, and nudging lets the guide write whole "
                               "words with no weight; drop --profile, or use blendin or switch")
+        if self.method in SOLO_METHODS:  # one model writes alone: no guide is weighed, the profile is idle
+            return
         why = self.profile.mismatch(self)
         if why is not None:
             raise ConfigError(f"--profile {source} was fitted for another run ({why}); fit one for this run with "
