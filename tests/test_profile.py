@@ -219,3 +219,24 @@ def test_a_profile_is_idle_under_a_method_where_one_model_writes_alone():
         assert cfg(method=method, profile=two).profile is two
     writer = scripted_pair(BASE, {"": {"Ġyes": 1.0}, " yes": {"<|end|>": 1.0}})
     assert generate(writer, "Q", cfg(method="guide", profile=two)).text == " yes"
+
+
+def test_trust_weighs_each_guide_and_its_confidence_against_the_others():
+    import random
+
+    from blendin.blend import auto_alpha, guide_weights, split_alpha, trusted_weights
+
+    rng = random.Random(7)
+    for _ in range(500):
+        n = rng.randint(1, 4)
+        m_b, ms, agree = rng.random(), [rng.random() for _ in range(n)], [rng.random() for _ in range(n)]
+        assert trusted_weights(m_b, ms, agree, [1.0] * n) == guide_weights(m_b, ms, agree)  # bit for bit
+        assert trusted_weights(m_b, ms, agree, [1.0] * n, alpha=0.4) == split_alpha(0.4, ms)
+        trust = [rng.random() for _ in range(n)]
+        w = trusted_weights(m_b, ms, agree, trust)
+        assert sum(w) <= 1.0 and all(0.0 <= x <= 1.1 * t for x, t in zip(w, trust))  # the bracket is at most 1 + 0.1
+    assert trusted_weights(0.3, [0.6], [0.2], [0.5]) == [0.5 * auto_alpha(0.3, 0.6, 0.2)]
+    # a second guide that proved worse no longer halves the first one's weight
+    both, first_alone = guide_weights(0.3, [0.9, 0.9], [0.0, 0.0]), guide_weights(0.3, [0.9], [0.0])[0]
+    trusted = trusted_weights(0.3, [0.9, 0.9], [0.0, 0.0], [0.9, 0.1])
+    assert both[0] < 0.5 * first_alone * 1.2 and trusted[0] > 0.8 * 0.9 * first_alone and trusted[1] < 0.1 * both[1] * 2

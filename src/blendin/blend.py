@@ -85,6 +85,38 @@ def split_alpha(alpha: float, guide_top_probs: list[float]) -> list[float]:
     return _at_most_one(weights) if alpha <= 1.0 else weights
 
 
+def trusted_weights(base_top_prob: float, guide_top_probs: list[float], agreements: list[float], trust: list[float],
+                    alpha: float | None = None) -> list[float]:
+    """The guides' weights when each guide k is trusted t_k in [0, 1] (a reliability profile's r_k):
+
+        w_k = t_k * (m_k / (m_b + m_k + sum_{j != k} t_j m_j) + 0.1 * p_b[t_k])   (auto alpha)
+        w_k = t_k * alpha * t_k m_k / sum_j t_j m_j                                (a fixed alpha)
+
+    scaled down together if their sum passes 1. A guide's own weight shrinks with its trust, and a
+    distrusted guide's confidence counts for less against the others': a second guide that proved
+    worse no longer halves the first one's weight. All t = 1 gives ``guide_weights`` (or
+    ``split_alpha``) bit for bit; one guide gives t * its weight without the trust, bit for bit.
+
+    >>> trusted_weights(0.25, [0.75], [0.5], [0.5]) == [0.5 * auto_alpha(0.25, 0.75, 0.5)]
+    True
+    >>> [round(w, 3) for w in trusted_weights(0.3, [0.9, 0.9], [0.0, 0.0], [1.0, 0.0])]
+    [0.75, 0.0]
+    """
+    plain = split_alpha(alpha, guide_top_probs) if alpha is not None else guide_weights(base_top_prob, guide_top_probs, agreements)
+    if all(t == 1.0 for t in trust):
+        return plain
+    if len(guide_top_probs) == 1:
+        return [plain[0] * trust[0]]
+    trusted = [float(t) * float(m) for t, m in zip(trust, guide_top_probs)]
+    if alpha is not None:
+        return [t * w for t, w in zip(trust, split_alpha(alpha, trusted))]
+    m_b, total = float(base_top_prob), sum(trusted)
+    raw = [max(0.0, float(t) * (float(m) / (m_b + float(m) + total - tm) + AGREEMENT_BONUS * float(a))) if m_b + float(m) + total - tm > 0 else 0.0
+           for t, m, a, tm in zip(trust, guide_top_probs, agreements, trusted)]
+    s = sum(raw)
+    return _at_most_one([w / s for w in raw] if s > 1.0 else raw)
+
+
 def _at_most_one(weights: list[float]) -> list[float]:
     """``weights`` (each >= 0, meant to sum to at most 1) with a float sum at most 1, both added in order
     (``sum``, what ``mix_many`` does) and exactly (``math.fsum``; Python 3.12's ``sum`` compensates):

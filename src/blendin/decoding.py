@@ -253,7 +253,9 @@ class Generation:
             return
         # the rule weighs every guide consulted; one set aside gives its share to the base, not to the others
         # (docs/decisions.md); x 1.0 is exact: without a weighting mitigation, the rule's own weights
-        all_weights = self.policy.weights(m_b, [c.m_g for c in consulted], [c.agreement for c in consulted])
+        trust = [self.oversight.trust(c.k) for c in consulted]
+        all_weights = self.policy.weights(m_b, [c.m_g for c in consulted], [c.agreement for c in consulted],
+                                          None if all(t == 1.0 for t in trust) else trust)
         weights = [w * c.scale for w, c in zip(all_weights, consulted) if c.kept]
         bridges = self.pair.bridges
         mixed = mix_many(base_probs, [bridges[c.k].to_base(c.probs) for c in kept], weights)

@@ -9,6 +9,8 @@ method that consults a guide (switch, nudging, blendin), at the events the loop 
                                             False retires the guide for the rest of the answer)
     accepts(base_probs, base_token) -> bool after guide k ran: does its distribution count?
     scale(record) -> float                  its weight's multiplier (``weighs``: True where it has one)
+    trust(record) -> float                  its proven reliability, which the rule weighs it and its
+                                            confidence against the other guides' by (``blend.trusted_weights``)
 
 A mitigation that says no is counted by its ``name`` in the row's ``held`` (the steps it made the
 base decide alone). ``Oversight`` asks them for one row and keeps that row's state: each guide's
@@ -90,6 +92,9 @@ class Mitigation:
     def scale(self, record: GuideRecord) -> float:
         return 1.0
 
+    def trust(self, record: GuideRecord) -> float:
+        return 1.0
+
 
 @dataclass(frozen=True)
 class InterventionBudget(Mitigation):
@@ -154,18 +159,19 @@ class ReliabilityWeight(Mitigation):
 
 @dataclass(frozen=True)
 class ProfileWeight(Mitigation):
-    """Each guide's weight times the reliability a labelled sample proved (``profile.Profile``,
-    ``--profile``); a guide weighed 0 is never consulted, its passes saved (``passes_saved``).
-    r_k = 1 multiplies by 1.0: the weights of the plain rule, to the bit."""
+    """Each guide trusted as far as a labelled sample proved (``profile.Profile``, ``--profile``): the
+    rule weighs it by r_k, and its confidence against the other guides' by r_k too
+    (``blend.trusted_weights``); a guide weighed 0 is never consulted, its passes saved
+    (``passes_saved``). r_k = 1 for every guide: the plain rule's weights, to the bit."""
 
     reliabilities: tuple  # (guide name, r_k) pairs
     name = "profile"
     weighs = True
 
     def keeps(self, record: GuideRecord) -> bool:
-        return self.scale(record) > 0.0
+        return self.trust(record) > 0.0
 
-    def scale(self, record: GuideRecord) -> float:
+    def trust(self, record: GuideRecord) -> float:
         return dict(self.reliabilities).get(record.name, 1.0)
 
 
@@ -224,6 +230,13 @@ class Oversight:
         for m in self.mitigations:
             scale *= m.scale(self.records[k])
         return scale
+
+    def trust(self, k: int) -> float:
+        """Guide ``k``'s proven reliability (1.0 without a profile)."""
+        trust = 1.0
+        for m in self.mitigations:
+            trust *= m.trust(self.records[k])
+        return trust
 
     def hold(self, refuser: Mitigation) -> None:
         """Count an uncertain step where ``refuser`` made the base decide alone."""

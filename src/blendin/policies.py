@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .blend import auto_alpha, guide_weights, split_alpha
+from .blend import auto_alpha, guide_weights, split_alpha, trusted_weights
 from .config import BlendConfig
 
 
@@ -72,8 +72,11 @@ class TokenSwitch:
     def guide_weight(self, base_top_prob, guide_top_prob, agreement) -> float:
         return 1.0
 
-    def weights(self, base_top_prob, guide_top_probs, agreements) -> list[float]:
-        """Several guides: their mixture alone, split by confidence (one guide: [1.0])."""
+    def weights(self, base_top_prob, guide_top_probs, agreements, trust=None) -> list[float]:
+        """Several guides: their mixture alone, split by confidence (one guide: [1.0]); ``trust``: each
+        guide's proven reliability (``blend.trusted_weights``; None: all 1)."""
+        if trust is not None:
+            return trusted_weights(base_top_prob, guide_top_probs, agreements, trust, alpha=1.0)
         return split_alpha(1.0, guide_top_probs)
 
 
@@ -96,8 +99,11 @@ class BlendIn(TokenSwitch):
             return self.alpha
         return auto_alpha(base_top_prob, guide_top_prob, agreement)
 
-    def weights(self, base_top_prob, guide_top_probs, agreements) -> list[float]:
-        """``blend.guide_weights`` (a fixed alpha is the guides' whole share, split by confidence)."""
+    def weights(self, base_top_prob, guide_top_probs, agreements, trust=None) -> list[float]:
+        """``blend.guide_weights`` (a fixed alpha is the guides' whole share, split by confidence);
+        ``trust``: each guide's proven reliability (``blend.trusted_weights``; None: all 1)."""
+        if trust is not None:
+            return trusted_weights(base_top_prob, guide_top_probs, agreements, trust, alpha=self.alpha)
         if self.alpha is not None:
             return split_alpha(self.alpha, guide_top_probs)
         return guide_weights(base_top_prob, guide_top_probs, agreements)
