@@ -23,15 +23,16 @@ TOO_FEW = 10  # disagreements with the base below which the sample cannot tell h
 
 def check_profileable(task) -> None:
     """ConfigError unless ``task`` has gold answers to fit on (before any model loads)."""
+    from .tasks import TASKS
+
     if task.scoring not in SCORED:
+        scored = ", ".join(t.name for t in TASKS.values() if t.scoring in SCORED)
         raise ConfigError(f"--save-profile fits on answers it can score, and {task.name} is scored by a judge model; "
-                          f"fit the profile on a task with gold answers ({', '.join(('gsm8k', 'arc_challenge', 'mmlu', 'truthfulqa', 'xstest'))})")
+                          f"fit the profile on a task with gold answers ({scored})")
 
 
-def fit_profile(pair, task, items: list[dict], config: BlendConfig, batch_size: int = 16, progress=None,
-                plain: list | None = None) -> tuple[Profile, dict]:
-    """The profile ``config``'s guides earn on ``items`` and the runs it read ({name: results}).
-    ``plain``: BlendIn's results with every guide, decoded already (one guide: the blend itself)."""
+def fit_profile(pair, task, items: list[dict], config: BlendConfig, batch_size: int = 16, progress=None) -> tuple[Profile, dict]:
+    """The profile ``config``'s guides earn on ``items`` and the runs it read ({name: results})."""
     from ..pair import Pair
     from .diagnose import decode
     from .runner import score
@@ -45,8 +46,7 @@ def fit_profile(pair, task, items: list[dict], config: BlendConfig, batch_size: 
         single = Pair(base=pair.base, guide=model, bridge=bridge)
         solo = config.with_(guide=spec.model, guide_remote=spec.remote, more_guides=(), profile=None)
         runs[f"guide {k}"] = decode(single, task, items, prompts, solo.with_(method="guide"), batch_size, progress, f"profile: {names[k]} alone")
-        done = plain if plain is not None and len(names) == 1 else None
-        runs[f"blend {k}"] = done or decode(single, task, items, prompts, solo.with_(method="blendin"), batch_size, progress,
+        runs[f"blend {k}"] = decode(single, task, items, prompts, solo.with_(method="blendin"), batch_size, progress,
                                             f"profile: blendin with {names[k]}")
     scores = {name: [None if r.error else score(task, it, r.text)[1] for it, r in zip(items, results)] for name, results in runs.items()}
     rates = {k: _rate([r for r in runs[f"blend {k}"] if not r.error]) for k in range(len(names))}
@@ -88,8 +88,8 @@ def _evidence(outcome: dict, k: int, rate: float, n_guides: int) -> dict:
            "p_help": round(help_probability(vs_base["a_only"], vs_base["b_only"]), 6)}
     out["decision"] = decision(out["p_help"])
     if n_guides > 1:
-        out["p_beats"] = {str(j): round(help_probability(*_discordant(blend, outcome[f"blend {j}"])), 6)
-                          for j in range(n_guides) if j != k}
+        beats = {j: paired_difference(blend, outcome[f"blend {j}"]) for j in range(n_guides) if j != k}
+        out["p_beats"] = {str(j): round(help_probability(d["a_only"], d["b_only"]), 6) for j, d in beats.items()}
     return out
 
 
@@ -98,10 +98,6 @@ def _reliability(e: dict) -> float:
     for p in (e.get("p_beats") or {}).values():
         r *= p
     return 0.0 if r < OFF_BELOW else round(r, 6)
-
-
-def _discordant(a: list[bool], b: list[bool]) -> tuple[int, int]:
-    return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
 
 
 def _pair(d: dict) -> dict:
