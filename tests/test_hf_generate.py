@@ -110,3 +110,27 @@ def test_logits_padded_past_the_tokenizer_are_never_chosen(embedded_pair):
     out, ref = blend(ids, padded), plain(ids, scores)
     assert out.shape == padded.shape and out[0, base.vocab_size:].eq(float("-inf")).all()
     assert int(out.argmax()) == int(ref.argmax()) < base.vocab_size
+
+
+def test_a_profile_weighs_the_guide_inside_generate(embedded_pair):
+    """``BlendConfig(profile=...)`` holds inside generate() as in blendin's loop: a guide the profile
+    weighs 0 is never consulted (the base's own tokens), one weighed 0.5 gives what blendin generate
+    gives with the same profile; a profile for other models is refused before any token."""
+    from blendin.errors import ConfigError
+    from blendin.profile import Profile
+
+    def profiled(r):
+        return Profile(base="gemma-3-270m", guides=("smollm2-135m-instruct",), reliabilities=(r,))
+
+    base_alone = [generate(embedded_pair, q, config("base")) for q in QUESTIONS]
+    blend, new = run(embedded_pair, QUESTIONS, "blendin", dict(profile=profiled(0.0)))
+    for row, result, alone in zip(new.tolist(), blend.results(), base_alone):
+        assert row[: alone.tokens] == [s.token_id for s in alone.steps] and result.interventions == 0
+    plain = [generate(embedded_pair, q, config("blendin")) for q in QUESTIONS]
+    half = [generate(embedded_pair, q, config("blendin", profile=profiled(0.5))) for q in QUESTIONS]
+    assert [h.text for h in half] != [p.text for p in plain] or [h.mean_alpha for h in half] != [p.mean_alpha for p in plain]
+    blend, new = run(embedded_pair, QUESTIONS, "blendin", dict(profile=profiled(0.5)))
+    for row, result, expected in zip(new.tolist(), blend.results(), half):
+        assert row[: expected.tokens] == [s.token_id for s in expected.steps] and result.text == expected.text
+    with pytest.raises(ConfigError, match="base: the profile's is 'qwen"):
+        config("blendin", profile=Profile(base="qwen2.5-coder-1.5b-instruct", guides=("smollm2-135m-instruct",), reliabilities=(1.0,)))
