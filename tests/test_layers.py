@@ -13,7 +13,7 @@ LAYERS = {
     0: ["errors", "types", "blend", "placement", "config", "profile"],  # types and math
     1: ["backends", "vocab", "chunks", "models", "pair", "httpclient"],  # the models, local or on servers
     2: ["prompts", "policies", "mitigations", "sampling", "transcript", "nudging", "driver", "speculative",
-        "decoding"],  # the loop and its policies
+        "decoding", "scoring"],  # the loop and its policies
     3: ["", "__main__", "blender", "hf_generate", "parity", "cli", "cliargs", "jsonl", "progress", "testing",
         "eval", "server", "diagnostics"],  # entry points
 }
