@@ -89,3 +89,28 @@ def test_the_split_is_lm_eval_s():
     assert tok.decode(ids[start:]) == " no" and tok.decode(ids[:start]) == "Q\n maybe"
     ids, start = split_pair(tok, "", " maybe")  # no context: after the end token
     assert start == 1 and ids[0] in tok.eos_ids
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"context": "a"}', 'a non-empty "continuation"'),
+    ("not json", "not valid JSON"),
+])
+def test_blendin_score_refuses_a_bad_line_before_any_model_loads(tmp_path, capsys, no_models, line, message):
+    from blendin.cli import main
+
+    f = tmp_path / "pairs.jsonl"
+    f.write_text('{"context": "x", "continuation": " y"}\n' + line + "\n")
+    assert main(["score", "--input", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}:2:" in err and message in err
+
+
+def test_blendin_score_refuses_nudging_and_a_missing_folder_before_any_model_loads(tmp_path, capsys, no_models):
+    from blendin.cli import main
+
+    f = tmp_path / "pairs.jsonl"
+    f.write_text('{"context": "x", "continuation": " y"}\n')
+    assert main(["score", "--input", str(f), "--method", "base,nudging"]) == 2
+    assert "whole words" in capsys.readouterr().err
+    assert main(["score", "--input", str(f), "--output", str(tmp_path / "no" / "s.jsonl")]) == 2
+    assert "folder does not exist" in capsys.readouterr().err

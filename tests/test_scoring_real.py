@@ -2,6 +2,7 @@
 model's own, read straight from transformers; batched texts score as alone; a greedy BlendIn
 generation scores greedy at every token."""
 
+import json
 import math
 
 import pytest
@@ -51,3 +52,20 @@ def test_batched_blendin_scores_as_alone_and_a_greedy_answer_scores_greedy(embed
     [s] = score_ids(embedded_pair, [(prompt + [x.token_id for x in r.steps], len(prompt))], config)
     assert r.interventions > 0 and s.greedy and s.interventions == r.interventions
     assert [t.logprob for t in s.tokens] == pytest.approx([math.log(x.chosen_prob) for x in r.steps], abs=1e-4)
+
+
+def test_blendin_score_writes_each_method_s_log_probability(tmp_path, embedded_pair):
+    from blendin.cli import main
+
+    f, out = tmp_path / "pairs.jsonl", tmp_path / "scores.jsonl"
+    f.write_text("".join(json.dumps({"id": f"p{i}", "context": c, "continuation": x}) + "\n" for i, (c, x) in enumerate(PAIRS)))
+    assert main(["score", "--input", str(f), "--output", str(out), "--method", "base,guide,blendin", "--per-token"]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["p0", "p1", "p2"] and set(lines[0]["methods"]) == {"base", "guide", "blendin"}
+    texts = [split_pair(embedded_pair.base.tokenizer, c, x) for c, x in PAIRS]
+    direct = score_ids(embedded_pair, texts, BlendConfig(method="base"))
+    for line, d in zip(lines, direct):
+        assert line["methods"]["base"]["logprob"] == pytest.approx(d.logprob, abs=1e-4) and line["methods"]["base"]["interventions"] == 0
+        assert len(line["methods"]["blendin"]["token_logprobs"]) == line["tokens"]
+    # the right answer is likelier than the wrong one under the blend, as under the guide
+    assert lines[0]["methods"]["blendin"]["logprob"] > lines[1]["methods"]["blendin"]["logprob"]

@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the weights are not changed)")
     add_decoding_options(sv, "serve")
 
+    from .scorecli import add_score_options
+
+    add_score_options(command("score", "the log-probability of continuations under each method (JSONL in, JSONL out)"))
+
     prep = command("prepare", "install-time step: convert and cache the models")
     add_models(prep, placement=False)
     prep.add_argument("--backend", default="transformers", choices=BACKENDS,
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         commands = {"generate": cmd_generate, "demo": cmd_demo, "prepare": cmd_prepare, "eval": cmd_eval,
-                    "diagnose": cmd_diagnose, "report": cmd_report, "serve": cmd_serve}
+                    "diagnose": cmd_diagnose, "report": cmd_report, "serve": cmd_serve, "score": cmd_score}
         return commands[args.command](args)
     except BlendinError as exc:
         print(f"Error: {flagged(str(exc))}", file=sys.stderr)
@@ -566,6 +570,12 @@ def _bindable(host: str, port: int) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port "
                           "(0 takes a free one) or a --host of this machine (127.0.0.1, 0.0.0.0)") from None
+
+
+def cmd_score(a) -> int:
+    from .scorecli import cmd_score as score
+
+    return score(a, BlendConfig(base=a.base, gamma=a.gamma, alpha=a.alpha, **_guides(a), **_placement(a), **_mitigations(a)))
 
 
 def cmd_prepare(a) -> int:
