@@ -14,7 +14,7 @@ LAYERS = {
     1: ["backends", "vocab", "chunks", "models", "pair", "httpclient"],  # the models, local or on servers
     2: ["prompts", "policies", "mitigations", "sampling", "transcript", "nudging", "driver", "speculative",
         "decoding", "scoring"],  # the loop and its policies
-    3: ["", "__main__", "blender", "hf_generate", "parity", "cli", "cliargs", "jsonl", "progress", "testing",
+    3: ["", "__main__", "blender", "hf_generate", "parity", "cli", "cliargs", "scorecli", "jsonl", "progress", "testing",
         "eval", "server", "diagnostics"],  # entry points
 }
 LOOP = {f"blendin.{m}" for m in LAYERS[2]}

@@ -25,7 +25,6 @@ def param_of(model, body) -> dict:
     ({"model": "m", "prompt": "x", "top_p": 0}, "top_p"),
     ({"model": "m", "prompt": "x", "n": 0}, "n"),
     ({"model": "m", "prompt": "x", "stop": [""]}, "stop"),
-    ({"model": "m", "prompt": "x", "echo": True}, "echo"),
     ({"model": "m", "prompt": "x", "blendin": {"method": "nudge"}}, "blendin.method"),
     ({"model": "m", "prompt": "x", "blendin": {"gamma": 2}}, "blendin.gamma"),
     ({"model": "m", "prompt": "x", "blendin": {"beta": 1}}, "blendin.beta"),

@@ -260,7 +260,7 @@ def test_every_request_is_logged_in_one_line(caplog):
         # ' maybe cat' and the end: 3 tokens a row, the guide's at ' cat'
         r"POST /v1/completions 200 rows=2 method=switch tokens=6 interventions=2 \(33\.3%\) \d+ ms",
         r"POST /v1/chat/completions 200 rows=1 method=switch tokens=3 interventions=1 \(33\.3%\) \d+ ms",  # at the stream's end
-        r"POST /v1/completions 400 \d+ ms: max_tokens: .*",
+        r"POST /v1/completions 400 \d+ ms: max_tokens must be at least 1 .*",
         r"GET /v1/nowhere 404 \d+ ms: no route GET /v1/nowhere; .*",
         r"GET /health 200 \d+ ms",
     ]

@@ -144,7 +144,7 @@ class ScoredRow(Generation):
         if not 1 <= start < len(ids):
             raise ConfigError(f"a scored text needs at least one token before and one after its start ({start} of {len(ids)} tokens)")
         self.forced = [int(t) for t in ids[start:]]
-        row_config = _row_config(config, len(self.forced))
+        row_config = _row_config(config, len(self.forced), top)
         super().__init__(pair, render_context(pair, row_config, ids[:start]), row_config)
         if config.method == "guide":
             self.policy = EveryPosition()
@@ -179,10 +179,11 @@ def check_method(config: BlendConfig) -> None:
                           f"use one of {', '.join(METHODS)}")
 
 
-def _row_config(config: BlendConfig, n: int) -> BlendConfig:
-    """The loop's config for a scored row: the method's rule, no stop strings, no sampling, no other drafter.
+def _row_config(config: BlendConfig, n: int, top: int) -> BlendConfig:
+    """The loop's config for a scored row: the method's rule, no stop strings, no sampling, no other
+    drafter; each step's ``top`` tokens kept in its ``alternatives`` (a server's logprobs read them).
     The guide method runs as switch with the gate always open (``EveryPosition``): the base's tokens, the guide's weights."""
-    changes = dict(max_new_tokens=n, stop=(), turn_stop=False, temperature=0.0, speculate="off", trace_top=0)
+    changes = dict(max_new_tokens=n, stop=(), turn_stop=False, temperature=0.0, speculate="off", trace_top=top)
     if config.method == "guide":
         changes.update(method="switch", more_guides=(), profile=None, max_intervention_rate=None, agreement_top_k=None,
                        reliability=False, retire_below=None, capability_gap=None)

@@ -96,7 +96,8 @@ class Engine:
             if ticket.cancelled:
                 continue
             try:
-                row = Generation(self.pair, rendered, config)
+                make = getattr(rendered, "row", None)  # a job that makes its own row (``echo.ScoreJob``), else a generation
+                row = make(self.pair, config) if make is not None else Generation(self.pair, rendered, config)
             except Exception as exc:  # noqa: BLE001 - reported to its request, the others go on
                 ticket.post(("error", i, *failure(exc, "a row could not start")))
                 continue

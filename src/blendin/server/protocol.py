@@ -52,7 +52,7 @@ class StreamOptions(BaseModel):
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=0)  # 0: only a completion with echo (the prompt scored, nothing written)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=SEED_MAX)
@@ -89,13 +89,6 @@ class CompletionRequest(_Sampling):
             raise ValueError("the prompt is empty")
         return v
 
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, v):
-        if v:
-            raise ValueError("echo is not supported; the prompt is not repeated in the answer")
-        return v
-
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt
         if isinstance(p, str) or (p and isinstance(p[0], int)):
@@ -127,6 +120,13 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _writes(cls, v):
+        if v == 0:
+            raise ValueError("max_tokens must be at least 1 (a chat reply has no echo)")
+        return v
 
     @field_validator("messages")
     @classmethod

@@ -27,6 +27,7 @@ from ..errors import BlendinError
 from ..prompts import Rendered, render_chat, render_raw
 from ..types import GenerationResult, Step
 from .protocol import SEED_MAX, ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from .echo import ScoreJob, echo_choice, echo_problem, score_jobs, scored_by_prompt
 from .settings import ServeSettings
 
 
@@ -123,18 +124,49 @@ class Service:
         return self.more_guide_toks[:len(config.more_guides)] if config.uses_guide else []
 
     def completion_jobs(self, req: CompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
+        """A row per prompt and n; with ``echo``, a scoring row per prompt after them (``echo``)."""
         self.check_model(req.model)
-        config = self.request_config(req, req.max_tokens, req.logprobs or 0, turn_stop=False)  # raw text: no turn format
-        vocab = self.pair.base.vocab_size if self.pair.base is not None else None
+        if req.max_tokens == 0 and not req.echo:
+            raise RequestError("max_tokens must be at least 1 (0 only with echo, which scores the prompt alone)", param="max_tokens")
+        prompt_only = req.echo and req.max_tokens == 0
+        config = self.request_config(req, None if prompt_only else req.max_tokens, req.logprobs or 0, turn_stop=False)  # raw text: no turn format
+        if req.echo:
+            if req.stream:
+                raise RequestError("echo is answered whole, not streamed: send it without stream", param="stream")
+            problem = echo_problem(config, self.base_tok is not None)
+            if problem is not None:
+                raise RequestError(problem, param="echo")
+        jobs = [] if prompt_only else self._completion_rows(req, config)
+        if req.echo:
+            jobs += score_jobs(self.echo_ids(req), config, req.logprobs or 0)
+        if not jobs:
+            raise RequestError("max_tokens 0 with a one-token prompt leaves nothing to score or write", param="max_tokens")
+        return jobs
+
+    def echo_ids(self, req: CompletionRequest) -> list[list[int]]:
+        """Each prompt in the base's tokens, as echo scores it (``/tokenize`` gives the same ids)."""
+        ids = [self._known_ids(p) if isinstance(p, list) else self.base_tok.encode_prompt(p) for p in req.prompts()]
+        for p in ids:
+            if len(p) > self.settings.max_prompt_tokens:
+                raise RequestError(f"the prompt is {len(p)} tokens, above this server's limit of {self.settings.max_prompt_tokens} "
+                                   "(blendin serve --max-prompt-tokens)", param="prompt")
+        return ids
+
+    def _known_ids(self, ids: list[int]) -> list[int]:
+        """A token-id prompt, checked against the base's vocabulary."""
+        if self.base_tok is None:
+            raise RequestError("token-id prompts are in the base model's vocabulary, and this server has no base model", param="prompt")
+        vocab = self.pair.base.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise RequestError(f"token id {bad[0]} is outside the base model's vocabulary (0..{vocab - 1})", param="prompt")
+        return ids
+
+    def _completion_rows(self, req: CompletionRequest, config: BlendConfig) -> list[tuple[Rendered, BlendConfig]]:
         prompts = []
         for p in req.prompts():
             if isinstance(p, list):
-                if self.base_tok is None:
-                    raise RequestError("token-id prompts are in the base model's vocabulary, and this server has no base model", param="prompt")
-                bad = [t for t in p if not 0 <= t < vocab]
-                if bad:
-                    raise RequestError(f"token id {bad[0]} is outside the base model's vocabulary (0..{vocab - 1})", param="prompt")
-                prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=p,
+                prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=self._known_ids(p),
                                           more_guide_toks=self._more_toks(config)))
             else:
                 prompts.append(render_raw(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None, text=p,
@@ -214,11 +246,30 @@ class Service:
         return "<eos>" if step.token_id in tok.eos_ids else tok.decode([step.token_id])
 
     def completion_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
+        if req.echo:
+            return self.echo_body(req, jobs, results)
         choices = [{"index": i, "text": r.text, "finish_reason": finish_reason(r), "logprobs": completion_logprobs(r.steps, req.logprobs, self.spell),
                     "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
         prompt_tokens = self.prompt_tokens(jobs, req.n)
         return {"id": self.new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model,
                 "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
+
+    def echo_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
+        """Each choice: the prompt scored (its first token null), then what was generated after it."""
+        scored = scored_by_prompt(jobs, results)
+        generated = [r for (job, _), r in zip(jobs, results) if not isinstance(job, ScoreJob)]
+        prompts, choices = self.echo_ids(req), []
+        for p, ids in enumerate(prompts):
+            for j in range(req.n):
+                gen = generated[p * req.n + j] if generated else None
+                text, logprobs = echo_choice(ids, self.base_tok, scored.get(p), gen, req.logprobs, completion_logprobs, self.spell)
+                answered = [r for r in (gen or scored.get(p),) if r is not None]
+                choices.append({"index": len(choices), "text": text, "finish_reason": finish_reason(gen) if gen else "length",
+                                "logprobs": logprobs, "blendin": self.blendin_summary(answered) if answered else None})
+        prompt_tokens = sum(len(ids) for ids in prompts)
+        usage = self.usage(prompt_tokens, generated)
+        return {"id": self.new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model,
+                "choices": choices, "usage": usage, "blendin": self.blendin_summary(generated or list(scored.values()))}
 
     def chat_body(self, req: ChatCompletionRequest, jobs, results: list[GenerationResult]) -> dict:
         top = (req.top_logprobs or 0) if req.logprobs else None

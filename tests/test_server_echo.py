@@ -1,0 +1,81 @@
+"""``echo`` on /v1/completions over scripted models (fast): the prompt's tokens scored under the
+request's method, in the shape lm-evaluation-harness reads (len(prompt) + 1 entries, the first null,
+the generated token last, the actual token always among the top), batched prompts in order, and the
+requests it cannot serve refused with a 400 that says why."""
+
+import math
+
+import pytest
+from test_server_scripted import post, serving
+from scripted import config, scripted_pair
+
+from blendin.scoring import score_ids
+
+BASE = {"": {"▁yes": 0.3, "▁no": 0.25, "▁maybe": 0.45}, " maybe": {"▁yes": 0.35, "▁no": 0.30, "▁cat": 0.35},
+        " maybe no": {"<eos>": 0.9, "▁yes": 0.1}, " maybe yes": {"<eos>": 1.0}}
+GUIDE = {"": {"Ġyes": 0.7, "Ġno": 0.3}, " maybe": {"Ġno": 0.6, "Ġyes": 0.4}, " maybe no": {"<|end|>": 1.0}, " maybe yes": {"<|end|>": 1.0}}
+
+
+def pair():
+    return scripted_pair(BASE, GUIDE)
+
+
+def ids_of(p, text):
+    return p.base.tokenizer.encode(text)
+
+
+def lm_eval_parse(choice, ctxlen):
+    """lm-evaluation-harness 0.4's ``parse_logprobs`` for one choice: (sum, is_greedy)."""
+    lp = choice["logprobs"]
+    tokens, tops = lp["token_logprobs"][ctxlen:-1], lp["top_logprobs"][ctxlen:-1]
+    return sum(tokens), all(t == max(top.values()) for t, top in zip(tokens, tops))
+
+
+@pytest.mark.parametrize("method", ["base", "guide", "switch", "blendin"])
+def test_echo_scores_the_prompt_as_lm_eval_reads_it(method):
+    p = pair()
+    context, texts = ids_of(p, "Q\n"), [ids_of(p, "Q\n maybe no"), ids_of(p, "Q\n maybe yes")]
+    with serving(p) as (url, _):
+        r = post(url, "/completions", {"model": "blendin", "prompt": texts, "echo": True, "logprobs": 1, "max_tokens": 1,
+                                       "temperature": 0, "seed": 1234, "blendin": {"method": method}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = score_ids(p, [(t, len(context)) for t in texts], config(method=method))
+    for choice, ids, want in zip(body["choices"], texts, expected):
+        lp = choice["logprobs"]
+        assert len(lp["token_logprobs"]) == len(ids) + 1 and lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+        assert choice["text"].startswith("Q\n maybe")
+        total, greedy = lm_eval_parse(choice, len(context))
+        assert total == pytest.approx(sum(max(t.logprob, -9999.0) for t in want.tokens)) and greedy == want.greedy  # -9999: p = 0, as JSON holds no -inf
+        for token, logprob, top in zip(lp["tokens"][1:], lp["token_logprobs"][1:], lp["top_logprobs"][1:]):
+            assert top[token] == logprob  # the actual token is always among the top
+    assert body["usage"]["prompt_tokens"] == sum(len(t) for t in texts) and body["usage"]["completion_tokens"] == 2
+
+
+def test_echo_with_max_tokens_0_scores_the_prompt_alone():
+    p = pair()
+    ids = ids_of(p, "Q\n maybe no")
+    with serving(p) as (url, _):
+        r = post(url, "/completions", {"model": "blendin", "prompt": ids, "echo": True, "logprobs": 0, "max_tokens": 0}).json()
+    lp = r["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == len(ids) and r["usage"]["completion_tokens"] == 0
+    assert lp["token_logprobs"][-1] == pytest.approx(math.log(auto_mixed()))
+    assert lp["text_offset"] == sorted(lp["text_offset"]) and r["choices"][0]["text"] == "Q\n maybe no"
+
+
+def auto_mixed():
+    from blendin.blend import auto_alpha
+
+    alpha = auto_alpha(0.35, 0.6, 0.30)
+    return alpha * 0.6 + (1 - alpha) * 0.30
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"echo": True, "blendin": {"method": "nudging"}}, "whole words"),
+    ({"echo": True, "stream": True}, "not streamed"),
+    ({"max_tokens": 0}, "0 only with echo"),
+])
+def test_what_echo_cannot_do_is_a_400_that_says_why(fields, says):
+    with serving(pair()) as (url, _):
+        r = post(url, "/completions", {"model": "blendin", "prompt": "Q\n maybe", "logprobs": 1, **fields})
+    assert r.status_code == 400 and says in r.json()["error"]["message"]
