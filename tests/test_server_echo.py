@@ -9,6 +9,8 @@ import pytest
 from test_server_scripted import post, serving
 from scripted import config, scripted_pair
 
+from blendin.backends.fake import FakeTokenizer, ScriptedModel
+from blendin.pair import Pair
 from blendin.scoring import score_ids
 
 BASE = {"": {"▁yes": 0.3, "▁no": 0.25, "▁maybe": 0.45}, " maybe": {"▁yes": 0.35, "▁no": 0.30, "▁cat": 0.35},
@@ -79,3 +81,27 @@ def test_what_echo_cannot_do_is_a_400_that_says_why(fields, says):
     with serving(pair()) as (url, _):
         r = post(url, "/completions", {"model": "blendin", "prompt": "Q\n maybe", "logprobs": 1, **fields})
     assert r.status_code == 400 and says in r.json()["error"]["message"]
+
+
+class StartTokenizer(FakeTokenizer):
+    """Puts <bos> before every prompt, as Gemma's tokenizer does."""
+
+    def encode_prompt(self, text):
+        return [self.pieces().index("<bos>"), *self.encode(text)]
+
+
+def test_a_token_prompt_without_the_base_s_start_token_is_read_after_it():
+    """lm-eval tokenizes through /tokenize without special tokens: the base still reads its <bos>
+    first (Gemma scores nonsense without it), and the answer keeps the prompt's own positions."""
+    plain = pair()
+    tok = StartTokenizer(plain.base.tokenizer.pieces(), eos="<eos>", specials=["<bos>"])
+    p = Pair(base=ScriptedModel(tok, plain.base.script, name="fake-base"), guide=plain.guide)
+    ids = tok.encode("Q\n maybe no")
+    with serving(p) as (url, _):
+        r = post(url, "/completions", {"model": "blendin", "prompt": ids, "echo": True, "logprobs": 1, "max_tokens": 1}).json()
+    lp = r["choices"][0]["logprobs"]
+    bos = tok.pieces().index("<bos>")
+    [want] = score_ids(p, [([bos, *ids], 2)], config(method="blendin"))
+    assert len(lp["token_logprobs"]) == len(ids) + 1 and lp["token_logprobs"][0] is None
+    assert lp["token_logprobs"][1:-1] == pytest.approx([max(t.logprob, -9999.0) for t in want.tokens])
+    assert p.base.sessions and all(s.ids[0] == bos for s in p.base.sessions)  # the scoring row and the completion's

@@ -38,3 +38,13 @@ def test_detokenize_round_trips_and_bad_input_names_the_field():
         assert r.status_code == 400 and "either prompt" in r.json()["error"]["message"]
         r = post(url, "/tokenize", {"model": "gpt-4", "prompt": "Q"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_tokenizer_info_names_the_end_token_that_tokenize_maps_to_its_id():
+    """lm-evaluation-harness's remote tokenizer: GET /tokenizer_info at the root, then the end token's
+    text through /tokenize (add_special_tokens false) must give the end token's id."""
+    with serving(scripted_pair(BASE, GUIDE)) as (url, _):
+        info = httpx.get(url.removesuffix("/v1") + "/tokenizer_info", timeout=30).json()
+        assert info["eos_token"] == "<eos>" and "chat_template" in info and "bos_token" in info
+        ids = post(url, "/tokenize", {"prompt": info["eos_token"], "add_special_tokens": False}).json()["tokens"]
+        assert ids == [base_tokenizer().eos_id]

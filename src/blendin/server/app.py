@@ -5,7 +5,7 @@
 
 Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with
 ``stream: true`` as server-sent events ending with ``data: [DONE]``), vLLM's POST /tokenize and
-POST /detokenize (prompts counted as the base reads them), GET /metrics (Prometheus, ``metrics``) and GET
+POST /detokenize (prompts counted as the base reads them) and GET /tokenizer_info, GET /metrics (Prometheus, ``metrics``) and GET
 /v1/profile (the reliability profile the guides are weighed by, ``--profile``). Bodies are read and validated
 here (not by FastAPI's automatic validation) so that every failure has the OpenAI error shape:
 400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large
@@ -136,7 +136,8 @@ def _error_message(body: bytes) -> str | None:
 # (method, path, the ``Routes`` handler), in the order a 404 lists them
 ROUTES = (("GET", "/health", "health"), ("GET", "/v1/models", "models"), ("POST", "/v1/completions", "completions"),
           ("POST", "/v1/chat/completions", "chat_completions"), ("POST", "/tokenize", "tokenize"),
-          ("POST", "/detokenize", "detokenize"), ("GET", "/metrics", "scrape"), ("GET", "/v1/profile", "profile"))
+          ("POST", "/detokenize", "detokenize"), ("GET", "/tokenizer_info", "tokenizer_info"), ("GET", "/metrics", "scrape"),
+          ("GET", "/v1/profile", "profile"))
 
 
 def build_app(service: Service, engine: Engine) -> FastAPI:
@@ -205,6 +206,11 @@ class Routes:
 
     async def tokenize(self, request: Request):
         return await self._count(request, TokenizeRequest, self.service.tokenize)
+
+    async def tokenizer_info(self, request: Request):
+        if not self._authorized(request):
+            return _unauthorized()
+        return self.service.tokenizer_info()
 
     async def detokenize(self, request: Request):
         return await self._count(request, DetokenizeRequest, self.service.detokenize)

@@ -22,19 +22,22 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """An engine job: score ``ids`` (base vocabulary; every token after the first) for prompt
-    number ``prompt`` of its request, keeping the ``top`` tokens at each position."""
+    """An engine job: score ``ids`` (base vocabulary) from ``start`` on, for prompt number ``prompt``
+    of its request, keeping the ``top`` tokens at each position. ``start`` is 1 (every token after
+    the first), or 2 where the server put the base's start token before a prompt that lacked it
+    (``Service.with_start``): the prompt's positions are scored as the model reads them, after it."""
 
     ids: tuple[int, ...]
     prompt: int
     top: int = 0
+    start: int = 1
 
     @property
     def base_ids(self) -> tuple[int, ...]:
         return self.ids
 
     def row(self, pair, config) -> ScoredRow:
-        return ScoredRow(pair, list(self.ids), 1, config, self.top)
+        return ScoredRow(pair, list(self.ids), self.start, config, self.top)
 
 
 def echo_problem(config, has_base: bool) -> str | None:
@@ -48,9 +51,16 @@ def echo_problem(config, has_base: bool) -> str | None:
     return None
 
 
-def score_jobs(prompts: list[list[int]], config, top: int) -> list[tuple[ScoreJob, object]]:
-    """One job per prompt of two tokens or more (a one-token prompt has nothing to score)."""
-    return [(ScoreJob(tuple(ids), p, top), config) for p, ids in enumerate(prompts) if len(ids) > 1]
+def score_jobs(prompts: list[list[int]], config, top: int, lead: int | None) -> list[tuple[ScoreJob, object]]:
+    """One job per prompt of two tokens or more (a one-token prompt has nothing to score); ``lead``:
+    the base's start token, read first where a prompt does not begin with it (None: the base has none)."""
+    jobs = []
+    for p, ids in enumerate(prompts):
+        if len(ids) < 2:
+            continue
+        added = lead is not None and ids[0] != lead
+        jobs.append((ScoreJob(tuple([lead, *ids] if added else ids), p, top, 2 if added else 1), config))
+    return jobs
 
 
 def scored_by_prompt(jobs, results) -> dict:

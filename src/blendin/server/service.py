@@ -48,6 +48,13 @@ class Service:
         self.base_tok = pair.base.tokenizer if pair.base is not None else None
         self.guide_tok = pair.guide.tokenizer if pair.guide is not None else None
         self.more_guide_toks = [g.tokenizer for g in getattr(pair, "more_guides", ())]  # further guides render their own prompts
+        self.start_id = start_token(self.base_tok) if self.base_tok is not None else None
+
+    def with_start(self, ids: list[int]) -> list[int]:
+        """A token-id prompt as the base reads it: after its start token, where its tokenizer puts one
+        before every text (Gemma's <bos>) and the prompt does not begin with it (a client that
+        tokenized without special tokens: lm-evaluation-harness through /tokenize)."""
+        return [self.start_id, *ids] if self.start_id is not None and ids and ids[0] != self.start_id else ids
 
     # -- requests -> rows -------------------------------------------------------------------
     def check_model(self, name: str) -> None:
@@ -138,7 +145,7 @@ class Service:
                 raise RequestError(problem, param="echo")
         jobs = [] if prompt_only else self._completion_rows(req, config)
         if req.echo:
-            jobs += score_jobs(self.echo_ids(req), config, req.logprobs or 0)
+            jobs += score_jobs(self.echo_ids(req), config, req.logprobs or 0, self.start_id)
         if not jobs:
             raise RequestError("max_tokens 0 with a one-token prompt leaves nothing to score or write", param="max_tokens")
         return jobs
@@ -166,7 +173,7 @@ class Service:
         prompts = []
         for p in req.prompts():
             if isinstance(p, list):
-                prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=self._known_ids(p),
+                prompts.append(render_raw(self.base_tok, self.guide_tok if config.uses_guide else None, base_ids=self.with_start(self._known_ids(p)),
                                           more_guide_toks=self._more_toks(config)))
             else:
                 prompts.append(render_raw(self.base_tok if config.uses_base else None, self.guide_tok if config.uses_guide else None, text=p,
@@ -199,6 +206,25 @@ class Service:
         else:
             ids = model.tokenizer.encode_prompt(req.prompt) if req.add_special_tokens else model.tokenizer.encode(req.prompt)
         return {"count": len(ids), "max_model_len": getattr(model, "context_length", None), "tokens": ids}
+
+    def tokenizer_info(self) -> dict:
+        """vLLM's ``GET /tokenizer_info`` for the vocabulary ``/tokenize`` counts in: its special tokens'
+        text (each maps back to its id through ``/tokenize``) and chat template; lm-evaluation-harness
+        asks it first and then tokenizes through the server."""
+        model = self._counted()
+        tok = model.tokenizer
+        hf = getattr(tok, "tok", None)  # a transformers tokenizer, where the backend has one
+
+        def text(name: str, token_id: int | None) -> str | None:
+            value = getattr(hf, name, None) if hf is not None else None
+            if value is None and token_id is not None:
+                value = tok.pieces()[token_id]
+            return value
+
+        return {"tokenizer_class": type(hf).__name__ if hf is not None else type(tok).__name__, "model": model.name,
+                "eos_token": text("eos_token", tok.eos_id), "bos_token": text("bos_token", self.start_id if model is self.pair.base else None),
+                "pad_token": getattr(hf, "pad_token", None), "chat_template": getattr(hf, "chat_template", None),
+                "model_max_length": getattr(model, "context_length", None)}
 
     def detokenize(self, req: DetokenizeRequest) -> dict:
         """{"prompt"}: the text of base-vocabulary ids (control tokens dropped, as in answers)."""
@@ -278,6 +304,12 @@ class Service:
         prompt_tokens = self.prompt_tokens(jobs, req.n)
         return {"id": self.new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": req.model,
                 "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
+
+
+def start_token(tok) -> int | None:
+    """The token a tokenizer puts before every text (``encode_prompt`` against ``encode``), or None."""
+    plain, prompt = tok.encode("x"), tok.encode_prompt("x")
+    return prompt[0] if len(prompt) == len(plain) + 1 and prompt[1:] == plain else None
 
 
 def finish_reason(result: GenerationResult) -> str:
