@@ -105,3 +105,17 @@ def test_a_token_prompt_without_the_base_s_start_token_is_read_after_it():
     assert len(lp["token_logprobs"]) == len(ids) + 1 and lp["token_logprobs"][0] is None
     assert lp["token_logprobs"][1:-1] == pytest.approx([max(t.logprob, -9999.0) for t in want.tokens])
     assert p.base.sessions and all(s.ids[0] == bos for s in p.base.sessions)  # the scoring row and the completion's
+
+
+LINE = {"": {"▁yes": 1.0}, " yes": {"▁no": 1.0}, " yes no": {"▁maybe": 1.0}, " yes no maybe": {"▁cat": 1.0}, " yes no maybe cat": {"<eos>": 1.0}}
+
+
+@pytest.mark.parametrize("method", ["base", "nudging", "blendin"])
+@pytest.mark.parametrize("stop, text, counted", [(" no", " yes", 2), ("s n", " ye", 2), (" no m", " yes", 3), (None, " yes no maybe cat", 5)])
+def test_completion_tokens_count_as_vllm_does(method, stop, text, counted):
+    """Up to and including the token that completed the stop string (or the end token), never a
+    token decoded past it, whoever wrote it (nudging's guide writes whole words)."""
+    with serving(scripted_pair(LINE, {k: {"Ġyes": 1.0} for k in LINE})) as (url, _):
+        r = post(url, "/completions", {"model": "blendin", "prompt": "Q\n", "max_tokens": 10, "stop": [stop] if stop else None,
+                                       "blendin": {"method": method}}).json()
+    assert r["choices"][0]["text"] == text and r["usage"]["completion_tokens"] == counted
