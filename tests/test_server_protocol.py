@@ -61,6 +61,10 @@ def test_chat_text_for_the_base():
     turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
              {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+3?"}]
     assert base_chat_text(fmt, turns) == "Be brief.\nQuestion: Hi\nAnswer:\nHello.\nQuestion: 2+3?\nAnswer:\n"
+    task = "Question: What is 2+3?\nAnswer:"  # a task's own frame (lm-eval's chat model sends it as the user message)
+    assert base_chat_text(fmt, [{"role": "user", "content": task}]) == f"{fmt.system}\n{task}"
+    shots = [{"role": "user", "content": "Question: 1+1?\nAnswer:"}, {"role": "assistant", "content": " 2"}, {"role": "user", "content": task}]
+    assert base_chat_text(PromptFormat(system=""), shots) == f"Question: 1+1?\nAnswer: 2\n{task}"
     req = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "developer", "content": "S"},
                                                                           {"role": "user", "content": [{"type": "text", "text": "U"}]}]})
     assert req.as_dicts() == [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]

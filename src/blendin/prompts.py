@@ -61,15 +61,26 @@ def with_system(fmt: PromptFormat, messages: list[dict]) -> list[dict]:
 
 def base_chat_text(fmt: PromptFormat, messages: list[dict]) -> str:
     """A conversation as the base's plain text: the system line, then each turn in the question /
-    answer format, ending with the answer cue. One user message gives exactly ``base_prompt``."""
+    answer format, ending with the answer cue. One user message gives exactly ``base_prompt``.
+
+    A user message that is framed already (a task's own "Question: ... Answer:" text, as
+    lm-evaluation-harness sends one) is not framed twice: one that begins with the question prefix
+    gets no second one, and a last one that ends with the answer cue gets no second cue (the base
+    continues right after it)."""
     system = "\n".join(m["content"] for m in messages if m["role"] == "system") or fmt.system
     out = f"{system}\n" if system else ""
+    asks, cue = fmt.question_prefix.strip(), fmt.answer_cue.strip()
+    cued = False  # the last user message ended with the cue itself: its answer follows right after it
     for m in messages:
         if m["role"] == "user":
-            out += f"{fmt.question_prefix}{m['content']}\n"
+            text = m["content"]
+            prefix = "" if asks and text.lstrip().startswith(asks) else fmt.question_prefix
+            cued = bool(cue) and text.rstrip().endswith(cue)
+            out += prefix + (text.rstrip() if cued else f"{text}\n")
         elif m["role"] == "assistant":
-            out += f"{fmt.answer_cue}{m['content']}\n"
-    return out + fmt.answer_cue
+            out += f"{'' if cued else fmt.answer_cue}{m['content']}\n"
+            cued = False
+    return out if cued else out + fmt.answer_cue
 
 
 def render_chat(base_tok, guide_tok, fmt: PromptFormat, messages: list[dict], more_guide_toks=()) -> Rendered:
