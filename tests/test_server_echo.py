@@ -119,3 +119,21 @@ def test_completion_tokens_count_as_vllm_does(method, stop, text, counted):
         r = post(url, "/completions", {"model": "blendin", "prompt": "Q\n", "max_tokens": 10, "stop": [stop] if stop else None,
                                        "blendin": {"method": method}}).json()
     assert r["choices"][0]["text"] == text and r["usage"]["completion_tokens"] == counted
+
+
+def test_prompt_logprobs_as_vllm_gives_them_by_token_id():
+    p = pair()
+    ids = ids_of(p, "Q\n maybe no")
+    with serving(p) as (url, _):
+        r = post(url, "/completions", {"model": "blendin", "prompt": ids, "prompt_logprobs": 2, "max_tokens": 1})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    [want] = score_ids(p, [(ids, 1)], config(method="blendin"), top=2)
+    got = choice["prompt_logprobs"]
+    assert len(got) == len(ids) and got[0] is None and "Q" not in choice["text"]  # no echo: the text is the completion's
+    for entry, t in zip(got[1:], want.tokens):
+        mine = entry[str(t.token_id)]
+        assert mine["logprob"] == pytest.approx(max(t.logprob, -9999.0)) and mine["rank"] == t.rank
+        assert len(entry) <= 3 and all(v["rank"] >= 1 for v in entry.values())
+    last = got[-1][str(ids[-1])]
+    assert last["decoded_token"] == " no" and last["logprob"] == pytest.approx(math.log(auto_mixed())) and last["rank"] == 1

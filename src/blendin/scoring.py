@@ -28,7 +28,7 @@ runs where it is consulted, one cached pass per such position (the guide is the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .pair import Pair
 from .policies import TokenSwitch
 from .prompts import Rendered
-from .types import Step
+from .types import GenerationResult, Step
 
 METHODS = ("base", "guide", "switch", "blendin")
 CHUNK = 128  # tokens the base reads per pass (its [CHUNK, V] distributions are kept until used)
@@ -56,6 +56,7 @@ class TokenScore:
     greedy: bool
     top: tuple[tuple[int, float], ...]
     source: str
+    rank: int = 1  # 1 + the tokens more likely than it (vLLM's rank)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class Scored:
         return all(t.greedy for t in self.tokens)
 
 
+@dataclass(frozen=True)
+class ScoredResult(GenerationResult):
+    """What a server's engine reports for a scored row: the generation's fields, and ``scored``."""
+
+    scored: Scored | None = None
+
+
 class ForcedSampler:
     """Instead of drawing, take the text's next token; record its probability in ``probs`` (the
     distribution generation would draw from: p_b or the mixture), the top ``k``, and the argmax."""
@@ -86,7 +94,7 @@ class ForcedSampler:
 
     def __init__(self, tokens: list[int], k: int):
         self.tokens, self.k = tokens, k
-        self.seen: list[tuple[int, float, bool, tuple]] = []  # (token, logprob, greedy, top) per position
+        self.seen: list[tuple] = []  # (token, logprob, greedy, top, rank) per position
 
     def choose(self, probs: torch.Tensor) -> int:
         """``probs``: [V_base] (never changed). The forced token at this position."""
@@ -94,7 +102,7 @@ class ForcedSampler:
         p = float(probs[token])
         values, ids = torch.topk(probs, min(max(self.k, 1), probs.shape[0]))
         top = tuple((int(i), _log(float(v))) for v, i in zip(values, ids))[: self.k]
-        self.seen.append((token, _log(p), p >= float(values[0]), top))
+        self.seen.append((token, _log(p), p >= float(values[0]), top, int((probs > p).sum()) + 1))
         return token
 
 
@@ -164,12 +172,17 @@ class ScoredRow(Generation):
             self.stop_reason = "length"
         return step
 
+    def result(self) -> "ScoredResult":
+        """The loop's ``GenerationResult`` of the row, with its ``Scored`` (exact values) beside it."""
+        plain = super().result()
+        return ScoredResult(**{f.name: getattr(plain, f.name) for f in fields(plain)}, scored=self.scored())
+
     def scored(self) -> Scored:
         if self.error is not None:
             return Scored((), error=str(self.error).splitlines()[0] if str(self.error) else type(self.error).__name__)
         self.transcript.flush()
-        tokens = tuple(TokenScore(token, step.token, logprob, greedy, top, step.source)
-                       for (token, logprob, greedy, top), step in zip(self.sampler.seen, self.steps))
+        tokens = tuple(TokenScore(token, step.token, logprob, greedy, top, step.source, rank)
+                       for (token, logprob, greedy, top, rank), step in zip(self.sampler.seen, self.steps))
         return Scored(tokens, self.interventions, base_passes=self.base.session.forward_calls)
 
 

@@ -1,6 +1,7 @@
-"""``echo`` on /v1/completions: the prompt's own tokens, scored under the request's method, in front
-of what is generated after it (OpenAI's legacy API and vLLM answer so; lm-evaluation-harness scores
-multiple-choice tasks with it).
+"""``echo`` and ``prompt_logprobs`` on /v1/completions: the prompt's own tokens, scored under the
+request's method, in front of what is generated after it (OpenAI's legacy API and vLLM answer so;
+lm-evaluation-harness scores multiple-choice tasks with it), or by token id beside it (vLLM's
+``prompt_logprobs``: [None, {id: {"logprob", "rank", "decoded_token"}}, ...]).
 
     {"prompt": [[ids...]], "echo": true, "logprobs": 1, "max_tokens": 1, "temperature": 0}
 
@@ -66,6 +67,21 @@ def score_jobs(prompts: list[list[int]], config, top: int, lead: int | None) -> 
 def scored_by_prompt(jobs, results) -> dict:
     """{prompt number: its scoring row's GenerationResult}."""
     return {job.prompt: result for (job, _), result in zip(jobs, results) if isinstance(job, ScoreJob)}
+
+
+def prompt_logprobs(ids: list[int], tok, scored, k: int) -> list:
+    """vLLM's ``prompt_logprobs`` of one prompt: None for its first token, then for each token a dict
+    {token id: {"logprob", "rank", "decoded_token"}} of the top ``k`` and the actual token."""
+    out = [None]
+    for t in (scored.scored.tokens if scored is not None else ()):
+        entry = {str(i): {"logprob": _finite(lp), "rank": r, "decoded_token": tok.decode([i])} for r, (i, lp) in enumerate(t.top[:k], 1)}
+        entry[str(t.token_id)] = {"logprob": _finite(t.logprob), "rank": t.rank, "decoded_token": tok.decode([t.token_id])}
+        out.append(entry)
+    return out
+
+
+def _finite(logprob: float) -> float:
+    return max(logprob, -9999.0)  # JSON has no -inf: a token of probability 0, as the logprobs say it
 
 
 def echo_choice(ids: list[int], tok, scored, generated, k: int | None, completion_logprobs, spell) -> tuple[str, dict | None]:

@@ -27,7 +27,7 @@ from ..errors import BlendinError
 from ..prompts import Rendered, render_chat, render_raw
 from ..types import GenerationResult, Step
 from .protocol import SEED_MAX, ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
-from .echo import ScoreJob, echo_choice, echo_problem, score_jobs, scored_by_prompt
+from .echo import ScoreJob, echo_choice, echo_problem, prompt_logprobs, score_jobs, scored_by_prompt
 from .settings import ServeSettings
 
 
@@ -133,19 +133,21 @@ class Service:
     def completion_jobs(self, req: CompletionRequest) -> list[tuple[Rendered, BlendConfig]]:
         """A row per prompt and n; with ``echo``, a scoring row per prompt after them (``echo``)."""
         self.check_model(req.model)
+        scores = req.echo or req.prompt_logprobs is not None  # the prompt scored too (``echo``)
         if req.max_tokens == 0 and not req.echo:
             raise RequestError("max_tokens must be at least 1 (0 only with echo, which scores the prompt alone)", param="max_tokens")
         prompt_only = req.echo and req.max_tokens == 0
         config = self.request_config(req, None if prompt_only else req.max_tokens, req.logprobs or 0, turn_stop=False)  # raw text: no turn format
-        if req.echo:
+        if scores:
             if req.stream:
-                raise RequestError("echo is answered whole, not streamed: send it without stream", param="stream")
+                raise RequestError("a scored prompt (echo, prompt_logprobs) is answered whole, not streamed: send it without stream", param="stream")
             problem = echo_problem(config, self.base_tok is not None)
             if problem is not None:
-                raise RequestError(problem, param="echo")
+                raise RequestError(problem, param="echo" if req.echo else "prompt_logprobs")
         jobs = [] if prompt_only else self._completion_rows(req, config)
-        if req.echo:
-            jobs += score_jobs(self.echo_ids(req), config, req.logprobs or 0, self.start_id)
+        if scores:
+            top = max(req.logprobs or 0, req.prompt_logprobs or 0)
+            jobs += score_jobs(self.echo_ids(req), config, top, self.start_id)
         if not jobs:
             raise RequestError("max_tokens 0 with a one-token prompt leaves nothing to score or write", param="max_tokens")
         return jobs
@@ -272,28 +274,34 @@ class Service:
         return "<eos>" if step.token_id in tok.eos_ids else tok.decode([step.token_id])
 
     def completion_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
-        if req.echo:
-            return self.echo_body(req, jobs, results)
+        if req.echo or req.prompt_logprobs is not None:
+            return self.scored_body(req, jobs, results)
         choices = [{"index": i, "text": r.text, "finish_reason": finish_reason(r), "logprobs": completion_logprobs(r.steps, req.logprobs, self.spell),
                     "blendin": self.blendin_summary([r])} for i, r in enumerate(results)]
         prompt_tokens = self.prompt_tokens(jobs, req.n)
         return {"id": self.new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model,
                 "choices": choices, "usage": self.usage(prompt_tokens, results), "blendin": self.blendin_summary(results)}
 
-    def echo_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
-        """Each choice: the prompt scored (its first token null), then what was generated after it."""
+    def scored_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
+        """Completions with the prompt scored: with ``echo``, each choice is the prompt (its first
+        token null) then what was generated; with ``prompt_logprobs``, each choice has them by id."""
         scored = scored_by_prompt(jobs, results)
         generated = [r for (job, _), r in zip(jobs, results) if not isinstance(job, ScoreJob)]
         prompts, choices = self.echo_ids(req), []
         for p, ids in enumerate(prompts):
             for j in range(req.n):
                 gen = generated[p * req.n + j] if generated else None
-                text, logprobs = echo_choice(ids, self.base_tok, scored.get(p), gen, req.logprobs, completion_logprobs, self.spell)
+                if req.echo:
+                    text, logprobs = echo_choice(ids, self.base_tok, scored.get(p), gen, req.logprobs, completion_logprobs, self.spell)
+                else:
+                    text, logprobs = gen.text, completion_logprobs(gen.steps, req.logprobs, self.spell)
                 answered = [r for r in (gen or scored.get(p),) if r is not None]
-                choices.append({"index": len(choices), "text": text, "finish_reason": finish_reason(gen) if gen else "length",
-                                "logprobs": logprobs, "blendin": self.blendin_summary(answered) if answered else None})
-        prompt_tokens = sum(len(ids) for ids in prompts)
-        usage = self.usage(prompt_tokens, generated)
+                choice = {"index": len(choices), "text": text, "finish_reason": finish_reason(gen) if gen else "length",
+                          "logprobs": logprobs, "blendin": self.blendin_summary(answered) if answered else None}
+                if req.prompt_logprobs is not None:
+                    choice["prompt_logprobs"] = prompt_logprobs(ids, self.base_tok, scored.get(p), req.prompt_logprobs)
+                choices.append(choice)
+        usage = self.usage(sum(len(ids) for ids in prompts), generated)
         return {"id": self.new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model,
                 "choices": choices, "usage": usage, "blendin": self.blendin_summary(generated or list(scored.values()))}
 
