@@ -17,7 +17,7 @@ BASE = {
     " maybe": {"▁yes": 0.35, "▁no": 0.30, "▁cat": 0.35},  # m_b 0.35: the guide is consulted
     " maybe no": {"<eos>": 0.9, "▁yes": 0.1},
 }
-GUIDE = {" maybe": {"Ġno": 0.6, "Ġyes": 0.4}, "": {"Ġyes": 0.7, "Ġno": 0.3}, " maybe no": {"<|end|>": 1.0}}
+GUIDE = {" maybe": {"Ġno": 0.6, "Ġyes": 0.4}, "": {"Ġyes": 0.7, "Ġno": 0.3}, " maybe no": {"<|end|>": 1.0}, " maybe yes": {"<|end|>": 1.0}}
 
 
 def pair():
@@ -50,6 +50,7 @@ def test_each_method_gives_its_own_distribution():
     guide, = score(p, [" maybe yes"], "guide")  # the guide everywhere, even where the base is sure
     assert [t.source for t in guide.tokens] == ["guide", "guide"] and guide.tokens[0].logprob == float("-inf")
     assert guide.tokens[1].logprob == pytest.approx(math.log(0.4))
+    assert guide.guide_passes == 1  # its pass read the rest of the text ahead: no pass per position
 
 
 def test_a_greedy_generation_scores_greedy_with_its_own_probabilities():

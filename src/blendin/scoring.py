@@ -22,7 +22,9 @@ scored as any token (generation would stop there; a score goes on).
 
 Cost: the base reads the text in passes of up to ``CHUNK`` tokens (its tokens drafted, as
 speculative decoding drafts them: ``ForcedDraft``), batched with the other texts' passes; a guide
-runs where it is consulted, one cached pass per such position (the guide is the small model).
+runs where it is consulted, and each pass it runs reads the rest of the text ahead in its own
+tokens, so that it runs again only where a base position falls inside one of its tokens (never,
+for a guide of the base's tokenizer).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Scored:
     interventions: int = 0
     error: str | None = None
     base_passes: int = 0  # the base's forward passes (a text of up to CHUNK + 1 tokens: one)
+    guide_passes: int = 0  # the guides' (one per pass that must run; drafted positions need none)
 
     @property
     def logprob(self) -> float:
@@ -158,6 +161,21 @@ class ScoredRow(Generation):
             self.policy = EveryPosition()
         self.sampler = ForcedSampler(self.forced, top)
         self.drafter = ForcedDraft(self.base.session, self.forced)
+        self._guide_texts: dict[int, list[int]] = {}  # guide k's prompt + the whole text in its tokens
+
+    def _consult(self, k: int, base_probs, m_b: float):
+        """As generation consults guide ``k``, but a pass it must run also reads ahead the rest of
+        the text in the guide's tokens (up to ``CHUNK``): the later positions where the guide's
+        tokens of the text so far are a prefix of those need no pass of their own."""
+        track = self.guides[k].follow(self.transcript.text)
+        session = track.session
+        if session.stale and not session.drafted and getattr(track.model, "drafts", False):
+            if k not in self._guide_texts:
+                self._guide_texts[k] = track.prompt + track.tok.encode(self.pair.base.tokenizer.decode(self.forced))
+            whole, ids = self._guide_texts[k], session.ids
+            if whole[: len(ids)] == ids:
+                session.draft(whole[len(ids): len(ids) + CHUNK])
+        return (yield from super()._consult(k, base_probs, m_b))
 
     def _emit(self, track, token: int, step: Step, drafted: bool = False) -> Step:
         """As generation records a token, but an end token is text like any other, no stop string
@@ -183,7 +201,8 @@ class ScoredRow(Generation):
         self.transcript.flush()
         tokens = tuple(TokenScore(token, step.token, logprob, greedy, top, step.source, rank)
                        for (token, logprob, greedy, top, rank), step in zip(self.sampler.seen, self.steps))
-        return Scored(tokens, self.interventions, base_passes=self.base.session.forward_calls)
+        return Scored(tokens, self.interventions, base_passes=self.base.session.forward_calls,
+                      guide_passes=sum(g.session.forward_calls for g in self.guides))
 
 
 def check_method(config: BlendConfig) -> None:
