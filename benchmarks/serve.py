@@ -7,7 +7,8 @@
 
 At each concurrency level (1, 4, 16, 64) that many clients send short completions (BlendIn, greedy,
 --max-tokens new tokens, prompts written for this benchmark) back to back until the level's requests
-are done. The server runs in its own process, so the clients and the engine do not share a Python
+are done. ``--load lm-eval``: instead, what lm-evaluation-harness sends for a multiple-choice item
+(issue 36): four prompts (a question with each choice) in one request, echo + logprobs 1, max_tokens 1. The server runs in its own process, so the clients and the engine do not share a Python
 interpreter (they do share this machine's cores). Fields per level: rps (requests per second),
 p50_ms and p99_ms (request latency), errors (non-200 answers or failed connections), tokens_per_s.
 """
@@ -51,7 +52,17 @@ def start_server(batch_size: int) -> tuple[subprocess.Popen, str]:
     return proc, url + "/v1"
 
 
-def level(url: str, key: str | None, model: str, concurrency: int, total: int, max_tokens: int) -> dict:
+CHOICES = [" 42", " Jupiter", " eight", " 100 degrees"]
+
+
+def body_for(i: int, model: str, max_tokens: int, load: str) -> dict:
+    if load == "lm-eval":  # one multiple-choice item: its question with each choice, scored
+        question = PROMPTS[i % len(PROMPTS)]
+        return {"model": model, "prompt": [question + c for c in CHOICES], "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0}
+    return {"model": model, "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0}
+
+
+def level(url: str, key: str | None, model: str, concurrency: int, total: int, max_tokens: int, load: str = "generate") -> dict:
     """``concurrency`` clients share ``total`` requests; returns the level's row."""
     latencies: list[float] = []
     errors = tokens = 0
@@ -67,7 +78,7 @@ def level(url: str, key: str | None, model: str, concurrency: int, total: int, m
                     i = next(counter, None)
                 if i is None:
                     return
-                body = {"model": model, "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0}
+                body = body_for(i, model, max_tokens, load)
                 t0 = time.perf_counter()
                 try:
                     r = http.post(url + "/completions", json=body)
@@ -103,15 +114,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="the started server's --batch-size")
     ap.add_argument("--quick", action="store_true", help="4 new tokens, fewer requests")
     ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--load", choices=("generate", "lm-eval"), default="generate",
+                    help="lm-eval: each request scores a 4-choice item (echo + logprobs), as lm-evaluation-harness sends it")
     a = ap.parse_args()
     max_tokens = 4 if a.quick else a.max_tokens
     proc, url = (None, a.url) if a.url else start_server(a.batch_size)
     try:
-        level(url, a.api_key, a.model, 1, 2, max_tokens)  # warm-up
+        level(url, a.api_key, a.model, 1, 2, max_tokens, a.load)  # warm-up
         rows = []
         for c in [int(x) for x in a.levels.split(",")]:
             total = max(c, 4) if a.quick else max(2 * c, 8)
-            rows.append(level(url, a.api_key, a.model, c, total, max_tokens))
+            rows.append(level(url, a.api_key, a.model, c, total, max_tokens, a.load))
             r = rows[-1]
             print(f"concurrency {c}: {r['rps']:.2f} req/s, p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, errors {r['errors']}", file=sys.stderr)
     finally:
@@ -119,7 +132,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=30)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
-    print(f"\nblendin serve, BlendIn on the embedded pair, greedy, {max_tokens} new tokens per request, server batch {a.batch_size}; {machine}\n")
+    what = "4-choice items scored (echo + logprobs, max_tokens 1)" if a.load == "lm-eval" else f"{max_tokens} new tokens per request"
+    print(f"\nblendin serve, BlendIn on the embedded pair, greedy, {what}, server batch {a.batch_size}; {machine}\n")
     print("| concurrency | requests | rps | p50_ms | p99_ms | errors | tokens/s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

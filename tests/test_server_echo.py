@@ -5,6 +5,7 @@ requests it cannot serve refused with a 400 that says why."""
 
 import math
 
+import httpx2 as httpx
 import pytest
 from test_server_scripted import post, serving
 from scripted import config, scripted_pair
@@ -137,3 +138,12 @@ def test_prompt_logprobs_as_vllm_gives_them_by_token_id():
         assert len(entry) <= 3 and all(v["rank"] >= 1 for v in entry.values())
     last = got[-1][str(ids[-1])]
     assert last["decoded_token"] == " no" and last["logprob"] == pytest.approx(math.log(auto_mixed())) and last["rank"] == 1
+
+
+def test_a_scored_prompt_is_not_counted_as_an_answer_in_the_metrics():
+    p = pair()
+    with serving(p) as (url, _):
+        post(url, "/completions", {"model": "blendin", "prompt": ids_of(p, "Q\n maybe no"), "echo": True, "logprobs": 1, "max_tokens": 1})
+        text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
+    generated = next(line for line in text.splitlines() if line.startswith("blendin_generated_tokens_total"))
+    assert generated.endswith(" 1.0")  # the one token written after the prompt, not the prompt's own

@@ -61,9 +61,11 @@ class Metrics:
         self._first.observe(seconds)
 
     def answers(self, results) -> None:
-        """Count finished rows (None: a row that did not finish is left out)."""
+        """Count finished rows (None: a row that did not finish is left out). A scored prompt (echo,
+        prompt_logprobs: ``scoring.ScoredResult``) is no answer: its forced tokens are not counted as
+        generated, nor its positions in the intervention rate or a guide's record."""
         for r in results:
-            if r is None:
+            if r is None or getattr(r, "scored", None) is not None:
                 continue
             self._tokens.inc(r.tokens)
             self._interventions.inc(r.interventions)
