@@ -15,14 +15,15 @@ from pathlib import Path
 from .errors import ConfigError
 
 
-def read_prompts(path: str) -> list[dict]:
-    """Every input line as {"id", "prompt", "system"?}; a bad line is an error naming its number."""
+def read_objects(path: str, example: str) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-empty line of an --input file; a folder, a missing file or
+    a line that is not one JSON object is an error naming it (``example``: a line as it should be)."""
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"--input {path} is a folder; pass a JSONL file, one {{\"prompt\": ...}} per line")
+        raise ConfigError(f"--input {path} is a folder; pass a JSONL file, one {example} per line")
     if not p.is_file():
-        raise ConfigError(f"--input {path}: no such file")
-    items, seen = [], set()
+        raise ConfigError(f"--input {path}: no such file; pass a JSONL file, one {example} per line")
+    out = []
     for n, line in enumerate(_text(p, "--input").splitlines(), 1):
         if not line.strip():
             continue
@@ -30,16 +31,32 @@ def read_prompts(path: str) -> list[dict]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-            raise ConfigError(f'{path}:{n}: each line needs a non-empty "prompt" string, e.g. {{"id": "q1", "prompt": "..."}}')
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{path}:{n}: each line must be one JSON object, e.g. {example}")
+        out.append((n, obj))
+    if not out:
+        raise ConfigError(f"--input {path} has no lines")
+    return out
+
+
+def unique_ids(path: str, rows: list[tuple[int, dict]]) -> None:
+    """Each object's "id" (its line number where it has none) set and unique, else an error naming the line."""
+    seen = set()
+    for n, obj in rows:
         obj.setdefault("id", n)
         if obj["id"] in seen:
             raise ConfigError(f"{path}:{n}: id {obj['id']!r} appears twice; ids must be unique")
         seen.add(obj["id"])
-        items.append(obj)
-    if not items:
-        raise ConfigError(f"--input {path} has no prompts")
-    return items
+
+
+def read_prompts(path: str) -> list[dict]:
+    """Every input line as {"id", "prompt", "system"?}; a bad line is an error naming its number."""
+    rows = read_objects(path, '{"prompt": ...}')
+    for n, obj in rows:
+        if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+            raise ConfigError(f'{path}:{n}: each line needs a non-empty "prompt" string, e.g. {{"id": "q1", "prompt": "..."}}')
+    unique_ids(path, rows)
+    return [obj for _, obj in rows]
 
 
 def read_rows(path) -> list[dict]:

@@ -38,25 +38,15 @@ def add_score_options(p) -> None:
 
 def read_pairs(path: str) -> list[dict]:
     """Every line as {"id", "context", "continuation"}; a bad line is an error naming its number."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--input {path}: no such file; give a JSONL file, one {{\"context\": ..., \"continuation\": ...}} per line")
-    items = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("context"), str) or not isinstance(obj.get("continuation"), str) \
-                or not obj["continuation"]:
+    from .jsonl import read_objects, unique_ids
+
+    rows = read_objects(path, '{"context": ..., "continuation": ...}')
+    for n, obj in rows:
+        if not isinstance(obj.get("context"), str) or not isinstance(obj.get("continuation"), str) or not obj["continuation"]:
             raise ConfigError(f'{path}:{n}: each line needs a "context" string and a non-empty "continuation" string, '
                               f'e.g. {{"context": "The capital of France is", "continuation": " Paris"}}')
-        items.append({"id": obj.get("id", n), "context": obj["context"], "continuation": obj["continuation"]})
-    if not items:
-        raise ConfigError(f"--input {path} has no lines to score")
-    return items
+    unique_ids(path, rows)
+    return [{"id": obj["id"], "context": obj["context"], "continuation": obj["continuation"]} for _, obj in rows]
 
 
 def cmd_score(a, config: BlendConfig) -> int:
