@@ -61,7 +61,15 @@ def _guide_spec(text: str, a: argparse.Namespace) -> GuideSpec:
     if not model:
         raise ConfigError(f"--guide {text}: name the model before the @ (--guide MODEL@URL)")
     return GuideSpec(model, RemoteSpec(url, model, api_key=getattr(a, "api_key", None), top_k=getattr(a, "top_k", RemoteSpec.top_k),
-                                       chunk=getattr(a, "chunk", RemoteSpec.chunk), concurrency=getattr(a, "concurrency", RemoteSpec.concurrency)))
+                                       chunk=getattr(a, "chunk", RemoteSpec.chunk), concurrency=getattr(a, "concurrency", RemoteSpec.concurrency),
+                                       **_patience(a, "guide")))
+
+
+def _patience(a: argparse.Namespace, role: str) -> dict:
+    """A guide's server's timeout and retries (--guide-timeout, --guide-retries); a base's keep the defaults."""
+    if role != "guide":
+        return {}
+    return {"timeout": getattr(a, "guide_timeout", RemoteSpec.timeout), "retries": getattr(a, "guide_retries", RemoteSpec.retries)}
 
 
 def _mitigations(a: argparse.Namespace) -> dict:
@@ -83,7 +91,8 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
         stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt), turn_stop=a.turn_stop,
         base_remote=_remote(a, "base"), trace_top=5 if getattr(a, "trace_html", None) else 0,
-        speculate=a.speculate, **_guides(a), **_placement(a), **_mitigations(a),
+        speculate=a.speculate, on_guide_failure=getattr(a, "on_guide_failure", None) or "degrade",
+        **_guides(a), **_placement(a), **_mitigations(a),
     )
 
 
@@ -94,7 +103,7 @@ def _remote(a: argparse.Namespace, role: str):
     if not url or not model:
         raise ConfigError(f"--{role}-url and --{role}-model go together: the server's address and the model name it serves")
     return RemoteSpec(url, model, api_key=a.api_key, top_k=a.top_k, chunk=a.chunk,
-                      concurrency=getattr(a, "concurrency", RemoteSpec.concurrency))
+                      concurrency=getattr(a, "concurrency", RemoteSpec.concurrency), **_patience(a, role))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,7 +373,8 @@ def eval_config(a, models, task) -> BlendConfig:
     return BlendConfig(base=models.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
                        temperature=a.temperature, top_p=a.top_p, seed=a.seed, base_remote=_remote(models, "base"),
                        prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
-                       speculate=a.speculate, **_guides(models), **_placement(a), **_mitigations(a))
+                       speculate=a.speculate, on_guide_failure=a.on_guide_failure or "error",
+                       **_guides(models), **_placement(a), **_mitigations(a))
 
 
 def cmd_eval(a) -> int:
@@ -474,7 +484,8 @@ def _diagnose_config(a, task, models) -> BlendConfig:
 
     return task_config(task, BlendConfig(
         base=models.base, method="blendin", gamma=a.gamma, alpha=a.alpha, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
-        prompt=PromptFormat(base_prompt=a.base_prompt), **_guides(models), **_placement(a)))
+        prompt=PromptFormat(base_prompt=a.base_prompt), on_guide_failure=getattr(a, "on_guide_failure", None) or "error",
+        **_guides(models), **_placement(a)))
 
 
 def _check_profile_target(a, task, specs) -> None:

@@ -12,7 +12,7 @@ import argparse
 import math
 import re
 
-from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, PromptFormat, RemoteSpec, did_you_mean
+from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, ON_GUIDE_FAILURE, BlendConfig, PromptFormat, RemoteSpec, did_you_mean
 
 COMMANDS = ("generate", "demo", "eval", "diagnose", "report", "serve", "prepare")
 
@@ -249,6 +249,14 @@ def add_remote(p: argparse.ArgumentParser, command: str) -> None:
     if command != "demo":
         p.add_argument("--concurrency", type=whole(1), default=RemoteSpec.concurrency,
                        help="requests in flight at once to each server" + (", with --input" if command == "generate" else ""))
+    p.add_argument("--guide-timeout", type=number, default=RemoteSpec.timeout, metavar="SECONDS",
+                   help="how long a guide's server may take to answer one request")
+    p.add_argument("--guide-retries", type=whole(0), default=RemoteSpec.retries, metavar="N",
+                   help="tries after the first (with backoff) before a guide's server counts as down")
+    p.add_argument("--on-guide-failure", choices=ON_GUIDE_FAILURE, default=None,
+                   help="a guide that stops answering: degrade (the base decides alone where it would have guided; the answer says so) "
+                   "or error (the answer fails); default: " + ("error, so an unguided answer is never scored as the method's"
+                                                              if command == "eval" else "degrade"))
 
 
 def add_eval_options(ev: argparse.ArgumentParser, task_tokens: str) -> None:

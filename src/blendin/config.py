@@ -19,6 +19,7 @@ METHODS = ("base", "guide", "switch", "nudging", "blendin")
 # the methods that decode with one model alone: no gamma, no blending, nothing the other model does
 SOLO_METHODS = ("base", "guide")
 SPECULATE = ("off", "guide", "lookup", "auto")  # who drafts for the base (``speculative``)
+ON_GUIDE_FAILURE = ("degrade", "error")  # a guide that stops answering: the base goes on alone, or the row fails
 BACKENDS = ("transformers", "llama.cpp")  # what runs a local model (``backends.hf``, ``backends.llama_cpp``)
 BASE_PROMPTS = ("plain", "chat")
 DEFAULT_BASE = "gemma-3-270m"
@@ -59,7 +60,9 @@ class RemoteSpec:
 
     top_k: logprobs asked per position (vLLM allows 20 unless started with --max-logprobs);
     chunk: the most greedy tokens asked per request (1 = one request per token);
-    concurrency: requests in flight at once when many prompts decode together.
+    concurrency: requests in flight at once when many prompts decode together;
+    timeout / retries: seconds a request may take, and tries after the first (with backoff) before the
+    model counts as down (``errors.ModelUnavailable``).
     """
 
     url: str
@@ -68,6 +71,8 @@ class RemoteSpec:
     top_k: int = 20
     chunk: int = 8
     concurrency: int = 8
+    timeout: float = 60.0
+    retries: int = 3
 
     def __post_init__(self):
         if not self.url or not self.model:
@@ -78,6 +83,10 @@ class RemoteSpec:
             raise ConfigError(f"chunk must be a whole number >= 1, got {self.chunk!r}")
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigError(f"concurrency must be a whole number >= 1, got {self.concurrency!r}")
+        if not _finite(self.timeout) or self.timeout <= 0:
+            raise ConfigError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be a whole number >= 0, got {self.retries!r}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,11 @@ class BlendConfig:
     speculate: off, or who drafts tokens for the base to read in one pass (``speculative``): the
     guide (one tokenizer), prompt lookup, or auto (at each pass the guide if its draft pays by the
     pass costs measured here, else lookup if its does, else none). The tokens are the same as off; only the passes differ.
+    on_guide_failure: a guide that stops answering while decoding (``errors.ModelUnavailable``: a
+    server down, a timeout, a 5xx): "degrade" retires it for the rest of the answer, the base deciding
+    alone where it would have guided (the result's ``guides[k]`` says ``failed_at`` and ``error``,
+    ``held`` counts the steps); "error" fails the row (eval's default: an unguided answer is never
+    scored as the method's).
     """
 
     base: str = DEFAULT_BASE
@@ -166,6 +180,7 @@ class BlendConfig:
     threads: int | None = None  # llama.cpp's CPU threads (None: the machine's physical cores)
     context: int | None = None  # llama.cpp's cache cells per row (None: 4096, or the model's trained length if less)
     profile: object | None = None  # a ``profile.Profile``: each guide's weight times the reliability a sample proved
+    on_guide_failure: str = "degrade"  # a guide that stops answering: "degrade" (the base decides alone) or "error"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -199,6 +214,8 @@ class BlendConfig:
             raise ConfigError(f"unknown speculate '{self.speculate}'{did_you_mean(str(self.speculate), SPECULATE)}; "
                               f"choose one of: {', '.join(SPECULATE)}")
         self._check_backends()
+        if self.on_guide_failure not in ON_GUIDE_FAILURE:
+            raise ConfigError(f"unknown on_guide_failure '{self.on_guide_failure}'; choose one of: {', '.join(ON_GUIDE_FAILURE)}")
         if not isinstance(self.turn_stop, bool):
             raise ConfigError(f"turn_stop must be True or False (stop at the base's next turn, or not), got {self.turn_stop!r}")
 

@@ -34,7 +34,7 @@ import torch
 from .blend import mix_many, top1
 from .config import BlendConfig
 from .driver import Rows
-from .errors import ConfigError, first_line
+from .errors import ConfigError, ModelUnavailable, first_line
 from .mitigations import Oversight, mitigations_for
 from .nudging import WordDraft
 from .pair import Pair, guide_role
@@ -227,8 +227,15 @@ class Generation:
         return self.oversight.retired(k)
 
     def _consult(self, k: int, base_probs: torch.Tensor, m_b: float):
-        """Run guide ``k`` (its track catches up with the text) and record what it says: a ``Consulted``."""
-        guide_probs = yield Need(self.guides[k].follow(self.transcript.text))
+        """Run guide ``k`` (its track catches up with the text) and record what it says: a ``Consulted``;
+        None where it did not answer and ``on_guide_failure`` is "degrade" (it is retired: ``Oversight.fail``)."""
+        try:
+            guide_probs = yield Need(self.guides[k].follow(self.transcript.text))
+        except ModelUnavailable as exc:
+            if self.config.on_guide_failure != "degrade":
+                raise
+            self.oversight.fail(k, exc, len(self.steps))
+            return None
         m_g, guide_top = top1(guide_probs)
         base_top = self.pair.bridges[k].base_id(guide_top)
         agreement = _prob_of(base_probs, base_top)
@@ -242,10 +249,11 @@ class Generation:
         consulted, retired_by = [], []
         for k in range(len(self.guides)):
             refuser = self.oversight.consults(k, len(self.steps))
-            if refuser is None:
-                consulted.append((yield from self._consult(k, base_probs, m_b)))
-            else:
-                retired_by.append(refuser)
+            answer = (yield from self._consult(k, base_probs, m_b)) if refuser is None else None
+            if answer is not None:
+                consulted.append(answer)
+            else:  # retired, now or before (a guide that stopped answering is retired as it fails)
+                retired_by.append(refuser or self.oversight.records[k].retired_by)
         kept = [c for c in consulted if c.kept]
         if not kept:  # every guide retired or set aside: the base decides, and says which mitigation made it
             self.oversight.hold(([c.refused_by for c in consulted] or retired_by)[0])
@@ -289,10 +297,17 @@ class Generation:
         refuser = self.oversight.consults(0, len(self.steps))
         if refuser is None:
             draft = WordDraft(self)
-            yield from draft.until(1)
-            refuser = self.oversight.judge(0, base_probs, m_b, self.pair.bridge.base_id(draft.tokens[0].top))
-            if refuser is not None:
-                draft.rewind()
+            try:
+                yield from draft.until(1)
+            except ModelUnavailable as exc:  # before any word is written: the base decides (later ones fail the row)
+                if self.config.on_guide_failure != "degrade":
+                    raise
+                self.oversight.fail(0, exc, len(self.steps))
+                refuser = self.oversight.records[0].retired_by
+            else:
+                refuser = self.oversight.judge(0, base_probs, m_b, self.pair.bridge.base_id(draft.tokens[0].top))
+                if refuser is not None:
+                    draft.rewind()
         if refuser is not None:
             self.oversight.hold(refuser)
             yield self._base_token(base_probs, m_b)

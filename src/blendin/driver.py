@@ -21,6 +21,14 @@ from .backends.base import forward_sessions
 from .types import Need, Step
 
 
+class Failed:
+    """The reply to a ``Need`` whose model raised: thrown into the row's coroutine where it waits,
+    so that the row can go on without that model (a guide that stopped answering) or fail alone."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 class Rows:
     """Rows decoding together. At most ``width`` are open at once; a row that ends leaves at once and
     the next row takes its place.
@@ -49,7 +57,8 @@ class Rows:
             if row in self.waiting:
                 continue
             try:
-                message = co.send(self._replies.pop(row, None))
+                reply = self._replies.pop(row, None)
+                message = co.throw(reply.error) if isinstance(reply, Failed) else co.send(reply)
                 while isinstance(message, Step):
                     yield row, message
                     message = co.send(None)
@@ -90,8 +99,8 @@ class Rows:
         for row, need in zip(group, needs):
             try:
                 self._replies[row] = need.track.probs(need.ahead)
-            except Exception as exc:  # noqa: BLE001
-                row.error = exc
+            except Exception as exc:  # noqa: BLE001 - raised in the row where it waits: it may go on without this model
+                self._replies[row] = Failed(exc)
 
     def _refill(self) -> None:
         while self.width is None or len(self.open) < self.width:

@@ -15,6 +15,12 @@ class ModelLoadError(BlendinError):
     """A model could not be found or loaded; the message lists what was tried."""
 
 
+class ModelUnavailable(BlendinError):
+    """A loaded model did not answer while decoding (a server down or timing out, a 5xx, an answer
+    that is not one). A guide's is survived where ``BlendConfig.on_guide_failure`` is "degrade": the
+    base decides alone at the steps it would have guided; a base's fails the row."""
+
+
 def first_line(exc: BaseException) -> str:
     """'TypeName: first line of the message', for one-line reports of an exception."""
     text = str(exc).strip().splitlines()

@@ -53,6 +53,8 @@ class GuideRecord:
     retired_at: int | None = None  # the token index at which it was last consulted, once retired
     passes_saved: int = 0  # uncertain steps it was not consulted at, once retired
     retired_by: "Mitigation | None" = None  # the mitigation that retired it
+    failed_at: int | None = None  # the token index at which it stopped answering (``GuideDown``)
+    error: str | None = None  # what it answered instead, in one line
 
     @property
     def reliability(self) -> float:
@@ -66,9 +68,12 @@ class GuideRecord:
 
     def stats(self, passes: int) -> dict:
         """What a result reports of this guide; ``passes``: every forward pass it ran (its track's)."""
-        return {"guide": self.name, "passes": passes, "consulted": self.consulted, "interventions": self.kept,
-                "filtered": self.filtered, "reliability": round(self.reliability, 6), "retired_at": self.retired_at,
-                "passes_saved": self.passes_saved}
+        out = {"guide": self.name, "passes": passes, "consulted": self.consulted, "interventions": self.kept,
+               "filtered": self.filtered, "reliability": round(self.reliability, 6), "retired_at": self.retired_at,
+               "passes_saved": self.passes_saved}
+        if self.failed_at is not None:  # it stopped answering: the base decided alone from then on
+            out.update(failed_at=self.failed_at, error=self.error)
+        return out
 
 
 class Mitigation:
@@ -238,6 +243,14 @@ class Oversight:
             trust *= m.trust(self.records[k])
         return trust
 
+    def fail(self, k: int, error: BaseException, tokens: int) -> None:
+        """Guide ``k`` did not answer at token ``tokens``: retired for the rest of the answer (the base
+        decides alone where it would have guided), the error kept for the result."""
+        record = self.records[k]
+        record.retired_by, record.retired_at, record.failed_at = GUIDE_DOWN, tokens, tokens
+        text = str(error).strip().splitlines()
+        record.error = text[0] if text else type(error).__name__
+
     def hold(self, refuser: Mitigation) -> None:
         """Count an uncertain step where ``refuser`` made the base decide alone."""
         self.held[refuser.name] = self.held.get(refuser.name, 0) + 1
@@ -245,6 +258,16 @@ class Oversight:
     def intervened(self, k: int, tokens: int = 1) -> None:
         """Guide ``k``'s guidance went into ``tokens`` tokens (its ``interventions``)."""
         self.records[k].kept += tokens
+
+
+class GuideDown(Mitigation):
+    """Not a setting: what retires a guide that stopped answering (``Oversight.fail``); the steps the
+    base then decided alone are counted under its name in ``held``."""
+
+    name = "guide down"
+
+
+GUIDE_DOWN = GuideDown()
 
 
 def mitigations_for(config: BlendConfig) -> tuple[Mitigation, ...]:

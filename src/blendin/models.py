@@ -117,7 +117,8 @@ def _remote_model(folder, spec: str, remote):
 
     tok = load_tokenizer(spec, f"for {remote.url}", folder)
     return RemoteModel(remote.url, remote.model, tok, name=spec, api_key=remote.api_key,
-                       top_k=remote.top_k, chunk=remote.chunk, concurrency=remote.concurrency)
+                       top_k=remote.top_k, chunk=remote.chunk, concurrency=remote.concurrency, timeout=remote.timeout,
+                       retries=remote.retries)
 
 
 def load_tokenizer(spec: str, why: str, folder=None, extra_eos=()):

@@ -38,12 +38,12 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..errors import BlendinError
+from ..errors import BlendinError, ModelUnavailable
 from ..httpclient import JSONClient, Unreachable
 from .base import PrefixSession
 
 
-class RemoteError(BlendinError):
+class RemoteError(ModelUnavailable):
     """A server could not be reached or answered in a way blendin cannot use."""
 
 

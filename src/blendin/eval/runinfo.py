@@ -74,6 +74,8 @@ NOT_ANSWER_FIELDS = {
     "passes": ("speculate",),  # the base checks every drafted token: the same tokens as off, in fewer passes
     "speed": ("threads",),  # llama.cpp's CPU threads: each logit is one thread's sum (the same numbers on 1 and 2, measured)
     "memory": ("context",),  # llama.cpp's cells per row: a row that does not fit fails before it decodes, the rest are the same
+    "failure": ("on_guide_failure",),  # with every guide answering, the same tokens; a row that degraded says so itself
+                                       # (guides[k].failed_at), and under "error" (eval's default) it is not written
     "fixed": ("turn_stop",),  # the same in every eval run (task_config turns it off): recording it would only
                               # refuse the folders made before it existed
 }
@@ -86,7 +88,8 @@ LEGACY_PLACEMENT = {"device": "cpu", "dtype": "float32"}
 LEGACY_DEFAULTS = {"more_guides": [], "max_intervention_rate": None, "agreement_top_k": None, "reliability": False,
                    "retire_below": None, "retire_after": 8, "capability_gap": None, "backend": "transformers",
                    "guide_backend": None, "profile": None}
-UNRECORDED = ("api_key", "concurrency")  # a remote server's: a secret; a throughput knob (the same tokens either way)
+UNRECORDED = ("api_key", "concurrency", "timeout", "retries")  # a remote server's: a secret; knobs of throughput and
+                                                               # patience (the same tokens either way)
 _MISSING = object()
 
 
