@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from .backends.base import forward_sessions
+from .errors import ModelUnavailable
 from .types import Need, Step
 
 
@@ -100,6 +101,8 @@ class Rows:
             try:
                 self._replies[row] = need.track.probs(need.ahead)
             except Exception as exc:  # noqa: BLE001 - raised in the row where it waits: it may go on without this model
+                if isinstance(exc, ModelUnavailable) and getattr(exc, "model", None) is None:
+                    exc.model = need.track.model.name  # which model it was, for a server's /health
                 self._replies[row] = Failed(exc)
 
     def _refill(self) -> None:

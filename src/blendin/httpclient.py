@@ -60,5 +60,12 @@ class JSONClient:
             delay *= 2
         raise AssertionError("unreachable")
 
+    def reachable(self, path: str = "/models", timeout: float = 2.0) -> bool:
+        """One GET with a short timeout and no retry: does the server answer 200 now? (``/health``)"""
+        try:
+            return self._client.get(self.base_url + path, timeout=timeout).status_code == 200
+        except self._httpx.HTTPError:
+            return False
+
     def close(self) -> None:
         self._client.close()

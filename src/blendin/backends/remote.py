@@ -89,6 +89,10 @@ class RemoteModel:
     def session(self) -> "RemoteSession":
         return RemoteSession(self)
 
+    def reachable(self) -> bool:
+        """Whether its server answers now (GET /models, 2 s, no retry): a server's /health asks it of a model down."""
+        return self._client.reachable()
+
     def forward_batch(self, sessions: list) -> None:
         """Bring many sessions up to date with concurrent requests."""
         if self._pool is None:

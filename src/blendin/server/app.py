@@ -41,6 +41,7 @@ from .service import RequestError, Service, chunk_logprobs, finish_reason
 
 log = logging.getLogger("blendin.server")
 NOTE = "blendin.log"  # the scope key where a decoding route leaves its part of the request's log line
+RETRY_AFTER = 5  # seconds a 503 asks a client to wait (a model's server restarting)
 START = "blendin.start"  # the scope key of the request's start (perf_counter), for the time to first token
 
 
@@ -51,6 +52,8 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", para
 def _row_error(event: tuple) -> tuple[dict, int]:
     """The error body and status for an engine's ("error", index, message, status) event."""
     _, _, message, status = event
+    if status == 503:  # a model did not answer: not the server's fault, and worth a retry
+        return error_body(message, "service_unavailable", code="model_unavailable"), status
     if status >= 500:
         return error_body(f"decoding failed: {message}", "server_error"), status
     return error_body(message), status
@@ -175,9 +178,13 @@ class Routes:
 
     # -- no key needed: readiness and counts, no text of any request ---------------------------
     async def health(self):
-        # the app is built once the models are loaded, so any answer means ready (a readiness probe's question)
-        return {"status": "ok", "loaded": True, "models": self.loaded, "running": self.engine.running,
+        """200 while the base serves ("ok", or "degraded" with a guide down: the base serves alone where
+        it would have guided); 503 while the base is down. The app is built once the models are loaded."""
+        state = await asyncio.get_running_loop().run_in_executor(None, self.engine.health.report)  # may ask a server
+        body = {"status": state["status"], "loaded": True, "models": self.loaded, "down": state["down"], "running": self.engine.running,
                 "waiting": self.engine.waiting, "uptime_s": round(time.time() - self.started, 1)}
+        return JSONResponse(body, status_code=503 if state["status"] == "down" else 200,
+                            headers={"Retry-After": str(RETRY_AFTER)} if state["status"] == "down" else None)
 
     async def scrape(self):
         body, content_type = self.metrics.render()
@@ -345,7 +352,7 @@ async def _whole(service: Service, req, kind: str, jobs, rows: RowEvents) -> JSO
                 return _error(499, "the client closed the request")
             if event[0] == "error":
                 body, status = _row_error(event)
-                return JSONResponse(body, status_code=status)
+                return JSONResponse(body, status_code=status, headers={"Retry-After": str(RETRY_AFTER)} if status == 503 else None)
     body = service.completion_body(req, jobs, rows.results) if kind == "completion" else service.chat_body(req, jobs, rows.results)
     return JSONResponse(body)
 

@@ -26,8 +26,9 @@ from typing import Callable
 
 from ..config import BlendConfig
 from ..decoding import Generation, run_rows
-from ..errors import BlendinError, ConfigError
+from ..errors import BlendinError, ConfigError, ModelUnavailable
 from ..prompts import Rendered
+from .health import Health
 from .protocol import internal_error
 
 
@@ -59,6 +60,7 @@ class Engine:
         self._sent: dict[Generation, int] = {}
         self._stopping = False
         self.rows_done = 0
+        self.health = Health(pair)  # each model's state as the rows show it (GET /health)
         self._thread = threading.Thread(target=self._loop, name="blendin-engine", daemon=True)
         self._thread.start()
 
@@ -133,9 +135,11 @@ class Engine:
             if row.cancelled:
                 return
             if getattr(row, "error", None) is not None:  # this row alone failed (run_rows ended it)
+                self.health.failed(row.error)
                 ticket.post(("error", i, *failure(row.error, "a row failed while decoding")))
                 return
             result = row.result()
+            self.health.answered([result])
             self.rows_done += 1  # before the client can hear of it
             if len(result.text) > sent:
                 ticket.post(("text", i, result.text[sent:], None))
@@ -153,9 +157,12 @@ class Engine:
 
 def failure(exc: BaseException, what: str) -> tuple[str, int]:
     """(message, status) for a row that raised: a ``ConfigError`` is the request's fault (400, its
-    message says what to change); anything else is the server's (500, logged, an id only)."""
+    message says what to change); a model that did not answer is 503 (retry later: the server stays
+    up, and /health says which); anything else is the server's (500, logged, an id only)."""
     if isinstance(exc, ConfigError):
         return str(exc), 400
+    if isinstance(exc, ModelUnavailable):
+        return f"the model '{getattr(exc, 'model', None) or 'base'}' did not answer ({exc}); retry shortly (GET /health says when it is back)", 503
     return internal_error(exc, what), 500
 
 

@@ -46,6 +46,8 @@ class Metrics:
                                   ["guide"], registry=r)
         self._guided = Counter("blendin_guide_interventions", "tokens each guide's guidance went into, over finished answers",
                                ["guide"], registry=r)
+        self._failed = Counter("blendin_guide_failures", "finished answers in which each guide stopped answering (the base went on alone)",
+                               ["guide"], registry=r)
         if profile is not None:  # --profile: each guide's weight multiplier, as the sample proved it
             reliability = Gauge("blendin_guide_reliability", "each guide's reliability from --profile (its weight's multiplier; 0: not consulted)",
                                 ["guide"], registry=r)
@@ -72,6 +74,8 @@ class Metrics:
             for g in r.guides or ():
                 self._consulted.labels(g["guide"]).inc(g["consulted"])
                 self._guided.labels(g["guide"]).inc(g["interventions"])
+                if g.get("failed_at") is not None:
+                    self._failed.labels(g["guide"]).inc()
             if self.ledger is not None:
                 self.ledger.observe(r.guides)
             if r.tokens:

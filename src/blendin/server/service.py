@@ -261,9 +261,14 @@ class Service:
         tokens = sum(r.tokens for r in results)
         interventions = sum(r.interventions for r in results)
         alphas = [a for r in results for a in [r.mean_alpha] if a is not None]
-        return {"method": first.method, "gamma": first.gamma, "alpha": first.alpha, "tokens": tokens,
-                "interventions": interventions, "intervention_rate": interventions / tokens if tokens else 0.0,
-                "mean_alpha": sum(alphas) / len(alphas) if alphas else None}
+        out = {"method": first.method, "gamma": first.gamma, "alpha": first.alpha, "tokens": tokens,
+               "interventions": interventions, "intervention_rate": interventions / tokens if tokens else 0.0,
+               "mean_alpha": sum(alphas) / len(alphas) if alphas else None}
+        down = [{"guide": g["guide"], "failed_at": g["failed_at"], "error": g["error"]}
+                for r in results for g in (r.guides or ()) if g.get("failed_at") is not None]
+        if down:  # a guide stopped answering: from failed_at on, the base decided alone where it would have guided
+            out["guides_down"] = down
+        return out
 
     def spell(self, step: Step) -> str:
         """The chosen token as the step's top lists spell tokens (``Generation._alternatives``), in the
