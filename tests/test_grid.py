@@ -302,3 +302,34 @@ def test_one_model_alone_in_two_pairs_is_drawn_beside_itself(tmp_path, monkeypat
     _score_plot(plt, summaries, ["xstest"], {"P2": "C0", "P3": "C1"}, tmp_path / "s.png")
     assert xs[0] == 0.0 and xs[1] > xs[0]  # set beside, not under
     assert dashes[0] != dashes[1]  # the two guide lines alternate their dashes
+
+
+def test_rows_a_model_did_not_answer_are_marked_and_redone_by_the_next_run(tmp_path, capsys, monkeypatch):
+    """A server that went away mid-run: its rows are failed (not scored wrong), the others kept; the
+    next run, once it is back, redoes only those, without --retry-errors."""
+    from blendin.backends.fake import ScriptedModel
+    from blendin.errors import ModelUnavailable
+    from blendin.pair import Pair
+
+    from scripted import base_tokenizer, guide_tokenizer
+
+    def down_for_q1(text):
+        if "Q1" in text:
+            raise ModelUnavailable("cannot reach http://127.0.0.1:9/v1 (connection refused) after 4 tries")
+        return {"<eos>": 1.0}
+
+    broken = Pair(base=ScriptedModel(base_tokenizer(), down_for_q1), guide=ScriptedModel(guide_tokenizer(), lambda t: {"<|end|>": 1.0}))
+    monkeypatch.setattr(blendin.pair, "check_pair", lambda *a, **k: None)
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda config, methods=None: broken)
+    args = _grid(tmp_path, A, methods="base", limit=3)
+    run(capsys, *args)
+    rows = read_rows(tmp_path / "grid" / LA / "results.jsonl")
+    assert [(r["id"], r.get("unavailable")) for r in rows if r.get("error")] == [(1, True)] and all(r["score"] is None for r in rows if r.get("error"))
+    summary = json.loads((tmp_path / "grid" / "summary.json").read_text())
+    assert [(s["n"], s["errors"]) for s in summary] == [(3, 1)]  # counted apart from the scored ones
+    monkeypatch.setattr(blendin.pair, "load_pair", lambda config, methods=None: _number_pair())
+    code, _, err = run(capsys, *args)
+    rows = read_rows(tmp_path / "grid" / LA / "results.jsonl")
+    assert code == 0 and "1 failed samples of an earlier run (a model did not answer) will be decoded again" in err
+    assert sorted(r["id"] for r in rows) == [0, 1, 2] and not any(r.get("error") for r in rows)
+    assert [r["extracted"] for r in rows if r["id"] == 1] == ["18"]

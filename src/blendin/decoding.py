@@ -416,6 +416,7 @@ class Generation:
             requests=requests,
             remote=remote or None,
             error=None if self.error is None else first_line(self.error),
+            unavailable=isinstance(self.error, ModelUnavailable),
             guides=tuple(r.stats(t.passes) for r, t in zip(self.oversight.records, self.guides)) or None,
             held=dict(self.oversight.held) or None,
             speculation=None if self.drafter is None else {"drafter": self.drafter.name, "drafted": self.drafter.drafted,

@@ -84,6 +84,7 @@ class GenerationResult:
     guides: tuple | None = None  # per guide: passes, consulted, interventions, filtered, reliability, retired_at, passes_saved
     held: dict | None = None  # uncertain steps the base decided alone at, by mitigation ("budget", "agreement", "retire")
     speculation: dict | None = None  # with --speculate: drafter, drafted, accepted (tokens), base_passes
+    unavailable: bool = False  # the row failed because a model did not answer (errors.ModelUnavailable): a rerun may succeed
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -207,9 +207,10 @@ def run_plans(plans: list, items: dict, out: Path, methods: tuple, batch_size: i
         others = [p.name for p in pair_folders(out) if p != out and p.name != (spec.label if spec else None)]
         for task, configs, judge in jobs:
             record_run(folder, task, configs, judge)
-            dropped = runner.forget_failures(folder, task.name) if retry_errors else 0
+            dropped = runner.forget_failures(folder, task.name, unavailable_only=not retry_errors)
             if dropped and progress is not None:
-                print(f"blendin: {label}{task.name}: {dropped} failed samples of an earlier run will be decoded again",
+                why = "" if retry_errors else " (a model did not answer)"
+                print(f"blendin: {label}{task.name}: {dropped} failed samples of an earlier run{why} will be decoded again",
                       file=progress, flush=True)
             if spec is not None:
                 copied = reuse_solo(out, spec.label, others, task, configs, run_settings(task, configs[0], judge),

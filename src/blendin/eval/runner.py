@@ -133,6 +133,8 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
                     "seconds": result.seconds, "wall_share": wall_share, "error": error,
                     "guides": list(result.guides) if result.guides else None, "held": result.held,
                 }
+                if getattr(result, "unavailable", False):  # a model did not answer: redone by the next run, flag or not
+                    row["unavailable"] = True
                 if traces and not error:
                     _write_trace(result, Path(traces) / f"{task.name}_{config.method}_g{config.gamma}_a{config.alpha_label}", row["id"], prompts[i])
                 if judging and not error:
@@ -159,13 +161,14 @@ def run_eval(pair, task: Task, items: list[dict], configs: list[BlendConfig], ou
     return summary
 
 
-def forget_failures(out_dir, task_name: str) -> int:
-    """Drop ``task_name``'s failed rows (those with ``"error"``) from ``out_dir/results.jsonl`` so that
-    the next run decodes them again (``eval --retry-errors``); the file is rewritten whole, through a
-    temporary file renamed over it. Returns how many rows were dropped."""
+def forget_failures(out_dir, task_name: str, unavailable_only: bool = False) -> int:
+    """Drop ``task_name``'s failed rows (those with ``"error"``; ``unavailable_only``: those that failed
+    because a model did not answer, which every run redoes) from ``out_dir/results.jsonl`` so that
+    the next run decodes them again (``eval --retry-errors``: all of them); the file is rewritten
+    whole, through a temporary file renamed over it. Returns how many rows were dropped."""
     path = Path(out_dir) / "results.jsonl"
     rows = read_rows(path)
-    keep = [r for r in rows if not (r.get("error") and r.get("task") == task_name)]
+    keep = [r for r in rows if not (r.get("error") and r.get("task") == task_name and (r.get("unavailable") or not unavailable_only))]
     if len(keep) < len(rows):
         replace_file(path, rows_text(keep))
     return len(rows) - len(keep)
