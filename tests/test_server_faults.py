@@ -72,3 +72,17 @@ def test_the_base_down_is_a_503_with_retry_after_and_health_recovers():
         assert h.status_code == 503 and h.json()["status"] == "down" and "fake-base" in h.json()["down"]
         base.up = True
         assert complete(url).status_code == 200 and health(url).json()["status"] == "ok"
+
+
+def test_a_draining_server_refuses_new_requests_with_503_and_health_says_draining():
+    from blendin.server import ServerThread, build
+    from blendin.server.settings import ServeSettings
+
+    app = build(pair(Switch(), Switch()), config(method="blendin"), ServeSettings())
+    with ServerThread(app) as url:
+        assert complete(url).status_code == 200
+        app.state.draining = True  # what SIGTERM sets first (server.DrainingServer.handle_exit)
+        r = complete(url)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "draining"
+        h = health(url)
+        assert h.status_code == 503 and h.json()["status"] == "draining"

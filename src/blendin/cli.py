@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
 from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_diagnose_options, add_eval_options, add_models,
-                      alpha_value, flagged, unknown_options, whole)
+                      alpha_value, flagged, number, unknown_options, whole)
 from .errors import BlendinError, ConfigError
 
 DEMO_QUESTION = (
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=whole(1), default=d.max_prompt_tokens, help="longest prompt accepted, in tokens")
     sv.add_argument("--max-request-bytes", type=whole(1), default=d.max_request_bytes, help="largest request body accepted, in bytes")
     sv.add_argument("--max-queue", type=whole(1), default=d.max_queue, help="rows that may wait for a place in the batch; beyond it: 429")
+    sv.add_argument("--drain-seconds", type=number, default=d.drain_seconds, metavar="SECONDS",
+                    help="on SIGTERM or Ctrl-C: stop taking requests (503), let those in flight finish for this long, then cancel them and exit 0")
     sv.add_argument("--profile-update", action="store_true",
                     help="at shutdown, write each guide's record across the answers served into the --profile file (under \"observed\"; "
                     "the weights are not changed)")
@@ -559,7 +561,7 @@ def cmd_serve(a) -> int:
     settings = ServeSettings(host=a.host, port=port, api_key=a.server_api_key or os.environ.get("BLENDIN_SERVE_API_KEY") or None,
                              model_name=a.served_model_name, batch_size=a.batch_size, max_tokens_cap=a.max_tokens_cap,
                              max_prompt_tokens=a.max_prompt_tokens, max_request_bytes=a.max_request_bytes, max_queue=a.max_queue,
-                             profile_update=a.profile_update)
+                             profile_update=a.profile_update, drain_seconds=a.drain_seconds)
     if a.profile_update and config.profile is None:  # before the models load
         raise ConfigError("--profile-update writes each guide's record into the --profile file: give --profile FILE too")
     serve(config, settings)

@@ -59,11 +59,51 @@ def serve(config: BlendConfig, settings: ServeSettings) -> None:
     log = configure_logging()
     log.info("%s", startup_line(config, settings, pair))
     # uvicorn's access log stays off: the request lines above carry its fields and the decoding's
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    config_ = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                             timeout_graceful_shutdown=settings.drain_seconds)
+    DrainingServer(config_, app, log).run()
     app.state.engine.stop()
+    log.info("stopped")
     if settings.profile_update and config.profile is not None:  # asked for: never silently
         path = app.state.metrics.ledger.write_into(config.profile.source)
         log.info("wrote each guide's record across answers into %s (\"observed\")", path)
+
+
+def draining_server_class():
+    import contextlib
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, which on SIGTERM or Ctrl-C first marks the app draining (a request that still
+        reaches it gets 503; /health says "draining") and then shuts down as uvicorn does: no new
+        connections, the requests in flight given ``timeout_graceful_shutdown`` (``--drain-seconds``)
+        to finish before they are cancelled (their rows leave the batch)."""
+
+        def __init__(self, config, app, log):
+            super().__init__(config)
+            self.app, self.log = app, log
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                # uvicorn raises the signal again once it has shut down (the process then dies by it);
+                # a drained shutdown is a clean one: blendin serve returns and exits 0
+                getattr(self, "_captured_signals", []).clear()
+
+        def handle_exit(self, sig, frame) -> None:
+            if not getattr(self.app.state, "draining", False):
+                self.app.state.draining = True
+                self.log.info("draining: no new requests; the %d rows in flight have %.0f s to finish",
+                              self.app.state.engine.running, self.config.timeout_graceful_shutdown or 0)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
+
+
+def DrainingServer(config, app, log):  # noqa: N802 - a class made on first use (uvicorn is imported only to serve)
+    return draining_server_class()(config, app, log)
 
 
 def startup_line(config: BlendConfig, settings: ServeSettings, pair=None) -> str:

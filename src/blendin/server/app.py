@@ -177,14 +177,16 @@ class Routes:
         self.loaded = {"base": pair.base.name if pair.base is not None else None, "guides": [g.name for g in pair.guides]}
 
     # -- no key needed: readiness and counts, no text of any request ---------------------------
-    async def health(self):
+    async def health(self, request: Request):
         """200 while the base serves ("ok", or "degraded" with a guide down: the base serves alone where
         it would have guided); 503 while the base is down. The app is built once the models are loaded."""
         state = await asyncio.get_running_loop().run_in_executor(None, self.engine.health.report)  # may ask a server
+        if getattr(request.app.state, "draining", False):  # shutting down: take it out of the rotation
+            state["status"] = "draining"
         body = {"status": state["status"], "loaded": True, "models": self.loaded, "down": state["down"], "running": self.engine.running,
                 "waiting": self.engine.waiting, "uptime_s": round(time.time() - self.started, 1)}
-        return JSONResponse(body, status_code=503 if state["status"] == "down" else 200,
-                            headers={"Retry-After": str(RETRY_AFTER)} if state["status"] == "down" else None)
+        unready = state["status"] in ("down", "draining")
+        return JSONResponse(body, status_code=503 if unready else 200, headers={"Retry-After": str(RETRY_AFTER)} if unready else None)
 
     async def scrape(self):
         body, content_type = self.metrics.render()
@@ -265,6 +267,9 @@ class Routes:
 
     async def _decode(self, request: Request, model, kind: str):
         """A completion or chat request: its rows join the engine's batch; the answer streamed or whole."""
+        if getattr(request.app.state, "draining", False):
+            return _error(503, "the server is shutting down; send the request to another replica", type_="service_unavailable",
+                          code="draining")
         req, failed = await self._read(request, model)
         if failed is not None:
             return failed

@@ -19,3 +19,4 @@ class ServeSettings:
     max_request_bytes: int = 1 << 20
     max_queue: int = 256
     profile_update: bool = False  # at shutdown, write each guide's record across answers into the --profile file
+    drain_seconds: float = 30.0  # on SIGTERM / Ctrl-C: how long the rows in flight may take to finish before they are cancelled
