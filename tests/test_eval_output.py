@@ -69,7 +69,7 @@ def test_a_terminal_gets_a_bar_over_tokens_per_configuration(tmp_path):
     last = [line.rsplit("\r", 1)[1] for line in lines[:2]]
     assert last[0].startswith("gsm8k base g=0.4 a=auto: 3/3 score 0.667") and last[1].startswith("gsm8k blendin g=0.4 a=auto: 3/3")
     for text in last:  # tqdm's bar, full at the end, its time and its rate in tokens
-        assert re.search(r" 100%\|#+\| \d\d:\d\d<00:00, [\d.]+tok/s$", text), text
+        assert re.search(r" 100%\|#+\| \d\d:\d\d<00:00, [\d.]+(tok/s|s/tok)$", text), text  # tqdm: s/tok below 1 tok/s (a busy machine)
     assert "tok/s (" not in term.getvalue()  # the log line's own rate and time are not repeated beside the bar
 
 

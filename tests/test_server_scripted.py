@@ -295,19 +295,26 @@ def server_logger():
 
 
 def test_serve_logs_a_start_up_line_and_requests_to_stderr(monkeypatch, capsys, server_logger):
-    import uvicorn
-
     import blendin.pair
+    import blendin.server
     from blendin.server import serve
 
     ran = {}
+
+    class Ran:  # uvicorn's server as serve() builds it, run at once
+        def __init__(self, config, app, log):
+            ran.update(config=config, app=app)
+
+        def run(self):
+            pass
+
     monkeypatch.setattr(blendin.pair, "load_pair", lambda cfg, methods=None: scripted_pair(SWITCH_BASE, SWITCH_GUIDE))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw, app=app))
+    monkeypatch.setattr(blendin.server, "DrainingServer", Ran)
     serve(config(base="my-base", guide="my-guide", method="switch"), ServeSettings(host="127.0.0.1", port=8123))
     err = capsys.readouterr().err
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO blendin: serving 'blendin' "
                      r"\(base my-base, guide my-guide, method switch\) at http://127\.0\.0\.1:8123/v1$", err, re.M), err
-    assert ran["access_log"] is False and ran["port"] == 8123
+    assert ran["config"].access_log is False and ran["config"].port == 8123 and ran["config"].timeout_graceful_shutdown == 30
     with serving(scripted_pair(SWITCH_BASE, SWITCH_GUIDE), config(method="switch")) as (url, _):  # the logger serve() set up
         complete(url)
     assert re.search(r"INFO blendin: POST /v1/completions 200 rows=1 method=switch tokens=3 interventions=1 \(33\.3%\) \d+ ms$",
