@@ -65,3 +65,73 @@ def test_past_the_drain_seconds_the_rows_are_cancelled_and_the_server_exits_0():
     t.join(timeout=60)
     assert proc.returncode == 0 and time.time() - start_at < 30, log
     assert not (isinstance(out[0], httpx.Response) and out[0].status_code == 200)  # cut, not answered whole
+
+
+class Load:
+    """``n`` clients sending short BlendIn completions back to back until stopped; every answer kept."""
+
+    def __init__(self, url, n=16):
+        self.url, self.answers, self.stop = url, [], threading.Event()
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _client(self):
+        with httpx.Client(timeout=120) as http:
+            while not self.stop.is_set():
+                try:
+                    r = http.post(self.url + "/v1/completions", json={"model": "blendin", "prompt": "Question: What is 2+3?\nAnswer:",
+                                                                      "max_tokens": 6})
+                    self.answers.append((time.time(), r.status_code, r.json()))
+                except httpx.HTTPError as exc:
+                    self.answers.append((time.time(), None, str(exc)))
+
+    def since(self, t):
+        return [a for a in self.answers if a[0] >= t]
+
+    def end(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=180)
+
+
+def wait_for(what, timeout=90):
+    deadline = time.time() + timeout
+    while not what():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_a_guide_server_killed_paused_and_restarted_under_load_never_fails_a_request():
+    gport = free_port()
+    guide_args = ("--base", "smollm2-135m-instruct", "--method", "base", "--served-model-name", "smollm2-135m-instruct")
+    guide, gurl = start(*guide_args, port=gport)
+    main_, url = start("--guide", f"smollm2-135m-instruct@{gurl}/v1", "--guide-timeout", "2", "--guide-retries", "0")
+    load = Load(url)
+    try:
+        health = lambda: httpx.get(url + "/health", timeout=30)  # noqa: E731
+        wait_for(lambda: len(load.answers) >= 16)
+        assert health().json()["status"] == "ok"
+        t = time.time()
+        guide.kill()  # the guide's server dies
+        guide.wait()
+        wait_for(lambda: any("guides_down" in a[2].get("blendin", {}) for a in load.since(t) if a[1] == 200))
+        h = health()
+        assert h.status_code == 200 and h.json()["status"] == "degraded" and "smollm2-135m-instruct" in h.json()["down"]
+        guide, _ = start(*guide_args, port=gport)  # it comes back on the same address
+        wait_for(lambda: health().json()["status"] == "ok")
+        t = time.time()
+        guide.send_signal(signal.SIGSTOP)  # paused: it accepts connections and never answers (timeouts)
+        wait_for(lambda: any("guides_down" in a[2].get("blendin", {}) for a in load.since(t) if a[1] == 200))
+        guide.send_signal(signal.SIGCONT)
+        wait_for(lambda: health().json()["status"] == "ok")
+        t = time.time()
+        wait_for(lambda: any(a[1] == 200 and "guides_down" not in a[2]["blendin"] for a in load.since(t)))  # guided again
+    finally:
+        load.end()
+        for p in (guide, main_):
+            p.send_signal(signal.SIGCONT)
+            p.terminate()
+            p.wait(timeout=60)
+    statuses = {a[1] for a in load.answers}
+    assert statuses == {200}, [a for a in load.answers if a[1] != 200][:3]  # never a 500, never a lost request
