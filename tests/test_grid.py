@@ -253,7 +253,8 @@ def test_copies_stay_within_the_runs_items_and_the_summary_keeps_earlier_pairs(t
     assert summary[-1]["base"] == "gemma-3-270m" and summary[-1]["guide_models"] == ["smollm2-135m-instruct"]  # from A's run.json
 
 
-def test_retry_errors_decodes_failed_samples_again_and_counts_each_once(tmp_path, capsys, monkeypatch):
+def _failing_on_q1(monkeypatch, error: Exception) -> None:
+    """load_pair gives a pair whose base raises ``error`` on item 1 (its prompt has "Q1")."""
     from blendin.backends.fake import ScriptedModel
     from blendin.pair import Pair
 
@@ -261,12 +262,16 @@ def test_retry_errors_decodes_failed_samples_again_and_counts_each_once(tmp_path
 
     def failing(text):
         if "Q1" in text:
-            raise RuntimeError("the server said 500")
+            raise error
         return {"<eos>": 1.0}
 
     broken = Pair(base=ScriptedModel(base_tokenizer(), failing), guide=ScriptedModel(guide_tokenizer(), lambda t: {"<|end|>": 1.0}))
     monkeypatch.setattr(blendin.pair, "check_pair", lambda *a, **k: None)
     monkeypatch.setattr(blendin.pair, "load_pair", lambda config, methods=None: broken)
+
+
+def test_retry_errors_decodes_failed_samples_again_and_counts_each_once(tmp_path, capsys, monkeypatch):
+    _failing_on_q1(monkeypatch, RuntimeError("the server said 500"))
     args = _grid(tmp_path, A, methods="base", limit=3)
     code, _, err = run(capsys, *args)
     rows = read_rows(tmp_path / "grid" / LA / "results.jsonl")
@@ -307,20 +312,9 @@ def test_one_model_alone_in_two_pairs_is_drawn_beside_itself(tmp_path, monkeypat
 def test_rows_a_model_did_not_answer_are_marked_and_redone_by_the_next_run(tmp_path, capsys, monkeypatch):
     """A server that went away mid-run: its rows are failed (not scored wrong), the others kept; the
     next run, once it is back, redoes only those, without --retry-errors."""
-    from blendin.backends.fake import ScriptedModel
     from blendin.errors import ModelUnavailable
-    from blendin.pair import Pair
 
-    from scripted import base_tokenizer, guide_tokenizer
-
-    def down_for_q1(text):
-        if "Q1" in text:
-            raise ModelUnavailable("cannot reach http://127.0.0.1:9/v1 (connection refused) after 4 tries")
-        return {"<eos>": 1.0}
-
-    broken = Pair(base=ScriptedModel(base_tokenizer(), down_for_q1), guide=ScriptedModel(guide_tokenizer(), lambda t: {"<|end|>": 1.0}))
-    monkeypatch.setattr(blendin.pair, "check_pair", lambda *a, **k: None)
-    monkeypatch.setattr(blendin.pair, "load_pair", lambda config, methods=None: broken)
+    _failing_on_q1(monkeypatch, ModelUnavailable("cannot reach http://127.0.0.1:9/v1 (connection refused) after 4 tries"))
     args = _grid(tmp_path, A, methods="base", limit=3)
     run(capsys, *args)
     rows = read_rows(tmp_path / "grid" / LA / "results.jsonl")

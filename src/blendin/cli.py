@@ -554,10 +554,10 @@ def cmd_serve(a) -> int:
     import os
 
     from .server import serve
-    from .server.settings import ServeSettings
+    from .server.settings import ServeSettings, bindable
 
     config = config_from_args(a)  # the numbers were checked as the arguments were read (whole)
-    port = _bindable(a.host, a.port)  # before the models load; --port 0 becomes the free port found
+    port = bindable(a.host, a.port)  # before the models load; --port 0 becomes the free port found
     settings = ServeSettings(host=a.host, port=port, api_key=a.server_api_key or os.environ.get("BLENDIN_SERVE_API_KEY") or None,
                              model_name=a.served_model_name, batch_size=a.batch_size, max_tokens_cap=a.max_tokens_cap,
                              max_prompt_tokens=a.max_prompt_tokens, max_request_bytes=a.max_request_bytes, max_queue=a.max_queue,
@@ -566,23 +566,6 @@ def cmd_serve(a) -> int:
         raise ConfigError("--profile-update writes each guide's record into the --profile file: give --profile FILE too")
     serve(config, settings)
     return 0
-
-
-def _bindable(host: str, port: int) -> int:
-    """The port ``serve`` will listen on, checked by binding it once (and letting go): a port in use
-    or a host that is not this machine's fails here, in one line, before minutes of model loading."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, address = infos[0]
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(address)
-            return s.getsockname()[1]
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port "
-                          "(0 takes a free one) or a --host of this machine (127.0.0.1, 0.0.0.0)") from None
 
 
 def cmd_score(a) -> int:
