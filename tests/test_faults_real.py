@@ -135,3 +135,41 @@ def test_a_guide_server_killed_paused_and_restarted_under_load_never_fails_a_req
             p.wait(timeout=60)
     statuses = {a[1] for a in load.answers}
     assert statuses == {200}, [a for a in load.answers if a[1] != 200][:3]  # never a 500, never a lost request
+
+
+def test_an_eval_whose_guide_server_dies_keeps_its_rows_and_redoes_only_the_failed_ones(tmp_path):
+    import json
+
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": f"#### {2 * i}", "final": str(2 * i)}) + "\n" for i in range(1, 7)))
+    gport = free_port()
+    guide_args = ("--base", "smollm2-135m-instruct", "--method", "base", "--served-model-name", "smollm2-135m-instruct")
+    out = tmp_path / "run"
+
+    def evaluate(limit):
+        return subprocess.run([BLENDIN, "eval", "--task", "gsm8k", "--data", str(data), "--limit", str(limit), "--method", "blendin",
+                               "--max-new-tokens", "12", "--guide", f"smollm2-135m-instruct@http://127.0.0.1:{gport}/v1",
+                               "--guide-timeout", "2", "--guide-retries", "0", "--out", str(out)], capture_output=True, text=True, timeout=600)
+
+    def rows():
+        return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+    guide, _ = start(*guide_args, port=gport)
+    try:
+        assert evaluate(3).returncode == 0
+        first = {r["id"]: r["seconds"] for r in rows()}
+        guide.kill()  # the guide's server dies between two runs of the same eval
+        guide.wait()
+        failed = evaluate(6)
+        assert "a rerun decodes again those a model did not answer" in failed.stderr
+        down = [r for r in rows() if r.get("error")]
+        assert len(down) == 3 and all(r["unavailable"] and r["score"] is None for r in down)  # failed, not scored wrong
+        guide, _ = start(*guide_args, port=gport)
+        again = evaluate(6)
+        assert again.returncode == 0 and "3 failed samples of an earlier run (a model did not answer) will be decoded again" in again.stderr
+        done = rows()
+        assert len(done) == 6 and not any(r.get("error") for r in done)
+        assert {r["id"]: r["seconds"] for r in done if r["id"] in first} == first  # the rows done before were kept, not redone
+    finally:
+        guide.terminate()
+        guide.wait(timeout=60)

@@ -417,8 +417,8 @@ def cmd_eval(a) -> int:
     failed = run_plans(plans, items, Path(a.out), methods=tuple(methods), batch_size=a.batch_size, traces=a.trace_html, progress=sys.stderr,
                        together=a.together, retry_errors=a.retry_errors)
     if failed:
-        print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in results.jsonl); "
-              "a rerun skips them; add --retry-errors to decode them again", file=sys.stderr)
+        print(f"blendin: {failed} samples failed to decode and are scored apart (\"error\" in results.jsonl); a rerun decodes "
+              "again those a model did not answer (\"unavailable\"); add --retry-errors to decode them all again", file=sys.stderr)
     return 0
 
 
