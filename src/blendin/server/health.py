@@ -5,8 +5,9 @@
     health.failed(exc)             # a row failed because a model did not answer (``errors.ModelUnavailable``)
     health.report()                # {"status": "ok" | "degraded" | "down", "down": {model: {"since", "error"}}}
 
-A model is up until a row shows it did not answer, and down until a row shows it answering again
-or, asked at ``/health``, its server answers (``RemoteModel.reachable``: local models never go down).
+A model is up until a row shows it did not answer, and down until a row shows it answering again;
+``/health`` also asks each model on a server whether it answers now (``RemoteModel.reachable``), so
+it tells the truth before a row has failed or succeeded (local models never go down).
 The base down is "down" (requests get 503 with Retry-After); a guide down is "degraded": the base
 serves alone where that guide would have guided, and each answer says so.
 """
@@ -49,11 +50,17 @@ class Health:
         return self.base in self._down
 
     def report(self) -> dict:
-        """The state now; a model marked down is asked once more first (its server may be back)."""
-        for name in list(self._down):
-            reachable = getattr(self.models.get(name), "reachable", None)
-            if reachable is not None and reachable():
+        """The state now: each model on a server is asked first (one GET, 2 s), so a server that died
+        is down before any row fails on it and one that came back is up; a local model keeps what the
+        rows showed."""
+        for name, model in self.models.items():
+            reachable = getattr(model, "reachable", None)
+            if reachable is None:
+                continue
+            if reachable():
                 self._up(name)
+            else:
+                self._mark(name, f"its server ({getattr(model, 'url', '?')}) does not answer")
         with self._lock:
             down = {name: dict(state) for name, state in self._down.items()}
         status = "down" if self.base in down else "degraded" if down else "ok"
