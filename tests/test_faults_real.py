@@ -173,3 +173,33 @@ def test_an_eval_whose_guide_server_dies_keeps_its_rows_and_redoes_only_the_fail
     finally:
         guide.terminate()
         guide.wait(timeout=60)
+
+
+def test_a_guide_on_llama_cpp_s_own_server_that_dies_degrades_the_answers():
+    """The guide behind llama-cpp-python's server (as deployers run one), killed between requests:
+    the next answers are 200, finished by the base alone, and say so; /health says degraded."""
+    from blendin.models import EMBEDDED, cache_dir
+
+    gport = free_port()
+    gguf = EMBEDDED["smollm2-135m-instruct"].gguf(cache_dir())
+    guide = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(gport),
+                              "--logits_all", "true", "--n_ctx", "2048", "--model_alias", "smollm2-135m-instruct", "--n_threads", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    main_ = None
+    try:
+        wait_until_up(f"http://127.0.0.1:{gport}/v1/models", guide, 180, "llama-cpp-python's server")
+        main_, url = start("--guide", f"smollm2-135m-instruct@http://127.0.0.1:{gport}/v1", "--guide-timeout", "5", "--guide-retries", "0")
+        body = {"model": "blendin", "prompt": "Question: Name a colour and say why you like it.\nAnswer:", "max_tokens": 16}
+        first = httpx.post(url + "/v1/completions", json=body, timeout=300).json()
+        assert "guides_down" not in first["blendin"] and first["blendin"]["interventions"] > 0
+        guide.kill()
+        guide.wait()
+        r = httpx.post(url + "/v1/completions", json=body, timeout=300)
+        assert r.status_code == 200 and r.json()["blendin"]["guides_down"][0]["guide"].startswith("smollm2-135m-instruct")
+        h = httpx.get(url + "/health", timeout=30).json()
+        assert h["status"] == "degraded" and any(name.startswith("smollm2-135m-instruct") for name in h["down"])
+    finally:
+        guide.kill()
+        if main_ is not None:
+            main_.terminate()
+            main_.wait(timeout=60)
