@@ -232,9 +232,7 @@ class Generation:
         try:
             guide_probs = yield Need(self.guides[k].follow(self.transcript.text))
         except ModelUnavailable as exc:
-            if self.config.on_guide_failure != "degrade":
-                raise
-            self.oversight.fail(k, exc, len(self.steps))
+            self._guide_down(k, exc)
             return None
         m_g, guide_top = top1(guide_probs)
         base_top = self.pair.bridges[k].base_id(guide_top)
@@ -242,6 +240,12 @@ class Generation:
         reliability, scale = self.oversight.records[k].reliability, self.oversight.scale(k)  # as shown before this step
         refused_by = self.oversight.judge(k, base_probs, m_b, base_top)
         return Consulted(k, guide_probs, m_g, guide_top, agreement, reliability, scale, refused_by)
+
+    def _guide_down(self, k: int, exc: ModelUnavailable) -> None:
+        """Guide ``k`` did not answer: retired for the rest of the answer under "degrade", else the row fails."""
+        if self.config.on_guide_failure != "degrade":
+            raise exc
+        self.oversight.fail(k, exc, len(self.steps))
 
     def _blend_token(self, base_probs: torch.Tensor, m_b: float):
         """BlendIn and switch: decode one base-vocabulary token from sum_k w_k * p_k + (1 - sum_k w_k) * p_b,
@@ -300,9 +304,7 @@ class Generation:
             try:
                 yield from draft.until(1)
             except ModelUnavailable as exc:  # before any word is written: the base decides (later ones fail the row)
-                if self.config.on_guide_failure != "degrade":
-                    raise
-                self.oversight.fail(0, exc, len(self.steps))
+                self._guide_down(0, exc)
                 refuser = self.oversight.records[0].retired_by
             else:
                 refuser = self.oversight.judge(0, base_probs, m_b, self.pair.bridge.base_id(draft.tokens[0].top))

@@ -21,6 +21,12 @@ class ModelUnavailable(BlendinError):
     base decides alone at the steps it would have guided; a base's fails the row."""
 
 
+def message_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name where it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def first_line(exc: BaseException) -> str:
     """'TypeName: first line of the message', for one-line reports of an exception."""
     text = str(exc).strip().splitlines()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import BlendConfig
+from .errors import message_line
 
 
 @dataclass
@@ -248,8 +249,7 @@ class Oversight:
         decides alone where it would have guided), the error kept for the result."""
         record = self.records[k]
         record.retired_by, record.retired_at, record.failed_at = GUIDE_DOWN, tokens, tokens
-        text = str(error).strip().splitlines()
-        record.error = text[0] if text else type(error).__name__
+        record.error = message_line(error)
 
     def hold(self, refuser: Mitigation) -> None:
         """Count an uncertain step where ``refuser`` made the base decide alone."""

@@ -36,7 +36,7 @@ import torch
 
 from .config import BlendConfig
 from .decoding import Generation, run_rows
-from .errors import ConfigError
+from .errors import ConfigError, message_line
 from .pair import Pair
 from .policies import TokenSwitch
 from .prompts import Rendered
@@ -197,7 +197,7 @@ class ScoredRow(Generation):
 
     def scored(self) -> Scored:
         if self.error is not None:
-            return Scored((), error=str(self.error).splitlines()[0] if str(self.error) else type(self.error).__name__)
+            return Scored((), error=message_line(self.error))
         self.transcript.flush()
         tokens = tuple(TokenScore(token, step.token, logprob, greedy, top, step.source, rank)
                        for (token, logprob, greedy, top, rank), step in zip(self.sampler.seen, self.steps))

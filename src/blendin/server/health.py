@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 import time
 
+from ..errors import message_line
+
 
 class Health:
     def __init__(self, pair):
@@ -43,8 +45,7 @@ class Health:
         """A row that failed because ``exc.model`` did not answer."""
         name = getattr(exc, "model", None)
         if name in self.models:
-            text = str(exc).strip().splitlines()
-            self._mark(name, text[0] if text else type(exc).__name__)
+            self._mark(name, message_line(exc))
 
     def base_down(self) -> bool:
         return self.base in self._down
