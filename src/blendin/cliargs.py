@@ -15,6 +15,25 @@ import re
 from .config import BACKENDS, DEFAULT_BASE, DEFAULT_GUIDE, METHODS, ON_GUIDE_FAILURE, BlendConfig, PromptFormat, RemoteSpec, did_you_mean
 
 COMMANDS = ("generate", "demo", "eval", "diagnose", "report", "serve", "prepare")
+# one example per command, for ``blendin`` with no arguments (``overview``), in the order a newcomer meets them
+EXAMPLES = {
+    "demo": "blendin demo",
+    "generate": 'blendin generate "A shop sells pens at 3 dollars each. How much do 7 pens cost?"',
+    "serve": "blendin serve --port 8000          # then open http://127.0.0.1:8000/",
+    "diagnose": "blendin diagnose --task arc_challenge --data ../shared/data --limit 20",
+    "eval": "blendin eval --task gsm8k --data ../shared/data --limit 20 --method base,blendin --out runs/gsm8k",
+    "report": "blendin report runs/gsm8k --out report/",
+    "score": "blendin score --input pairs.jsonl --method base,blendin",
+    "prepare": "blendin prepare",
+}
+
+
+def overview(commands: dict) -> str:
+    """What ``blendin`` alone prints: each command, what it does, and one example (``commands``: name -> parser)."""
+    lines = ["blendin: guided decoding by probabilistic model blending (BlendIn). Commands, each with an example:", ""]
+    for name, example in EXAMPLES.items():
+        lines += [f"  {name:9} {commands[name].description.split(';')[0]}", f"            $ {example}"]
+    return "\n".join(lines + ["", "blendin COMMAND --help lists a command's options; blendin --version prints the version."])
 
 
 class UsageError(Exception):
@@ -215,6 +234,7 @@ def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
     p.add_argument("--no-turn-stop", dest="turn_stop", action="store_false",
                    help="write on past the base's next turn (by default the answer ends at a line starting with the question prefix, '\\nQuestion:')")
+    add_repeat_stop(p, default=command == "demo")
     f = PromptFormat()
     p.add_argument("--system", default=f.system, help="system line for both models")
     p.add_argument("--question-prefix", default=f.question_prefix, help="put before the question in the base's prompt")
@@ -224,6 +244,17 @@ def add_decoding_options(p: argparse.ArgumentParser, command: str) -> None:
     if command != "serve":
         p.add_argument("--json", action="store_true", help="print one JSON object with every step")
     add_remote(p, command)
+
+
+def add_repeat_stop(p: argparse.ArgumentParser, default: bool = False) -> None:
+    """--repeat-stop (generate, eval, serve: off by default, the method's answer as it comes) or, where
+    it is on (demo), --no-repeat-stop."""
+    if default:
+        p.add_argument("--no-repeat-stop", dest="repeat_stop", action="store_false",
+                       help="let an answer run on when it repeats itself (by default it stops once it says the same thing twice in a row)")
+    else:
+        p.add_argument("--repeat-stop", action="store_true",
+                       help="stop an answer once it says the same thing twice in a row (stop_reason 'repeat'); by default answers run on")
 
 
 def add_sampling(p: argparse.ArgumentParser) -> None:
@@ -285,6 +316,7 @@ def add_eval_options(ev: argparse.ArgumentParser, task_tokens: str) -> None:
     add_mitigations(ev)
     add_speculate(ev)
     add_sampling(ev)  # greedy by default; sampled answers are recorded in run.json as any setting that changes them
+    add_repeat_stop(ev)  # recorded in run.json: it can change an answer
     add_remote(ev, "eval")
     ev.add_argument("--base-prompt", default="plain", help="plain or chat: the base reads its own chat template too")
     ev.add_argument("--judge-url", help="justeval: the judge's OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 "

@@ -145,6 +145,8 @@ class BlendConfig:
     alone where it would have guided (the result's ``guides[k]`` says ``failed_at`` and ``error``,
     ``held`` counts the steps); "error" fails the row (eval's default: an unguided answer is never
     scored as the method's).
+    repeat_stop: end the answer once it has said the same thing twice in a row (``repetition``:
+    stop_reason "repeat"); the demo and the server's page turn it on, generate and eval only when asked.
     """
 
     base: str = DEFAULT_BASE
@@ -181,6 +183,7 @@ class BlendConfig:
     context: int | None = None  # llama.cpp's cache cells per row (None: 4096, or the model's trained length if less)
     profile: object | None = None  # a ``profile.Profile``: each guide's weight times the reliability a sample proved
     on_guide_failure: str = "degrade"  # a guide that stops answering: "degrade" (the base decides alone) or "error"
+    repeat_stop: bool = False  # stop an answer that has begun repeating itself (``repetition.loop_period``)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -214,6 +217,8 @@ class BlendConfig:
             raise ConfigError(f"unknown speculate '{self.speculate}'{did_you_mean(str(self.speculate), SPECULATE)}; "
                               f"choose one of: {', '.join(SPECULATE)}")
         self._check_backends()
+        if not isinstance(self.repeat_stop, bool):
+            raise ConfigError(f"repeat_stop must be True or False, got {self.repeat_stop!r}")
         if self.on_guide_failure not in ON_GUIDE_FAILURE:
             raise ConfigError(f"unknown on_guide_failure '{self.on_guide_failure}'; choose one of: {', '.join(ON_GUIDE_FAILURE)}")
         if not isinstance(self.turn_stop, bool):

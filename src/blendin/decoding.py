@@ -40,6 +40,7 @@ from .nudging import WordDraft
 from .pair import Pair, guide_role
 from .policies import policy_for
 from .prompts import Rendered, prompt_ids
+from .repetition import loop_period
 from .sampling import Sampler
 from .speculative import drafter_for
 from .transcript import Transcript
@@ -363,6 +364,8 @@ class Generation:
             track.text = self.transcript.text
             step = _with_token(step, delta)
             self._apply_stop_strings(len(delta))
+            if self.config.repeat_stop and self.stop_reason is None and loop_period(self.transcript.text):
+                self.stop_reason = "repeat"
         self.steps.append(step)
         self.interventions += step.intervened
         if self.stop_reason is None and len(self.steps) >= self.config.max_new_tokens:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 Source = Literal["base", "blend", "guide"]
-StopReason = Literal["eos", "length", "stop", "error"]
+StopReason = Literal["eos", "length", "stop", "repeat", "error"]
 
 
 @dataclass(frozen=True)

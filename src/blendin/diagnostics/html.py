@@ -36,6 +36,7 @@ STOP_REASONS = {
     "eos": "the model wrote its end-of-sequence token",
     "length": "the token limit (max_new_tokens) was reached: the answer may be cut off",
     "stop": "a stop string was written (the base's next turn, or one asked for); the text ends before it",
+    "repeat": "the answer began repeating itself (repeat_stop): it stops after the second copy",
     "error": "decoding failed",
 }
 

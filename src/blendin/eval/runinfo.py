@@ -65,7 +65,8 @@ ANSWER_FIELDS = {
                  "base_remote", "guide_remote", "more_guides", "max_intervention_rate", "agreement_top_k", "reliability",
                  "retire_below", "retire_after", "capability_gap",
                  "backend", "guide_backend",  # llama.cpp computes in the GGUF's quantization, transformers in float32
-                 "profile"),  # its reliabilities and what it was fitted for (``Profile.key``), not its file's path
+                 "profile",  # its reliabilities and what it was fitted for (``Profile.key``), not its file's path
+                 "repeat_stop"),  # ends an answer that repeats itself: a shorter text, perhaps another answer
 }
 # The fields that are no part of the key: never recorded, and dropped from a run.json that recorded
 # them (the code before these lists recorded speculate) before it is compared. By reason:
@@ -87,7 +88,7 @@ LEGACY_PLACEMENT = {"device": "cpu", "dtype": "float32"}
 # recorded without them resumes where they are at that value (and only there)
 LEGACY_DEFAULTS = {"more_guides": [], "max_intervention_rate": None, "agreement_top_k": None, "reliability": False,
                    "retire_below": None, "retire_after": 8, "capability_gap": None, "backend": "transformers",
-                   "guide_backend": None, "profile": None}
+                   "guide_backend": None, "profile": None, "repeat_stop": False}
 UNRECORDED = ("api_key", "concurrency", "timeout", "retries")  # a remote server's: a secret; knobs of throughput and
                                                                # patience (the same tokens either way)
 _MISSING = object()

@@ -6,7 +6,8 @@
 Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with
 ``stream: true`` as server-sent events ending with ``data: [DONE]``), vLLM's POST /tokenize and
 POST /detokenize (prompts counted as the base reads them) and GET /tokenizer_info, GET /metrics (Prometheus, ``metrics``) and GET
-/v1/profile (the reliability profile the guides are weighed by, ``--profile``). Bodies are read and validated
+/v1/profile (the reliability profile the guides are weighed by, ``--profile``), and GET / (a page to
+try the pair in a browser: ``static/index.html``, streams with ``blendin.steps``). Bodies are read and validated
 here (not by FastAPI's automatic validation) so that every failure has the OpenAI error shape:
 400 bad JSON or value (``param`` names the field), 401 key, 404 model or route, 413 body too large
 (refused as soon as it is, even a chunked one), 429 queue full; 500 only for faults of the server
@@ -27,9 +28,10 @@ import hmac
 import json
 import logging
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,6 +40,8 @@ from .metrics import Metrics
 from .protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, error_body, internal_error,
                        validation_error_body)
 from .service import RequestError, Service, chunk_logprobs, finish_reason
+
+PAGE = Path(__file__).with_name("static") / "index.html"
 
 log = logging.getLogger("blendin.server")
 NOTE = "blendin.log"  # the scope key where a decoding route leaves its part of the request's log line
@@ -140,7 +144,7 @@ def _error_message(body: bytes) -> str | None:
 ROUTES = (("GET", "/health", "health"), ("GET", "/v1/models", "models"), ("POST", "/v1/completions", "completions"),
           ("POST", "/v1/chat/completions", "chat_completions"), ("POST", "/tokenize", "tokenize"),
           ("POST", "/detokenize", "detokenize"), ("GET", "/tokenizer_info", "tokenizer_info"), ("GET", "/metrics", "scrape"),
-          ("GET", "/v1/profile", "profile"))
+          ("GET", "/v1/profile", "profile"), ("GET", "/", "page"))
 
 
 def build_app(service: Service, engine: Engine) -> FastAPI:
@@ -187,6 +191,11 @@ class Routes:
                 "waiting": self.engine.waiting, "uptime_s": round(time.time() - self.started, 1)}
         unready = state["status"] in ("down", "draining")
         return JSONResponse(body, status_code=503 if unready else 200, headers={"Retry-After": str(RETRY_AFTER)} if unready else None)
+
+    async def page(self):
+        """The page to try the pair in a browser (static, in the package: no build step, no CDN); its
+        requests go to /v1/chat/completions, with the key where the server has one."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     async def scrape(self):
         body, content_type = self.metrics.render()
@@ -380,6 +389,7 @@ async def _stream(service: Service, req, kind: str, jobs, rows: RowEvents):
     obj = "text_completion" if kind == "completion" else "chat.completion.chunk"
     k = (req.logprobs if kind == "completion" else ((req.top_logprobs or 0) if req.logprobs else None))
     note = rows.request.scope[NOTE]
+    steps = req.blendin is not None and req.blendin.steps
 
     def chunk(index: int, text: str | None, finish=None, step=None, role: bool = False, extra: dict | None = None) -> str:
         if kind == "completion":
@@ -398,7 +408,9 @@ async def _stream(service: Service, req, kind: str, jobs, rows: RowEvents):
         async for event in rows:
             if event[0] == "text":
                 _, i, delta, step = event
-                if delta or (step is not None and k is not None):
+                if steps and step is not None:  # every token, its record beside the text that is safe to send
+                    yield chunk(i, delta, step=step, extra={"step": service.step_record(step)})
+                elif delta or (step is not None and k is not None):
                     yield chunk(i, delta, step=step)
             elif event[0] == "done":
                 _, i, result = event

@@ -29,6 +29,8 @@ class BlendinOptions(BaseModel):
     method: str | None = None
     gamma: float | None = Field(None, ge=0, le=1)
     alpha: Union[float, Literal["auto"], None] = None
+    repeat_stop: bool | None = None  # stop an answer that repeats itself (the page sets it; default: the server's --repeat-stop)
+    steps: bool = False  # a stream's chunks carry each token's record (who chose it, alpha, the models' top tokens): the page at /
 
     @field_validator("method")
     @classmethod

@@ -30,6 +30,8 @@ from .protocol import SEED_MAX, ChatCompletionRequest, CompletionRequest, Detoke
 from .echo import ScoreJob, echo_choice, echo_problem, prompt_logprobs, score_jobs, scored_by_prompt
 from .settings import ServeSettings
 
+STEP_TOP = 5  # the top tokens of each distribution a step record carries (the page's hover card)
+
 
 class RequestError(BlendinError):
     """A request the server cannot serve as asked: answered with ``status`` and the field named."""
@@ -79,6 +81,10 @@ class Service:
                     changes[field] = getattr(ext, field)
             if ext.alpha is not None:
                 changes["alpha"] = None if ext.alpha == "auto" else ext.alpha
+            if ext.repeat_stop is not None:
+                changes["repeat_stop"] = ext.repeat_stop
+            if ext.steps:
+                changes["trace_top"] = max(top_logprobs, STEP_TOP)
             if changes.get("method") in ("guide", "nudging") and c.more_guides:
                 changes["more_guides"] = ()  # one guide writes under these: the first, as the server's own guide
         try:
@@ -256,14 +262,15 @@ class Service:
 
     @staticmethod
     def blendin_summary(results: list[GenerationResult]) -> dict:
-        """The response's ``blendin`` object: the method and its intervention count and rate."""
+        """The response's ``blendin`` object: the method and its intervention count and rate, and for
+        one answer why it ended (``stop_reason``: finish_reason "stop" covers "stop", "eos" and "repeat")."""
         first = results[0]
         tokens = sum(r.tokens for r in results)
         interventions = sum(r.interventions for r in results)
         alphas = [a for r in results for a in [r.mean_alpha] if a is not None]
         out = {"method": first.method, "gamma": first.gamma, "alpha": first.alpha, "tokens": tokens,
                "interventions": interventions, "intervention_rate": interventions / tokens if tokens else 0.0,
-               "mean_alpha": sum(alphas) / len(alphas) if alphas else None}
+               "mean_alpha": sum(alphas) / len(alphas) if alphas else None, "stop_reason": first.stop_reason if len(results) == 1 else None}
         down = [{"guide": g["guide"], "failed_at": g["failed_at"], "error": g["error"]}
                 for r in results for g in (r.guides or ()) if g.get("failed_at") is not None]
         if down:  # a guide stopped answering: from failed_at on, the base decided alone where it would have guided
@@ -277,6 +284,14 @@ class Service:
         if tok is None or step.token_id is None:
             return step.token
         return "<eos>" if step.token_id in tok.eos_ids else tok.decode([step.token_id])
+
+    @staticmethod
+    def step_record(step: Step) -> dict:
+        """One token's record for a stream that asked for ``blendin.steps`` (the page at /): who chose
+        it (``source``: base, blend or guide), alpha, both models' top-1 and the top tokens of each
+        distribution (``alternatives``)."""
+        return {"token": step.token, "source": step.source, "alpha": step.alpha, "base_top_prob": step.base_top_prob,
+                "guide_top_prob": step.guide_top_prob, "agreement": step.agreement, "alternatives": step.alternatives}
 
     def completion_body(self, req: CompletionRequest, jobs, results: list[GenerationResult]) -> dict:
         if req.echo or req.prompt_logprobs is not None:
