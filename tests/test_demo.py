@@ -37,13 +37,13 @@ def test_colour_shades_a_guided_token_by_alpha():
 
 def test_what_a_stop_cut_is_shown_dimmed_after_the_answer():
     r = generate(scripted_pair(SWITCH_BASE, SWITCH_GUIDE), "Q", config(method="blendin", stop=(" cat",)))
-    assert r.text == " maybe" and render(r, colour=False) == " maybe[stopped before ' cat']"
+    assert r.text == " maybe" and render(r, colour=False) == " maybe (then it wrote ' cat', a stop string, cut there)"
 
 
 def test_the_closing_line_is_read_from_the_answers():
     r = _blended()
     line = look_at(["base alone", "guide alone", "BlendIn"], [r, r, r], colour=False)
-    assert line.startswith("What to look at: the tokens in [brackets] are where the guide stepped in (1 of 3)")
+    assert line.startswith("What to look at: the tokens in [brackets] are where the guide stepped in (1 of 3 tokens)")
     assert "BlendIn: no letter" in line
 
 

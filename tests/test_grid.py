@@ -146,6 +146,14 @@ def test_compare_methods_pairs_items_by_id_and_gamma():
     assert graded["difference"] == pytest.approx(2 / 3) and graded["a_only"] is None and graded["ci"][0] < 2 / 3 < graded["ci"][1]
 
 
+def test_by_default_blendin_is_compared_with_the_base_alone_first():
+    """``eval --method base,blendin`` (the README's first eval) gets a paired comparison by default."""
+    rows = [{"task": "t", "method": m, "gamma": 0.4, "alpha": "auto", "id": i, "correct": ok, "score": float(ok), "error": None}
+            for i in range(4) for m, ok in (("base", False), ("blendin", i < 2))]
+    (c,) = compare_methods(rows)
+    assert (c["a"], c["b"], c["n"], c["a_only"]) == ("blendin g0.4", "base", 4, 2)
+
+
 def test_refusal_split_counts_safe_prompts_answered_and_unsafe_ones_refused():
     from blendin.diagnostics.plots import _split_lines, refusal_split
 

@@ -313,7 +313,8 @@ def test_serve_logs_a_start_up_line_and_requests_to_stderr(monkeypatch, capsys, 
     serve(config(base="my-base", guide="my-guide", method="switch"), ServeSettings(host="127.0.0.1", port=8123))
     err = capsys.readouterr().err
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO blendin: serving 'blendin' "
-                     r"\(base my-base, guide my-guide, method switch\) at http://127\.0\.0\.1:8123/v1$", err, re.M), err
+                     r"\(base my-base, guide my-guide, method switch\) at http://127\.0\.0\.1:8123/v1 "
+                     r"\(a page to try it: http://127\.0\.0\.1:8123/\)$", err, re.M), err
     assert ran["config"].access_log is False and ran["config"].port == 8123 and ran["config"].timeout_graceful_shutdown == 30
     with serving(scripted_pair(SWITCH_BASE, SWITCH_GUIDE), config(method="switch")) as (url, _):  # the logger serve() set up
         complete(url)

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = command("report", "tables, paired comparisons and PNG plots from eval run folders")
     rep.add_argument("runs", nargs="+", help="folders written by blendin eval --out (a grid's --out stands for its pairs)")
     rep.add_argument("--compare", action="append", default=None, metavar="A:B",
-                     help="compare method A with method B item by item, per pair and task (repeatable; default: blendin:switch, blendin:nudging)")
+                     help="compare method A with method B item by item, per pair and task (repeatable; default: blendin:base, blendin:switch, blendin:nudging)")
     rep.add_argument("--out", default="report", metavar="DIR", help="folder for the PNG files (created if missing)")
     rep.add_argument("--keep-rows", action="store_true",
                      help="also write every row, without the answers' text and gold answers, to DIR/rows (small enough to "
@@ -252,6 +252,7 @@ def _run(config: BlendConfig, prompt: str, as_json: bool, trace_html: str | None
 
         with open(trace_html, "w", encoding="utf-8") as f:
             f.write(render(result, prompt=prompt))
+        print(f"trace page: {Path(trace_html).resolve()}", file=sys.stderr)
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:

@@ -91,7 +91,7 @@ def _count(config: BlendConfig, r) -> str:
         return f"({r.tokens} tokens)"
     if config.method == "guide":
         return f"({r.tokens} tokens, every one the guide's)"
-    return f"({r.tokens} tokens, the guide stepped in at {r.interventions}: {100 * r.intervention_rate:.0f}%)"
+    return f"({r.tokens} tokens, the guide stepped in on {r.interventions} of them: {100 * r.intervention_rate:.0f}%)"
 
 
 def render(result, colour: bool, marked: bool = True, show_alpha: bool = False) -> str:
@@ -111,7 +111,9 @@ def render(result, colour: bool, marked: bool = True, show_alpha: bool = False) 
     text = "".join(parts)
     cut = cut_text(result)
     if cut:
-        text += _dim(f"[stopped before {cut!r}]", colour)
+        what = ", the start of a new question," if cut.strip().startswith(MC.question_prefix.strip()) else ", a stop string,"
+        text += _dim(f" (then it wrote {cut!r}{what} cut there)" if text.strip() else
+                     f"(nothing kept: it wrote {cut!r}{what} cut there)", colour)
     if result.stop_reason == "repeat":
         text += _dim(" [stopped: it began repeating itself]", colour)
     elif result.stop_reason == "length":
@@ -149,7 +151,7 @@ def look_at(labels: list[str], results: list, colour: bool) -> str:
     said = [f"{label}: {_verdict(r)}" for label, r in zip(labels, results)]
     guided = results[-1]
     mark = "coloured" if colour else "in [brackets]"
-    return (f"What to look at: the tokens {mark} are where the guide stepped in ({guided.interventions} of {guided.tokens}); "
+    return (f"What to look at: the tokens {mark} are where the guide stepped in ({guided.interventions} of {guided.tokens} tokens); "
             f"the base wrote the rest. The right answer is {ANSWER}. " + "; ".join(said) + ".")
 
 

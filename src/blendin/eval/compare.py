@@ -28,7 +28,7 @@ import math
 from ..config import SOLO_METHODS
 from .runner import mean_ci, wilson
 
-DEFAULT_COMPARISONS = (("blendin", "switch"), ("blendin", "nudging"))
+DEFAULT_COMPARISONS = (("blendin", "base"), ("blendin", "switch"), ("blendin", "nudging"))  # against the base alone first: does guidance help?
 
 
 def paired_difference(a: list, b: list, z: float = 1.96) -> dict:

@@ -112,7 +112,7 @@ def startup_line(config: BlendConfig, settings: ServeSettings, pair=None) -> str
     guides = [f"{g.model}{_where(m)}" for g, m in zip(config.guides, getattr(pair, "guides", None) or [None] * len(config.guides))]
     base, guide = f"{config.base}{_where(getattr(pair, 'base', None))}", " + ".join(guides)
     return (f"serving '{settings.model_name}' (base {base}, guide{'s' if len(guides) > 1 else ''} {guide}, method {config.method}) "
-            f"at http://{settings.host}:{settings.port}/v1")
+            f"at http://{settings.host}:{settings.port}/v1 (a page to try it: http://{settings.host}:{settings.port}/)")
 
 
 def _where(model) -> str:
