@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from .config import BlendConfig
@@ -76,14 +75,20 @@ def run_demo(config: BlendConfig, show_alpha: bool = False, html: str | None = N
         print(json.dumps({"question": prompt_text(), "answer": ANSWER,
                           "answers": [{"label": label, **r.to_dict()} for (label, _), r in zip(answers, results)]}, ensure_ascii=False), file=out)
     else:
-        colour = _colour(out)
-        for (label, c), r in zip(answers, results):
-            print(f"-- {label} {_count(c, r)}", file=out)
-            print(render(r, colour=colour, marked=c.method != "guide", show_alpha=show_alpha) + "\n", file=out)
-        print(look_at([label for label, _ in answers], results, colour), file=out)
+        _print_answers(answers, results, show_alpha, out)
     if html:
         _write_page(html, results[-1], out)
     return 0
+
+
+def _print_answers(answers: list, results: list, show_alpha: bool, out) -> None:
+    """Each answer under its label, the guided tokens marked (not the guide alone's: all are its own),
+    then the line that says what to look at."""
+    colour = _colour(out)
+    for (label, c), r in zip(answers, results):
+        print(f"-- {label} {_count(c, r)}", file=out)
+        print(render(r, colour=colour, marked=c.method != "guide", show_alpha=show_alpha) + "\n", file=out)
+    print(look_at([label for label, _ in answers], results, colour), file=out)
 
 
 def _count(config: BlendConfig, r) -> str:
