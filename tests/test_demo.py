@@ -60,7 +60,7 @@ def test_the_demo_answers_three_ways_on_the_embedded_pair(tmp_path):
     data = json.loads(run("--json").stdout)
     assert [a["method"] for a in data["answers"]] == ["base", "guide", "blendin"]
     blendin = data["answers"][2]
-    assert f"the guide stepped in at {blendin['interventions']}:" in sections[2]
+    assert f"the guide stepped in on {blendin['interventions']} of them:" in sections[2]
     marks = re.findall(r"\[([^\]\[]*) (\d\.\d\d)\]", sections[2])
     assert len(marks) == sum(1 for s in blendin["steps"] if s["source"] != "base" and s["token"])  # every guided token, with alpha
     assert "[" not in sections[1].split("\n", 1)[1].split("stopped")[0]  # the guide alone: nothing marked
