@@ -52,6 +52,12 @@ def test_kendall_tau_and_the_ranking_of_pairs():
     assert "| t | blendin g0.4 | 3 | +1.00 |" in text
 
 
+def test_a_sample_smaller_than_diagnose_s_says_it_is_too_few_to_decide():
+    rows = [_row("blendin", i, 10, 1, True) for i in range(3)]
+    text = warning_markdown(early_warnings({"three items": rows}))
+    assert "| 10.0% (3) | reliable (only 3 of 20 items: too few to decide) |" in text
+
+
 def _unsure_on(question: str) -> Pair:
     """A scripted pair whose base is unsure only at the first token of ``question``'s answer (the
     guide then steps in) and sure everywhere else."""

@@ -47,7 +47,8 @@ def _first(rows, sample: int) -> list[dict]:
 
 def early_warnings(runs: dict[str, list[dict]], sample: int = MIN_SAMPLE, threshold: float = 0.2) -> list[dict]:
     """One entry per run, task and BlendIn configuration: ``early_rate`` and ``reliable`` on the
-    first ``sample`` items (``sample_n``: how many there were), ``rate``, ``score`` and ``n`` on all
+    first ``sample`` items (``sample_n``: how many there were; fewer than ``sample``, and the verdict
+    says it is too few to decide, as ``diagnose`` warns), ``rate``, ``score`` and ``n`` on all
     of the run's items, and ``base``/``guide``: those methods' scores on the same task (None where
     not run). Rows that failed are left out, as ``diagnose`` leaves them out; rates and scores are
     ``runner.summarise``'s."""
@@ -61,7 +62,7 @@ def early_warnings(runs: dict[str, list[dict]], sample: int = MIN_SAMPLE, thresh
             config = (s["task"], "blendin", s["gamma"], s["alpha"])
             first = _first((r for r in rows if (r["task"], r["method"], r["gamma"], r["alpha"]) == config), sample)
             [early] = summarise(first)
-            out.append({"run": name, "task": s["task"], "config": config_name(s), "sample_n": len(first),
+            out.append({"run": name, "task": s["task"], "config": config_name(s), "sample_n": len(first), "sample": sample,
                         "early_rate": early["intervention_rate"], "reliable": early["intervention_rate"] <= threshold,
                         "early_score": early["score"], "rate": s["intervention_rate"], "score": s["score"], "n": s["n"],
                         **alone})
@@ -97,6 +98,8 @@ def warning_markdown(entries: list[dict], threshold: float = 0.2) -> str:
              "| score on them | n | rate, all items | score | base alone | guide alone |", "|" + "---|" * 11]
     for e in entries:
         verdict = "-" if e["reliable"] is None else ("reliable" if e["reliable"] else "unreliable")
+        if e["reliable"] is not None and e["sample_n"] < e.get("sample", 0):
+            verdict += f" (only {e['sample_n']} of {e['sample']} items: too few to decide)"
         lines.append(f"| {e['run']} | {e['task']} | {e['config']} | {pct(e['early_rate'])} ({e['sample_n']}) | {verdict} | "
                      f"{num(e['early_score'])} | {e['n']} | {pct(e['rate'])} | {num(e['score'])} | {num(e['base'])} | {num(e['guide'])} |")
     agreement = rank_agreement(entries)
