@@ -111,7 +111,8 @@ def fit(a) -> int:
         print(f"{task} {name}: " + ", ".join(f"{g} r={r:.3f} ({e['decision']})" for g, r, e in zip(guides, profile.reliabilities, profile.evidence)))
         if any(0.0 < r < 1.0 for r in profile.reliabilities):
             pair = ["--base", base] + [x for g in guides for x in ("--guide", g)]
-            print("  decode: blendin eval --task", task, "--data", a.data, "--limit", LAST, "--method blendin --batch-size 96",
+            kept = min(LAST, 1 + max(max(rows, default=0) for rows in runs.values()))  # the rows' items: 100 for some cells
+            print("  decode: blendin eval --task", task, "--data", a.data, "--limit", kept, "--method blendin --batch-size 96",
                   *pair, "--profile", path, "--out", Path(a.out) / "eval" / task / name.replace(" ", "_"))
     return 0
 
