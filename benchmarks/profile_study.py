@@ -112,9 +112,16 @@ def fit(a) -> int:
         if any(0.0 < r < 1.0 for r in profile.reliabilities):
             pair = ["--base", base] + [x for g in guides for x in ("--guide", g)]
             kept = min(LAST, 1 + max(max(rows, default=0) for rows in runs.values()))  # the rows' items: 100 for some cells
-            print("  decode: blendin eval --task", task, "--data", a.data, "--limit", kept, "--method blendin --batch-size 96",
+            tokens = _max_new_tokens(folder)  # the rows' answer length, not eval's default: GSM8K's rows ran 512
+            print("  decode: blendin eval --task", task, "--data", a.data, "--limit", kept, "--max-new-tokens", tokens,
+                  "--method blendin --batch-size 96",
                   *pair, "--profile", path, "--out", Path(a.out) / "eval" / task / name.replace(" ", "_"))
     return 0
+
+
+def _max_new_tokens(folder: Path) -> int:
+    """The answer length the kept rows in ``folder`` were decoded with (their run.json)."""
+    return next(iter(json.loads((folder / "run.json").read_text())["tasks"].values()))["max_new_tokens"]
 
 
 def _rate(rows: list) -> float:
@@ -134,7 +141,11 @@ def table(a) -> int:
         place = positions(task, a.data)
         runs = runs_of(task, base, guides, folder, place)
         profile = Profile.load(Path(a.out) / task / f"{name.replace(' ', '_')}.json")
-        weighed = _profiled(profile, runs, Path(a.out) / "eval" / task / name.replace(" ", "_"), place)
+        decoded = Path(a.out) / "eval" / task / name.replace(" ", "_")
+        if (decoded / "run.json").exists() and _max_new_tokens(decoded) != _max_new_tokens(folder):
+            missing.append(f"{task} {name} (decoded with {_max_new_tokens(decoded)} new tokens, its rows with {_max_new_tokens(folder)})")
+            continue
+        weighed = _profiled(profile, runs, decoded, place)
         if weighed is None:
             missing.append(f"{task} {name}")
             continue
