@@ -183,7 +183,7 @@ def test_report_over_a_grid_writes_tables_paired_comparisons_and_plots(tmp_path,
     for name in ("score_vs_interventions.png", "interventions_by_correctness.png", "alpha_hist.png"):
         assert (tmp_path / "rep" / name).read_bytes()[:4] == b"\x89PNG" and name in out
     early = (tmp_path / "rep" / "early_warning.md").read_text()
-    assert f"| {LA} | gsm8k | blendin g0.4 | 0.0% (2) | reliable |" in early and "| gsm8k | blendin g0.4 | 2 |" in early
+    assert f"| {LA} | gsm8k | blendin g0.4 | 0.0% (2) | reliable (only 2 of 20 items: too few to decide) |" in early and "| gsm8k | blendin g0.4 | 2 |" in early
     code, _, err = run(capsys, "report", tmp_path / "grid", "--out", tmp_path / "rep", "--compare", "blendin")
     assert code == 2 and "--compare blendin: write A:B" in err
 
