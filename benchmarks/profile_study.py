@@ -112,16 +112,18 @@ def fit(a) -> int:
         if any(0.0 < r < 1.0 for r in profile.reliabilities):
             pair = ["--base", base] + [x for g in guides for x in ("--guide", g)]
             kept = min(LAST, 1 + max(max(rows, default=0) for rows in runs.values()))  # the rows' items: 100 for some cells
-            tokens = _max_new_tokens(folder)  # the rows' answer length, not eval's default: GSM8K's rows ran 512
+            tokens = _max_new_tokens(folder, task)  # the rows' answer length, not eval's default: GSM8K's rows ran 512
             print("  decode: blendin eval --task", task, "--data", a.data, "--limit", kept, "--max-new-tokens", tokens,
                   "--method blendin --batch-size 96",
                   *pair, "--profile", path, "--out", Path(a.out) / "eval" / task / name.replace(" ", "_"))
     return 0
 
 
-def _max_new_tokens(folder: Path) -> int:
-    """The answer length the kept rows in ``folder`` were decoded with (their run.json)."""
-    return next(iter(json.loads((folder / "run.json").read_text())["tasks"].values()))["max_new_tokens"]
+def _max_new_tokens(folder: Path, task: str) -> int | None:
+    """The answer length ``task``'s rows in ``folder`` were decoded with (its run.json); None without one."""
+    from blendin.eval.grid import recorded_tasks
+
+    return recorded_tasks(folder).get(task, {}).get("max_new_tokens")
 
 
 def _rate(rows: list) -> float:
@@ -142,8 +144,9 @@ def table(a) -> int:
         runs = runs_of(task, base, guides, folder, place)
         profile = Profile.load(Path(a.out) / task / f"{name.replace(' ', '_')}.json")
         decoded = Path(a.out) / "eval" / task / name.replace(" ", "_")
-        if (decoded / "run.json").exists() and _max_new_tokens(decoded) != _max_new_tokens(folder):
-            missing.append(f"{task} {name} (decoded with {_max_new_tokens(decoded)} new tokens, its rows with {_max_new_tokens(folder)})")
+        tokens, rows_tokens = _max_new_tokens(decoded, task), _max_new_tokens(folder, task)
+        if tokens is not None and tokens != rows_tokens:
+            missing.append(f"{task} {name} (decoded with {tokens} new tokens, its rows with {rows_tokens})")
             continue
         weighed = _profiled(profile, runs, decoded, place)
         if weighed is None:

@@ -98,7 +98,7 @@ def warning_markdown(entries: list[dict], threshold: float = 0.2) -> str:
              "| score on them | n | rate, all items | score | base alone | guide alone |", "|" + "---|" * 11]
     for e in entries:
         verdict = "-" if e["reliable"] is None else ("reliable" if e["reliable"] else "unreliable")
-        if e["reliable"] is not None and e["sample_n"] < e.get("sample", 0):
+        if e["reliable"] is not None and e["sample_n"] < e["sample"]:
             verdict += f" (only {e['sample_n']} of {e['sample']} items: too few to decide)"
         lines.append(f"| {e['run']} | {e['task']} | {e['config']} | {pct(e['early_rate'])} ({e['sample_n']}) | {verdict} | "
                      f"{num(e['early_score'])} | {e['n']} | {pct(e['rate'])} | {num(e['score'])} | {num(e['base'])} | {num(e['guide'])} |")
