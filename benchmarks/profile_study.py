@@ -2,6 +2,7 @@
 
     python benchmarks/profile_study.py fit --out runs/profiles35     # a profile per cell, from the kept rows' items 1-50
     python benchmarks/profile_study.py table --out runs/profiles35   # the table on items 51-200
+    python benchmarks/profile_study.py members                       # does a blend beat both its members? (all kept items)
 
 The evidence is the per-item rows kept under docs/pairs/ (the four pairs' base, guide alone and
 BlendIn on the first 200 items of each task, decoded greedily: decoding them again gives the same
@@ -186,13 +187,34 @@ def _line(task, name, profile, runs, weighed, paired) -> str:
             f"{sign} ({ci(whole)}) |")
 
 
+def members(a) -> int:
+    """Plain BlendIn against each of its members alone on every kept item of every cell: the issue's
+    "beyond any peer" target asks for a cell where the blend beats both past chance."""
+    from blendin.eval.compare import paired_difference
+
+    print("| task | cell | n | base | guide alone | BlendIn | BlendIn - base [95%] | BlendIn - guide [95%] | beats both |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ci = lambda d: f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"  # noqa: E731
+    for task, name, base, guides, folder in cells():
+        runs = runs_of(task, base, guides, folder, positions(task, a.data))
+        items = [i for i in range(LAST) if all(i in rows for rows in runs.values())]
+        right = lambda rows: [bool(rows[i]["correct"]) for i in items]  # noqa: E731
+        alone = max((right(runs[f"guide {k}"]) for k in range(len(guides))), key=sum)
+        blend, by_base = right(runs["blend"]), right(runs["base"])
+        vs_base, vs_guide = paired_difference(blend, by_base), paired_difference(blend, alone)
+        both = "yes" if vs_base["ci"][0] > 0 and vs_guide["ci"][0] > 0 else "no"
+        mean = lambda xs: f"{sum(xs) / len(xs):.3f}"  # noqa: E731
+        print(f"| {task} | {name} | {len(items)} | {mean(by_base)} | {mean(alone)} | {mean(blend)} | {ci(vs_base)} | {ci(vs_guide)} | {both} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("fit", "table"))
+    ap.add_argument("step", choices=("fit", "table", "members"))
     ap.add_argument("--out", default="runs/profiles35")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     a = ap.parse_args()
-    return fit(a) if a.step == "fit" else table(a)
+    return {"fit": fit, "table": table, "members": members}[a.step](a)
 
 
 if __name__ == "__main__":
