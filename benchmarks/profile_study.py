@@ -3,6 +3,7 @@
     python benchmarks/profile_study.py fit --out runs/profiles35     # a profile per cell, from the kept rows' items 1-50
     python benchmarks/profile_study.py table --out runs/profiles35   # the table on items 51-200
     python benchmarks/profile_study.py members                       # does a blend beat both its members? (all kept items)
+    python benchmarks/profile_study.py check --task T --rows DIR...  # the same on items 51-200 of rows decoded apart
 
 The evidence is the per-item rows kept under docs/pairs/ (the four pairs' base, guide alone and
 BlendIn on the first 200 items of each task, decoded greedily: decoding them again gives the same
@@ -223,13 +224,29 @@ def _versus(task, name, label, span, runs, blend_rows, n_guides) -> str:
             f"{abs(mean(by_base) - mean(alone)) * 100:.0f} | {mean(blend):.3f} | {ci(vs_base)} | {ci(vs_guide)} | {both} |")
 
 
+def check(a) -> int:
+    """One pair's base alone, guide alone and BlendIn (with its profile) decoded apart, in one or more
+    folders (a method's rows from the first folder that has them): BlendIn against both on items 51-200."""
+    place = positions(a.task, a.data)
+    runs = {}
+    for key, method in (("base", "base"), ("guide 0", "guide"), ("blend", "blendin")):
+        runs[key] = next((rows for rows in (rows_of(Path(f), method, place) for f in a.rows) if rows), {})
+    print("| task | cell | blend | n | base | guide alone | gap | blend | blend - base [95%] | blend - guide [95%] | beats both |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(_versus(a.task, a.cell, "profile", range(FIT, LAST), runs, runs["blend"], 1))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("fit", "table", "members"))
+    ap.add_argument("step", choices=("fit", "table", "members", "check"))
+    ap.add_argument("--task", help="check: the task")
+    ap.add_argument("--cell", default="-", help="check: the cell's name in the table")
+    ap.add_argument("--rows", nargs="+", default=[], help="check: folders of results.jsonl")
     ap.add_argument("--out", default="runs/profiles35")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     a = ap.parse_args()
-    return {"fit": fit, "table": table, "members": members}[a.step](a)
+    return {"fit": fit, "table": table, "members": members, "check": check}[a.step](a)
 
 
 if __name__ == "__main__":
