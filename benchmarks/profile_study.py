@@ -58,6 +58,17 @@ def _rows_folder(short: str, pair: str) -> Path | None:
     return None
 
 
+def cell_files(out: str, task: str, name: str) -> tuple[Path, Path]:
+    """(the cell's profile file, the folder its profiled BlendIn is decoded into) under ``out``."""
+    slug = name.replace(" ", "_")
+    return Path(out) / task / f"{slug}.json", Path(out) / "eval" / task / slug
+
+
+def _ci(d: dict) -> str:
+    """A paired difference and its interval, as the tables print it."""
+    return f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+
+
 def positions(task: str, data: str) -> dict:
     """{item id: its place in the task file}."""
     from blendin.eval.tasks import get_task, item_id, load_items
@@ -107,7 +118,7 @@ def fit(a) -> int:
         scores = {k: [runs[k][i]["correct"] for i in items] for k in ["base"] + [f"{p} {j}" for j in range(len(guides)) for p in ("guide", "blend")]}
         rates = {j: _rate([runs[f"blend {j}"][i] for i in items]) for j in range(len(guides))}
         profile = build_profile(base, list(guides), task, 0.4, "auto", scores, rates, {"items": f"1-{FIT}", "rows": str(folder.relative_to(ROOT))})
-        path = Path(a.out) / task / f"{name.replace(' ', '_')}.json"
+        path, decoded = cell_files(a.out, task, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         profile.save(path)
         print(f"{task} {name}: " + ", ".join(f"{g} r={r:.3f} ({e['decision']})" for g, r, e in zip(guides, profile.reliabilities, profile.evidence)))
@@ -117,7 +128,7 @@ def fit(a) -> int:
             tokens = _max_new_tokens(folder, task)  # the rows' answer length, not eval's default: GSM8K's rows ran 512
             print("  decode: blendin eval --task", task, "--data", a.data, "--limit", kept, "--max-new-tokens", tokens,
                   "--method blendin --batch-size 96",
-                  *pair, "--profile", path, "--out", Path(a.out) / "eval" / task / name.replace(" ", "_"))
+                  *pair, "--profile", path, "--out", decoded)
     return 0
 
 
@@ -144,8 +155,8 @@ def table(a) -> int:
     for task, name, base, guides, folder in cells():
         place = positions(task, a.data)
         runs = runs_of(task, base, guides, folder, place)
-        profile = Profile.load(Path(a.out) / task / f"{name.replace(' ', '_')}.json")
-        decoded = Path(a.out) / "eval" / task / name.replace(" ", "_")
+        path, decoded = cell_files(a.out, task, name)
+        profile = Profile.load(path)
         tokens, rows_tokens = _max_new_tokens(decoded, task), _max_new_tokens(folder, task)
         if tokens is not None and tokens != rows_tokens:
             missing.append(f"{task} {name} (decoded with {tokens} new tokens, its rows with {rows_tokens})")
@@ -182,10 +193,13 @@ def _line(task, name, profile, runs, weighed, paired) -> str:
     sign = "helps" if whole["ci"][0] > 0 else "hurts" if whole["ci"][1] < 0 else "no clear effect"
     decisions = "/".join(e["decision"] for e in profile.evidence)
     mean = lambda xs: f"{sum(xs) / len(xs):.3f}"  # noqa: E731
-    ci = lambda d: f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"  # noqa: E731
     return (f"| {task} | {name} | {'/'.join(f'{r:.2f}' for r in profile.reliabilities)} | {len(items)} | {mean(base)} | {mean(alone)} | "
-            f"{mean(blend)} | {mean(with_p)} | {ci(p_b)} | {p_b['a_only'] - p_b['b_only']:+d} | {ci(b_b)} | {gain} | {decisions} | "
-            f"{sign} ({ci(whole)}) |")
+            f"{mean(blend)} | {mean(with_p)} | {_ci(p_b)} | {p_b['a_only'] - p_b['b_only']:+d} | {_ci(b_b)} | {gain} | {decisions} | "
+            f"{sign} ({_ci(whole)}) |")
+
+
+MEMBERS_HEADER = ("| task | cell | blend | n | base | guide alone | gap | blend | blend - base [95%] | blend - guide [95%] | beats both |\n"
+                  "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def members(a) -> int:
@@ -195,15 +209,14 @@ def members(a) -> int:
     ensemble below its stronger member past about 10 points)."""
     from blendin.profile import Profile
 
-    print("| task | cell | blend | n | base | guide alone | gap | blend | blend - base [95%] | blend - guide [95%] | beats both |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(MEMBERS_HEADER)
     for task, name, base, guides, folder in cells():
         place = positions(task, a.data)
         runs = runs_of(task, base, guides, folder, place)
         print(_versus(task, name, "plain", range(LAST), runs, runs["blend"], len(guides)))
-        cell = name.replace(" ", "_")
-        if (Path(a.out) / task / f"{cell}.json").exists():
-            weighed = _profiled(Profile.load(Path(a.out) / task / f"{cell}.json"), runs, Path(a.out) / "eval" / task / cell, place)
+        path, decoded = cell_files(a.out, task, name)
+        if path.exists():
+            weighed = _profiled(Profile.load(path), runs, decoded, place)
             if weighed is not None:
                 print(_versus(task, name, "profile", range(FIT, LAST), runs, weighed, len(guides)))
     return 0
@@ -219,9 +232,8 @@ def _versus(task, name, label, span, runs, blend_rows, n_guides) -> str:
     vs_base, vs_guide = paired_difference(blend, by_base), paired_difference(blend, alone)
     both = "yes" if vs_base["ci"][0] > 0 and vs_guide["ci"][0] > 0 else "no"
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    ci = lambda d: f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"  # noqa: E731
     return (f"| {task} | {name} | {label} | {len(items)} | {mean(by_base):.3f} | {mean(alone):.3f} | "
-            f"{abs(mean(by_base) - mean(alone)) * 100:.0f} | {mean(blend):.3f} | {ci(vs_base)} | {ci(vs_guide)} | {both} |")
+            f"{abs(mean(by_base) - mean(alone)) * 100:.0f} | {mean(blend):.3f} | {_ci(vs_base)} | {_ci(vs_guide)} | {both} |")
 
 
 def check(a) -> int:
@@ -231,8 +243,7 @@ def check(a) -> int:
     runs = {}
     for key, method in (("base", "base"), ("guide 0", "guide"), ("blend", "blendin")):
         runs[key] = next((rows for rows in (rows_of(Path(f), method, place) for f in a.rows) if rows), {})
-    print("| task | cell | blend | n | base | guide alone | gap | blend | blend - base [95%] | blend - guide [95%] | beats both |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(MEMBERS_HEADER)
     print(_versus(a.task, a.cell, "profile", range(FIT, LAST), runs, runs["blend"], 1))
     return 0
 
